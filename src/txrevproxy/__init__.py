@@ -1,0 +1,21 @@
+"""
+txrevproxy: a streaming reverse proxy on Twisted, as a daemon (``twistd -n txrevproxy``) and a library.
+"""
+
+from ._channel import ProxyChannel, ProxyRequest, ProxySite
+from ._headers import TrustedNetworks
+from ._relay import ProxyConfig
+from ._upstream import PoolConfig, UpstreamPool
+from .resource import PassThroughProxyResource, ReverseProxyResource
+
+__all__ = [
+    "PassThroughProxyResource",
+    "PoolConfig",
+    "ProxyChannel",
+    "ProxyConfig",
+    "ProxyRequest",
+    "ProxySite",
+    "ReverseProxyResource",
+    "TrustedNetworks",
+    "UpstreamPool",
+]

@@ -1,0 +1,232 @@
+"""
+Message body framing (RFC 9112 section 6): how long a request or response body is, and the chunked coding.
+
+Owns: the framing decision for requests and responses as pure functions returning a :class:`Framing`, a strict
+incremental decoder for ``chunked`` bodies, and the encoder. Errors are :class:`FramingError` carrying the status
+a server answers with and a one-line reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import Enum
+
+from attrs import frozen
+
+from ._headers import values_of
+
+
+class FramingError(Exception):
+    """
+    A message whose body length cannot be determined unambiguously.
+
+    :ivar status: the HTTP status a server answers with (400 or 501).
+    :ivar reason: a one-line human reason.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(status, reason)
+        self.status = status
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class Kind(Enum):
+    NONE = "none"  # no body at all
+    LENGTH = "length"  # exactly ``length`` bytes
+    CHUNKED = "chunked"  # chunked coding, ends with the last chunk
+    CLOSE = "close"  # responses only: the body ends when the connection closes
+
+
+@frozen
+class Framing:
+    kind: Kind
+    length: int | None = None
+
+
+NO_BODY = Framing(Kind.NONE)
+CHUNKED = Framing(Kind.CHUNKED)
+UNTIL_CLOSE = Framing(Kind.CLOSE)
+
+_MAX_LENGTH_DIGITS = 20
+
+
+def parse_content_length(values: Sequence[bytes]) -> int | None:
+    """
+    The single length named by the ``Content-Length`` header values, or ``None`` when there are none.
+
+    Repeated values (as separate headers or a comma list) are accepted only when identical (RFC 9110 section 8.6).
+    Only plain decimal digits: no sign, no ``0x``, no whitespace inside, at most 20 digits.
+    """
+    if not values:
+        return None
+    seen = {item.strip(b" \t") for value in values for item in value.split(b",")}
+    if len(seen) != 1:
+        raise FramingError(400, "conflicting Content-Length values")
+    (text,) = seen
+    if not (text.isdigit() and text.isascii()) or len(text) > _MAX_LENGTH_DIGITS:
+        raise FramingError(400, "invalid Content-Length")
+    return int(text)
+
+
+def _codings(values: Sequence[bytes]) -> list[bytes]:
+    return [c.strip(b" \t").lower() for v in values for c in v.split(b",")]
+
+
+def request_framing(version: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Framing:
+    """
+    The framing of a request body (RFC 9112 section 6.3, read strictly: anything ambiguous is refused).
+    """
+    te = values_of(headers, b"transfer-encoding")
+    cl = values_of(headers, b"content-length")
+    if te:
+        if cl:
+            raise FramingError(400, "both Transfer-Encoding and Content-Length")
+        if version != b"HTTP/1.1":
+            raise FramingError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        codings = _codings(te)
+        if codings != [b"chunked"]:
+            if b"" in codings or b"chunked" in codings:
+                raise FramingError(400, "malformed Transfer-Encoding")
+            raise FramingError(501, "unsupported transfer coding")
+        return CHUNKED
+    length = parse_content_length(cl)
+    if not length:
+        return NO_BODY
+    return Framing(Kind.LENGTH, length)
+
+
+def response_framing(request_method: bytes, status: int, headers: Sequence[tuple[bytes, bytes]]) -> Framing:
+    """
+    The framing of a response body, given the request method it answers (RFC 9112 section 6.3).
+
+    Errors here mean the upstream sent an ambiguous response (the proxy answers 502).
+    """
+    if request_method == b"HEAD" or status < 200 or status in (204, 304):
+        return NO_BODY
+    te = values_of(headers, b"transfer-encoding")
+    cl = values_of(headers, b"content-length")
+    if te:
+        if cl:
+            raise FramingError(502, "upstream sent both Transfer-Encoding and Content-Length")
+        codings = _codings(te)
+        if codings[-1] == b"chunked":
+            if codings.count(b"chunked") != 1:
+                raise FramingError(502, "upstream sent chunked more than once")
+            return CHUNKED
+        # A response whose final coding is not chunked is delimited by closing the connection.
+        return UNTIL_CLOSE
+    try:
+        length = parse_content_length(cl)
+    except FramingError as e:
+        raise FramingError(502, f"upstream sent {e.reason}") from None
+    if length is None:
+        return UNTIL_CLOSE
+    return Framing(Kind.LENGTH, length) if length else NO_BODY
+
+
+def encode_chunk(data: bytes) -> list[bytes]:
+    """
+    One chunk of the chunked coding, as pieces for ``writeSequence``.
+    """
+    return [b"%x\r\n" % (len(data),), data, b"\r\n"]
+
+
+LAST_CHUNK = b"0\r\n\r\n"
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_MAX_CHUNK_SIZE_DIGITS = 16
+_MAX_CHUNK_LINE = 4096
+_MAX_TRAILERS = 16384
+
+
+class ChunkedDecoder:
+    """
+    A strict incremental decoder for the chunked coding (RFC 9112 section 7.1).
+
+    ``feed`` hands body bytes to ``on_data`` as they arrive and returns any bytes after the end of the body
+    (``None`` while the body is unfinished). Trailers are read and dropped. Malformed input raises
+    :class:`FramingError`: size not plain hex, oversized, bare CR or LF, missing CRLF after data.
+    """
+
+    def __init__(self, on_data: Callable[[bytes], object], status: int = 400) -> None:
+        self._on_data = on_data
+        self._status = status
+        self._buffer = b""
+        self._remaining = 0  # bytes of chunk data still to come
+        self._state = "size"  # size | data | data-crlf | trailer | done
+        self._trailer_bytes = 0
+
+    @property
+    def done(self) -> bool:
+        return self._state == "done"
+
+    def _fail(self, reason: str) -> FramingError:
+        return FramingError(self._status, reason)
+
+    def _line(self, limit: int) -> bytes | None:
+        end = self._buffer.find(b"\r\n")
+        if end < 0:
+            if len(self._buffer) > limit:
+                raise self._fail("chunk line too long")
+            return None
+        line = self._buffer[:end]
+        if b"\r" in line or b"\n" in line:
+            raise self._fail("bare CR or LF in chunked body")
+        self._buffer = self._buffer[end + 2 :]
+        return line
+
+    def feed(self, data: bytes) -> bytes | None:
+        if self._buffer:
+            data = self._buffer + data
+        self._buffer = b""
+        while True:
+            state = self._state
+            if state == "data":
+                if not data:
+                    return None
+                if len(data) <= self._remaining:
+                    self._remaining -= len(data)
+                    self._on_data(data)
+                    if self._remaining == 0:
+                        self._state = "data-crlf"
+                    return None
+                piece, data = data[: self._remaining], data[self._remaining :]
+                self._remaining = 0
+                self._state = "data-crlf"
+                self._on_data(piece)
+                continue
+            if state == "done":
+                return data
+            self._buffer = data
+            if state == "data-crlf":
+                if len(data) < 2:
+                    return None
+                if data[:2] != b"\r\n":
+                    raise self._fail("missing CRLF after chunk data")
+                data = data[2:]
+                self._buffer = b""
+                self._state = "size"
+                continue
+            if state == "size":
+                line = self._line(_MAX_CHUNK_LINE)
+                if line is None:
+                    return None
+                size_text, _, _extensions = line.partition(b";")
+                size_text = size_text.rstrip(b" \t")
+                if not size_text or len(size_text) > _MAX_CHUNK_SIZE_DIGITS or not _HEX.issuperset(size_text):
+                    raise self._fail("invalid chunk size")
+                self._remaining = int(size_text, 16)
+                self._state = "data" if self._remaining else "trailer"
+            else:  # trailer
+                line = self._line(_MAX_TRAILERS)
+                if line is None:
+                    return None
+                self._trailer_bytes += len(line) + 2
+                if self._trailer_bytes > _MAX_TRAILERS:
+                    raise self._fail("trailer section too large")
+                if not line:
+                    self._state = "done"
+            data, self._buffer = self._buffer, b""

@@ -1,0 +1,202 @@
+"""
+Header rules for relaying a message, as pure functions over ordered lists of ``(name, value)`` byte pairs.
+
+Owns: which headers are hop-by-hop (RFC 9110 section 7.6.1), which the proxy always rebuilds itself (framing,
+``Host``, the forwarding headers), and how ``X-Forwarded-*``, ``Forwarded`` (RFC 7239) and ``Via`` are built.
+Knows nothing of sockets or the reactor.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+
+from attrs import frozen
+
+HeaderList = list[tuple[bytes, bytes]]
+
+#: Headers that describe one connection, never the message; never relayed in either direction.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+#: Request headers the proxy drops because it writes its own: framing (the proxy re-frames every body),
+#: ``Host``, ``Expect`` (the proxy answers ``100-continue`` itself), HTTP/2 upgrade settings, and the
+#: forwarding headers (rebuilt by :func:`forwarding_headers`).
+REBUILT_REQUEST = frozenset(
+    {
+        b"content-length",
+        b"host",
+        b"expect",
+        b"http2-settings",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"via",
+    }
+)
+
+#: Response headers the proxy writes itself: framing is decided by the proxy for the client connection.
+REBUILT_RESPONSE = frozenset({b"content-length"})
+
+_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """
+    The lower-cased option names listed in every ``Connection`` header (RFC 9110 section 7.6.1).
+    """
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    tokens.discard(b"")
+    return frozenset(tokens)
+
+
+def end_to_end(headers: Sequence[tuple[bytes, bytes]], also_drop: frozenset[bytes] = frozenset()) -> HeaderList:
+    """
+    The headers to relay: all but hop-by-hop ones, those named in ``Connection``, and ``also_drop``.
+
+    Order and repeats are kept.
+    """
+    drop = HOP_BY_HOP | connection_tokens(headers) | also_drop
+    return [(name, value) for name, value in headers if name.lower() not in drop]
+
+
+def values_of(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
+    """
+    Every value of the header ``name`` (lower-case), in order.
+    """
+    return [v for n, v in headers if n.lower() == name]
+
+
+@frozen
+class ForwardingContext:
+    """
+    What the proxy knows about the client side of one request, for the forwarding headers.
+
+    :ivar client_ip: the peer address of the client connection, as text.
+    :ivar proto: ``b"http"`` or ``b"https"``: the scheme the client used.
+    :ivar host: the client's ``Host`` header, or ``None``.
+    :ivar trusted: whether the peer is a configured proxy whose forwarding headers are appended to.
+    :ivar version: the client's HTTP version, ``b"1.1"`` or ``b"1.0"``, for ``Via``.
+    """
+
+    client_ip: str
+    proto: bytes
+    host: bytes | None
+    trusted: bool
+    version: bytes = b"1.1"
+
+
+VIA_NAME = b"txrevproxy"
+
+
+def _forwarded_node(ip: str) -> bytes:
+    # RFC 7239 section 6: an IPv6 node is bracketed and, having ':' in it, quoted.
+    if ":" in ip:
+        return b'"[' + ip.encode("ascii") + b']"'
+    return ip.encode("ascii")
+
+
+def _forwarded_value(value: bytes) -> bytes:
+    # RFC 7239 section 4: a value is a token or a quoted-string.
+    if _TOKEN.match(value):
+        return value
+    return b'"' + value.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+
+
+def forwarding_headers(incoming: Sequence[tuple[bytes, bytes]], ctx: ForwardingContext) -> HeaderList:
+    """
+    ``X-Forwarded-For``, ``-Proto``, ``-Host``, ``Forwarded`` and ``Via`` for the upstream request.
+
+    From a trusted peer, incoming ``X-Forwarded-For`` and ``Forwarded`` are appended to and incoming
+    ``X-Forwarded-Proto``/``-Host`` are kept; from anyone else all of them are replaced. ``Via`` is end to end and
+    always appended to (RFC 9110 section 7.6.3).
+    """
+    ip = ctx.client_ip.encode("ascii")
+    element = b"for=" + _forwarded_node(ctx.client_ip) + b";proto=" + ctx.proto
+    if ctx.host is not None:
+        element += b";host=" + _forwarded_value(ctx.host)
+
+    xff = [ip]
+    forwarded = [element]
+    proto = ctx.proto
+    host = ctx.host
+    if ctx.trusted:
+        xff = values_of(incoming, b"x-forwarded-for") + xff
+        forwarded = values_of(incoming, b"forwarded") + forwarded
+        proto = (values_of(incoming, b"x-forwarded-proto") or [proto])[-1]
+        host = (values_of(incoming, b"x-forwarded-host") or [host])[-1]
+
+    out: HeaderList = [(b"X-Forwarded-For", b", ".join(xff)), (b"X-Forwarded-Proto", proto)]
+    if host is not None:
+        out.append((b"X-Forwarded-Host", host))
+    out.append((b"Forwarded", b", ".join(forwarded)))
+    via = values_of(incoming, b"via") + [ctx.version + b" " + VIA_NAME]
+    out.append((b"Via", b", ".join(via)))
+    return out
+
+
+def upstream_request_headers(
+    incoming: Sequence[tuple[bytes, bytes]], ctx: ForwardingContext, host: bytes
+) -> HeaderList:
+    """
+    The complete header list for the upstream request, before framing headers: ``Host`` first, then the client's
+    end-to-end headers, then the forwarding headers.
+    """
+    return [(b"Host", host), *end_to_end(incoming, REBUILT_REQUEST), *forwarding_headers(incoming, ctx)]
+
+
+def host_header(host: str, port: int, scheme: str = "http") -> bytes:
+    """
+    The ``Host`` value naming an upstream: the port is left out when it is the scheme's default.
+    """
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    default = 443 if scheme == "https" else 80
+    return (host if port == default else f"{host}:{port}").encode("idna" if not host.isascii() else "ascii")
+
+
+@frozen
+class TrustedNetworks:
+    """
+    The client networks whose forwarding headers are trusted.
+    """
+
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> TrustedNetworks:
+        """
+        Parse CIDR strings; raises ``ValueError`` naming the bad one.
+        """
+        nets = []
+        for spec in specs:
+            try:
+                nets.append(ipaddress.ip_network(spec.strip(), strict=False))
+            except ValueError:
+                raise ValueError(f"not a network in CIDR form: {spec!r}") from None
+        return cls(tuple(nets))
+
+    def __contains__(self, ip: object) -> bool:
+        if not self.networks or not isinstance(ip, str):
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.networks)

@@ -1,0 +1,321 @@
+"""
+One request's relay: from the moment the proxy decides where a request goes until its response is complete.
+
+Owns the steps, in order: take a pooled upstream connection, send the head, stream the body (pausing the client
+when the upstream is slow), wait for the response head (first-byte deadline), stream the response (pausing the
+upstream when the client is slow), then finish or fail. Failures before the response head become 502/504 with a
+short text body and a log line; failures after it abort the client connection so that a cut-short response is
+never presented as complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from attrs import field, frozen
+from twisted.internet import defer, error
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.http import RESPONSES
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from ._body import BodySource
+from ._framing import Framing, FramingError, Kind, parse_content_length
+from ._headers import (
+    REBUILT_RESPONSE,
+    ForwardingContext,
+    TrustedNetworks,
+    end_to_end,
+    upstream_request_headers,
+    values_of,
+)
+from ._upstream import PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
+from ._validate import ResponseHead
+
+log = Logger(namespace="txrevproxy")
+
+
+@frozen
+class ProxyConfig:
+    """
+    Everything that shapes how requests are relayed; built once, shared by every request.
+
+    :ivar response_timeout: seconds from the request being sent until the response head starts arriving.
+    :ivar preserve_host: send the client's ``Host`` upstream instead of the upstream's own.
+    :ivar trusted: client networks whose ``X-Forwarded-*``/``Forwarded`` headers are appended to.
+    :ivar pool: the upstream connection pool's settings.
+    """
+
+    response_timeout: float = 30.0
+    preserve_host: bool = False
+    trusted: TrustedNetworks = field(factory=TrustedNetworks)
+    pool: PoolConfig = field(factory=PoolConfig)
+
+
+@implementer(IPushProducer)
+class _Producer:
+    """
+    Adapts three callables to ``IPushProducer``; the relay is the producer of two different streams.
+    """
+
+    def __init__(self, pause: Callable[[], None], resume: Callable[[], None], stop: Callable[[], None]) -> None:
+        self.pauseProducing = pause
+        self.resumeProducing = resume
+        self.stopProducing = stop
+
+
+def request_header_list(request: object) -> list[tuple[bytes, bytes]]:
+    return [(name, v) for name, values in request.requestHeaders.getAllRawHeaders() for v in values]  # type: ignore[attr-defined]
+
+
+def forwarding_context(request: object, headers: list[tuple[bytes, bytes]], trusted: TrustedNetworks) -> ForwardingContext:
+    peer = request.getClientAddress()  # type: ignore[attr-defined]
+    ip = getattr(peer, "host", None) or "unknown"
+    hosts = values_of(headers, b"host")
+    return ForwardingContext(
+        client_ip=ip,
+        proto=b"https" if request.isSecure() else b"http",  # type: ignore[attr-defined]
+        host=hosts[0] if hosts else None,
+        trusted=ip in trusted,
+        version=b"1.0" if request.clientproto == b"HTTP/1.0" else b"1.1",  # type: ignore[attr-defined]
+    )
+
+
+class Relay:
+    """
+    Relays one request (a Twisted ``IRequest``) to ``address`` and its response back.
+
+    States: ``connecting`` → ``sending`` (request going out, no response yet) → ``streaming`` (response head
+    relayed) → ``done``. Any state can go to ``done``; nothing leaves it.
+    """
+
+    def __init__(
+        self,
+        request: object,
+        pool: UpstreamPool,
+        address: UpstreamAddress,
+        target: bytes,
+        host: bytes,
+        body: BodySource,
+        config: ProxyConfig,
+        reactor: object,
+    ) -> None:
+        self.request = request
+        self.pool = pool
+        self.address = address
+        self.target = target
+        self.body = body
+        self.config = config
+        self.reactor = reactor
+        self.state = "connecting"
+        self.method: bytes = request.method  # type: ignore[attr-defined]
+        incoming = request_header_list(request)
+        if config.preserve_host:
+            host = (values_of(incoming, b"host") or [host])[0]
+        self.headers = upstream_request_headers(incoming, forwarding_context(request, incoming, config.trusted), host)
+        self._proto: UpstreamProtocol | None = None
+        self._connecting: defer.Deferred[UpstreamProtocol] | None = None
+        self._timer: IDelayedCall | None = None
+        self._retried = False
+        self._upload = _Producer(body.pause, body.resume, self._uploadStopped)
+        self._download = _Producer(self._pauseResponse, self._resumeResponse, self._clientGone)
+
+    # -- steps ---------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        request = self.request
+        request.defaultContentType = None  # type: ignore[attr-defined]
+        request.notifyFinish().addErrback(self._clientGone)  # type: ignore[attr-defined]
+        self._connect(self.pool.acquire(self.address))
+
+    def _connect(self, d: defer.Deferred[UpstreamProtocol]) -> None:
+        self._connecting = d
+        d.addCallbacks(self._connected, self._connectFailed)
+
+    def _connected(self, proto: UpstreamProtocol) -> None:
+        self._connecting = None
+        if self.state == "done":
+            self.pool.release(proto)
+            return
+        self.state = "sending"
+        self._proto = proto
+        proto.sendRequest(self.method, self.target, self.headers, self.body.framing, self)
+        if self.body.framing.kind is Kind.NONE:
+            self._requestSent()
+        else:
+            proto.transport.registerProducer(self._upload, True)
+            self.body.start(self)
+
+    def _connectFailed(self, failure: Failure) -> None:
+        self._connecting = None
+        if self.state == "done":
+            return
+        if failure.check(defer.TimeoutError, error.TimeoutError):
+            self._respondError(504, f"connecting to upstream timed out after {self.config.pool.connect_timeout:g}s")
+        else:
+            self._respondError(502, f"upstream unreachable: {failure.getErrorMessage()}")
+
+    # BodySink: the request body on its way up.
+
+    def bodyData(self, data: bytes) -> None:
+        if self._proto is not None:
+            self._proto.writeBody(data)
+
+    def bodyEnd(self) -> None:
+        proto = self._proto
+        if proto is None:
+            return
+        proto.transport.unregisterProducer()
+        proto.endBody()
+        if self.state == "sending":
+            self._requestSent()
+
+    def _requestSent(self) -> None:
+        self._timer = self.reactor.callLater(self.config.response_timeout, self._responseTimedOut)  # type: ignore[attr-defined]
+
+    def _uploadStopped(self) -> None:
+        self.body.stop()
+
+    def _responseTimedOut(self) -> None:
+        self._timer = None
+        if self.state != "sending":
+            return
+        self._abortUpstream()
+        self._respondError(504, f"upstream sent no response within {self.config.response_timeout:g}s")
+
+    # ResponseReceiver: the response on its way down.
+
+    def responseHead(self, head: ResponseHead, framing: Framing) -> None:
+        self._cancelTimer()
+        if self.state != "sending":
+            return
+        self.state = "streaming"
+        request = self.request
+        request.setResponseCode(head.status, head.reason)  # type: ignore[attr-defined]
+        grouped: dict[bytes, list[bytes]] = {}
+        for name, value in end_to_end(head.headers, REBUILT_RESPONSE):
+            grouped.setdefault(name, []).append(value)
+        length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
+        if length is not None:
+            grouped[b"Content-Length"] = [b"%d" % (length,)]
+        headers = request.responseHeaders  # type: ignore[attr-defined]
+        for name, values in grouped.items():
+            headers.setRawHeaders(name, values)
+        request.registerProducer(self._download, True)  # type: ignore[attr-defined]
+
+    def responseData(self, data: bytes) -> None:
+        if self.state == "streaming":
+            self.request.write(data)  # type: ignore[attr-defined]
+
+    def responseEnd(self) -> None:
+        if self.state != "streaming":
+            return
+        self.state = "done"
+        self._proto = None
+        self.body.stop()
+        request = self.request
+        request.unregisterProducer()  # type: ignore[attr-defined]
+        request.finish()  # type: ignore[attr-defined]
+
+    def upstreamFailed(self, reason: str, retryable: bool) -> None:
+        self._cancelTimer()
+        self._proto = None
+        if self.state == "sending":
+            if retryable and not self._retried and self.body.framing.kind is Kind.NONE:
+                # A reused connection the upstream had already closed: try once more on a fresh one.
+                self._retried = True
+                self.state = "connecting"
+                self._connect(self.pool.connect(self.address))
+                return
+            self._respondError(502, reason)
+        elif self.state == "streaming":
+            self.state = "done"
+            self.body.stop()
+            log.warn(
+                "{method} {target}: {reason} (upstream {upstream}); aborting the client connection",
+                method=_text(self.method),
+                target=_text(self.target),
+                reason=reason,
+                upstream=str(self.address),
+            )
+            self.request.unregisterProducer()  # type: ignore[attr-defined]
+            self.request.transport.abortConnection()  # type: ignore[attr-defined]
+
+    # -- backpressure and cancellation -------------------------------------------------------------------
+
+    def _pauseResponse(self) -> None:
+        if self._proto is not None:
+            self._proto.pauseReading()
+
+    def _resumeResponse(self) -> None:
+        if self._proto is not None:
+            self._proto.resumeReading()
+
+    def _clientGone(self, reason: object = None) -> None:
+        if self.state == "done":
+            return
+        self.state = "done"
+        self._cancelTimer()
+        self.body.stop()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._abortUpstream()
+        log.info(
+            "{method} {target}: client went away; upstream request aborted",
+            method=_text(self.method),
+            target=_text(self.target),
+        )
+
+    def _abortUpstream(self) -> None:
+        proto, self._proto = self._proto, None
+        if proto is not None:
+            proto.abort()
+
+    def _cancelTimer(self) -> None:
+        if self._timer is not None:
+            if self._timer.active():
+                self._timer.cancel()
+            self._timer = None
+
+    def _respondError(self, status: int, reason: str) -> None:
+        self.state = "done"
+        self.body.stop()
+        log.warn(
+            "{method} {target}: {status} {reason} (upstream {upstream})",
+            method=_text(self.method),
+            target=_text(self.target),
+            status=status,
+            reason=reason,
+            upstream=str(self.address),
+        )
+        respond_error(self.request, status)
+
+
+def respond_error(request: object, status: int) -> None:
+    """
+    Answer ``request`` with ``status`` and a short plain-text body.
+    """
+    phrase = RESPONSES.get(status, b"Error")
+    body = b"%d %s\n" % (status, phrase)
+    request.setResponseCode(status)  # type: ignore[attr-defined]
+    headers = request.responseHeaders  # type: ignore[attr-defined]
+    headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+    headers.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
+    request.write(body)  # type: ignore[attr-defined]
+    request.finish()  # type: ignore[attr-defined]
+
+
+def _declared_length(head: ResponseHead) -> int | None:
+    # HEAD and 304 responses may state the length of the body they do not carry; pass it on when valid.
+    if head.status == 204 or head.status < 200:
+        return None
+    try:
+        return parse_content_length(values_of(head.headers, b"content-length"))
+    except FramingError:
+        return None
+
+
+def _text(value: bytes) -> str:
+    return value.decode("latin-1")

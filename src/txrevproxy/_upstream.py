@@ -1,0 +1,409 @@
+"""
+The upstream side: a lean HTTP/1.1 client protocol and the keep-alive connection pool.
+
+:class:`UpstreamProtocol` sends one request at a time and parses the response strictly, handing the head and
+body pieces to a receiver (the relay) as they arrive. :class:`UpstreamPool` keeps idle connections per upstream,
+bounded in number and in idle time, and hands out a connection only when it is known to be clean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol as TypingProtocol
+
+from attrs import frozen
+from twisted.internet import defer
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ClientEndpoint,
+    TCP6ClientEndpoint,
+)
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ._framing import LAST_CHUNK, ChunkedDecoder, Framing, FramingError, Kind, encode_chunk, response_framing
+from ._headers import connection_tokens
+from ._validate import InvalidResponse, ResponseHead, parse_response_head
+
+log = Logger(namespace="txrevproxy.upstream")
+
+MAX_RESPONSE_HEAD = 65536
+
+
+@frozen
+class UpstreamAddress:
+    """
+    Where an upstream listens; also the pool's key.
+    """
+
+    host: str
+    port: int
+    scheme: str = "http"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@frozen
+class PoolConfig:
+    """
+    :ivar max_idle: idle keep-alive connections kept per upstream; more are closed when released.
+    :ivar idle_timeout: seconds an idle connection is kept before it is closed.
+    :ivar connect_timeout: seconds allowed for the TCP connection to be established.
+    """
+
+    max_idle: int = 32
+    idle_timeout: float = 30.0
+    connect_timeout: float = 5.0
+
+
+class ResponseReceiver(TypingProtocol):
+    """
+    What an :class:`UpstreamProtocol` tells about the response to the request it is sending.
+    """
+
+    def responseHead(self, head: ResponseHead, framing: Framing) -> None: ...
+
+    def responseData(self, data: bytes) -> None: ...
+
+    def responseEnd(self) -> None: ...
+
+    def upstreamFailed(self, reason: str, retryable: bool) -> None: ...
+
+
+class UpstreamProtocol(Protocol):
+    """
+    One HTTP/1.1 connection to an upstream, carrying one request at a time.
+
+    States: ``idle`` (in the pool or just connected), ``head`` (request sent, reading the response head),
+    ``body`` (reading the response body), ``dead`` (never to be used again).
+    """
+
+    idle_call: IDelayedCall | None = None
+
+    def __init__(self, pool: UpstreamPool, address: UpstreamAddress) -> None:
+        self.pool = pool
+        self.address = address
+        self.state = "idle"
+        self.requests_sent = 0
+        self._receiver: ResponseReceiver | None = None
+        self._method = b""
+        self._buffer = b""
+        self._framing: Framing | None = None
+        self._remaining = 0
+        self._decoder: ChunkedDecoder | None = None
+        self._chunked_upload = False
+        self._request_done = False
+        self._keep_alive = True
+        self._got_bytes = False
+        self._paused = False
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
+
+    # -- sending -------------------------------------------------------------------------------------------
+
+    def sendRequest(
+        self,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        body: Framing,
+        receiver: ResponseReceiver,
+    ) -> None:
+        """
+        Write the request head; the body (if ``body`` says there is one) follows through :meth:`writeBody`.
+        """
+        assert self.state == "idle", self.state
+        self.state = "head"
+        self.requests_sent += 1
+        self._receiver = receiver
+        self._method = method
+        self._got_bytes = False
+        self._keep_alive = True
+        self._chunked_upload = body.kind is Kind.CHUNKED
+        self._request_done = body.kind is Kind.NONE
+        out = [method, b" ", target, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            out += (name, b": ", value, b"\r\n")
+        if body.kind is Kind.LENGTH:
+            out.append(b"Content-Length: %d\r\n" % (body.length,))
+        elif self._chunked_upload:
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        out.append(b"\r\n")
+        self.transport.writeSequence(out)
+
+    def writeBody(self, data: bytes) -> None:
+        if self.state == "dead" or not data:
+            return
+        if self._chunked_upload:
+            self.transport.writeSequence(encode_chunk(data))
+        else:
+            self.transport.write(data)
+
+    def endBody(self) -> None:
+        if self.state == "dead":
+            return
+        if self._chunked_upload:
+            self.transport.write(LAST_CHUNK)
+        self._request_done = True
+
+    # -- flow control --------------------------------------------------------------------------------------
+
+    def pauseReading(self) -> None:
+        if not self._paused and self.state != "dead":
+            self._paused = True
+            self.transport.pauseProducing()
+
+    def resumeReading(self) -> None:
+        if self._paused and self.state != "dead":
+            self._paused = False
+            self.transport.resumeProducing()
+
+    def abort(self) -> None:
+        """
+        Drop the connection now: the request is abandoned and the connection is never reused.
+        """
+        self._receiver = None
+        if self.state != "dead":
+            self.state = "dead"
+            self.transport.abortConnection()
+
+    # -- receiving -----------------------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        self._got_bytes = True
+        state = self.state
+        if state == "body":
+            self._bodyReceived(data)
+        elif state == "head":
+            self._headReceived(data)
+        elif state == "idle":
+            self._fail("upstream sent data while idle")
+
+    def _headReceived(self, data: bytes) -> None:
+        buffer = self._buffer + data if self._buffer else data
+        while True:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_RESPONSE_HEAD:
+                    self._fail("response head too large")
+                else:
+                    self._buffer = buffer
+                return
+            try:
+                head = parse_response_head(buffer[:end])
+            except InvalidResponse as e:
+                self._fail(str(e))
+                return
+            buffer = buffer[end + 4 :]
+            if head.status == 101:
+                self._fail("unexpected 101 Switching Protocols")
+                return
+            if head.status >= 200:
+                break
+            # Interim 1xx responses are not relayed; the final response follows.
+        self._buffer = b""
+        try:
+            framing = response_framing(self._method, head.status, head.headers)
+        except FramingError as e:
+            self._fail(e.reason)
+            return
+        tokens = connection_tokens(head.headers)
+        self._keep_alive = (
+            head.version == b"HTTP/1.1" and b"close" not in tokens and framing.kind is not Kind.CLOSE
+        )
+        self._framing = framing
+        self.state = "body"
+        assert self._receiver is not None
+        self._receiver.responseHead(head, framing)
+        if self.state != "body":
+            return  # the receiver abandoned the request
+        if framing.kind is Kind.NONE:
+            self._complete(buffer)
+        elif framing.kind is Kind.LENGTH:
+            self._remaining = framing.length or 0
+            if buffer:
+                self._bodyReceived(buffer)
+        elif framing.kind is Kind.CHUNKED:
+            self._decoder = ChunkedDecoder(self._deliver, status=502)
+            if buffer:
+                self._bodyReceived(buffer)
+        elif buffer:
+            self._deliver(buffer)
+
+    def _deliver(self, data: bytes) -> None:
+        if self._receiver is not None:
+            self._receiver.responseData(data)
+
+    def _bodyReceived(self, data: bytes) -> None:
+        kind = self._framing.kind  # type: ignore[union-attr]
+        if kind is Kind.LENGTH:
+            if len(data) < self._remaining:
+                self._remaining -= len(data)
+                self._deliver(data)
+                return
+            piece, rest = data[: self._remaining], data[self._remaining :]
+            self._remaining = 0
+            if piece:
+                self._deliver(piece)
+            if self.state == "body":
+                self._complete(rest)
+        elif kind is Kind.CHUNKED:
+            assert self._decoder is not None
+            try:
+                rest = self._decoder.feed(data)
+            except FramingError as e:
+                self._fail(e.reason)
+                return
+            if rest is not None and self.state == "body":
+                self._complete(rest)
+        else:
+            self._deliver(data)
+
+    def _complete(self, extra: bytes) -> None:
+        """
+        The response is complete: tell the receiver, then pool or close the connection.
+        """
+        receiver, self._receiver = self._receiver, None
+        self._decoder = None
+        reusable = self._keep_alive and self._request_done and not extra
+        if reusable:
+            self.state = "idle"
+            if self._paused:
+                self._paused = False
+                self.transport.resumeProducing()
+            self.pool.release(self)
+        else:
+            self.state = "dead"
+            self.transport.loseConnection()
+        if receiver is not None:
+            receiver.responseEnd()
+
+    def _fail(self, reason: str) -> None:
+        receiver, self._receiver = self._receiver, None
+        if self.state != "dead":
+            self.state = "dead"
+            self.transport.abortConnection()
+        if receiver is not None:
+            receiver.upstreamFailed(reason, retryable=False)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        state, self.state = self.state, "dead"
+        self.pool.forget(self)
+        receiver, self._receiver = self._receiver, None
+        if receiver is None:
+            return
+        if state == "body" and self._framing is not None and self._framing.kind is Kind.CLOSE:
+            receiver.responseEnd()
+        elif state == "head":
+            # A kept-alive connection closed by the upstream just as it was reused: safe to retry elsewhere.
+            retryable = self.requests_sent > 1 and not self._got_bytes
+            receiver.upstreamFailed("upstream closed the connection before responding", retryable)
+        elif state == "body":
+            receiver.upstreamFailed("upstream closed the connection mid-body", retryable=False)
+
+
+class _OneShot(Factory):
+    """
+    Hands out one prepared protocol; quiet, unlike ``connectProtocol``'s factory, which logs every connection.
+    """
+
+    noisy = False
+
+    def __init__(self, proto: UpstreamProtocol) -> None:
+        self._proto = proto
+
+    def buildProtocol(self, addr: object) -> UpstreamProtocol:
+        return self._proto
+
+
+def _endpoint(reactor: object, address: UpstreamAddress, timeout: float) -> object:
+    host = address.host
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, address.port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, address.port, timeout=timeout)
+    return HostnameEndpoint(reactor, host.encode("idna"), address.port, timeout=timeout)
+
+
+class UpstreamPool:
+    """
+    Keep-alive connections per upstream address.
+
+    A connection enters the pool only after a complete response, with the whole request sent, no stray bytes and
+    no ``Connection: close``; the most recently used idle connection is handed out first. ``opened`` counts
+    connections ever made, for tests and metrics.
+    """
+
+    def __init__(self, reactor: object, config: PoolConfig = PoolConfig()) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.opened = 0
+        self._idle: dict[UpstreamAddress, list[UpstreamProtocol]] = {}
+
+    def acquire(self, address: UpstreamAddress) -> defer.Deferred[UpstreamProtocol]:
+        """
+        An idle connection to ``address``, or a new one; fails with the connection error.
+        """
+        idle = self._idle.get(address)
+        while idle:
+            proto = idle.pop()
+            if proto.idle_call is not None and proto.idle_call.active():
+                proto.idle_call.cancel()
+            proto.idle_call = None
+            if proto.state == "idle":
+                return defer.succeed(proto)
+        return self.connect(address)
+
+    def connect(self, address: UpstreamAddress) -> defer.Deferred[UpstreamProtocol]:
+        """
+        A new connection to ``address``, bypassing the idle ones.
+        """
+        self.opened += 1
+        timeout = self.config.connect_timeout
+        proto = UpstreamProtocol(self, address)
+        d = _endpoint(self.reactor, address, timeout).connect(_OneShot(proto))  # type: ignore[attr-defined]
+        d.addTimeout(timeout, self.reactor)
+        return d
+
+    def release(self, proto: UpstreamProtocol) -> None:
+        """
+        Take back a clean connection, or close it if the pool for its address is full.
+        """
+        idle = self._idle.setdefault(proto.address, [])
+        if len(idle) >= self.config.max_idle:
+            proto.state = "dead"
+            proto.transport.loseConnection()
+            return
+        idle.append(proto)
+        proto.idle_call = self.reactor.callLater(  # type: ignore[attr-defined]
+            self.config.idle_timeout, proto.transport.loseConnection
+        )
+
+    def forget(self, proto: UpstreamProtocol) -> None:
+        """
+        A connection was lost: drop it from the idle list.
+        """
+        if proto.idle_call is not None and proto.idle_call.active():
+            proto.idle_call.cancel()
+        proto.idle_call = None
+        idle = self._idle.get(proto.address)
+        if idle and proto in idle:
+            idle.remove(proto)
+
+    def idle_count(self, address: UpstreamAddress) -> int:
+        return len(self._idle.get(address, ()))
+
+    def close(self) -> None:
+        """
+        Close every idle connection (at shutdown).
+        """
+        for idle in self._idle.values():
+            for proto in list(idle):
+                proto.state = "dead"
+                proto.transport.loseConnection()
+        self._idle.clear()

@@ -1,0 +1,135 @@
+"""
+Request-head validation: the rules a request must pass before anything of it is forwarded.
+
+Pure functions: a request line and header list in, ``None`` (accept) or a :class:`Rejection` (status and one-line
+reason) out. Framing rules live in :mod:`txrevproxy._framing`; this module calls them so that one answer covers
+the whole head.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from attrs import frozen
+
+from ._framing import Framing, FramingError, request_framing
+from ._headers import values_of
+
+
+@frozen
+class Rejection:
+    status: int
+    reason: str
+
+
+_METHOD = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Visible ASCII only (RFC 9112 section 3.2): no controls, no DEL, no bytes >= 0x80, no space.
+_TARGET = re.compile(rb"^[\x21-\x7e]+$")
+# reg-name / IPv4 / [IPv6] with an optional port (RFC 3986 section 3.2.2, RFC 9110 section 7.2).
+_HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]{0,5})?$")
+_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+
+
+def authority_of(target: bytes) -> bytes | None:
+    """
+    The authority of an absolute-form target (``http://host:port/path``), or ``None`` for other forms.
+    """
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return None
+    end = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    return rest[:end]
+
+
+def origin_form(target: bytes) -> bytes:
+    """
+    The origin-form (path and query) of a request target; absolute-form is reduced to its path.
+    """
+    authority = authority_of(target)
+    if authority is None:
+        return target
+    rest = target.split(b"://", 1)[1][len(authority) :]
+    if not rest.startswith(b"/"):
+        rest = b"/" + rest
+    return rest
+
+
+def validate_request(
+    method: bytes, target: bytes, version: bytes, headers: Sequence[tuple[bytes, bytes]]
+) -> tuple[Framing | None, Rejection | None]:
+    """
+    Check a request head; return its body framing, or the rejection to answer with.
+    """
+    if version not in _VERSIONS:
+        return None, Rejection(505 if version.startswith(b"HTTP/") else 400, "unsupported HTTP version")
+    if not _METHOD.match(method):
+        return None, Rejection(400, "method is not a token")
+    if not _TARGET.match(target):
+        return None, Rejection(400, "invalid bytes in request target")
+    if b"#" in target:
+        return None, Rejection(400, "fragment in request target")
+    if not (target.startswith(b"/") or (target == b"*" and method == b"OPTIONS") or authority_of(target)):
+        return None, Rejection(400, "request target is not origin-form or absolute-form")
+
+    hosts = values_of(headers, b"host")
+    if len(hosts) > 1:
+        return None, Rejection(400, "more than one Host header")
+    if not hosts and version == b"HTTP/1.1":
+        return None, Rejection(400, "missing Host header")
+    if hosts and not _HOST.match(hosts[0]):
+        return None, Rejection(400, "malformed Host header")
+    authority = authority_of(target)
+    if authority is not None and hosts and authority.lower() != hosts[0].lower():
+        return None, Rejection(400, "Host disagrees with the absolute-form target")
+
+    try:
+        return request_framing(version, headers), None
+    except FramingError as e:
+        return None, Rejection(e.status, e.reason)
+
+
+@frozen
+class ResponseHead:
+    version: bytes
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+class InvalidResponse(Exception):
+    """
+    The upstream's response head breaks HTTP/1.1 syntax; the message is a one-line reason.
+    """
+
+
+_STATUS_LINE = re.compile(rb"^(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$")
+_FIELD_NAME = _METHOD
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
+    """
+    Parse a response head (status line and header lines, without the final blank line) strictly: CRLF line ends
+    only, no obs-fold, no whitespace before a colon, token names, no control bytes in values.
+    """
+    lines = head.split(b"\r\n")
+    if b"\n" in head.replace(b"\r\n", b""):
+        raise InvalidResponse("bare LF in response head")
+    match = _STATUS_LINE.match(lines[0])
+    if match is None:
+        raise InvalidResponse("malformed status line")
+    if len(lines) - 1 > max_headers:
+        raise InvalidResponse("too many response headers")
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon:
+            raise InvalidResponse("response header line without a colon")
+        if not _FIELD_NAME.match(name):
+            raise InvalidResponse("invalid response header name")
+        value = value.strip(b" \t")
+        if _BAD_VALUE.search(value):
+            raise InvalidResponse("control byte in response header value")
+        headers.append((name, value))
+    return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers)

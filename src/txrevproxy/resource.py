@@ -1,0 +1,154 @@
+"""
+``ReverseProxyResource``: a drop-in for ``twisted.web.proxy.ReverseProxyResource`` that streams and pools.
+
+Same constructor and child behaviour as Twisted's (query strings kept, each path segment re-quoted with
+``quote(segment, safe="")``, ``getChild`` returns the caller's subclass), usable in any ``Site``. The upstream
+connection pool is made once per root resource and shared by its children.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from ._body import BodySource, BufferedBody
+from ._headers import host_header
+from ._relay import ProxyConfig, Relay
+from ._upstream import UpstreamAddress, UpstreamPool
+from ._validate import origin_form
+
+
+def parse_upstream_url(url: str) -> tuple[UpstreamAddress, bytes]:
+    """
+    ``http://host:port[/base-path]`` → the upstream address and base path (no trailing slash).
+
+    Raises ``ValueError`` with a one-line message for anything else.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"invalid upstream URL {url!r}: {e}") from None
+    if parts.scheme != "http":
+        raise ValueError(f"invalid upstream URL {url!r}: the scheme must be http")
+    if not parts.hostname:
+        raise ValueError(f"invalid upstream URL {url!r}: no host")
+    if parts.query or parts.fragment or parts.username or parts.password:
+        raise ValueError(f"invalid upstream URL {url!r}: only scheme, host, port and path are allowed")
+    path = parts.path.rstrip("/").encode("ascii", "strict") if parts.path.isascii() else None
+    if path is None:
+        raise ValueError(f"invalid upstream URL {url!r}: the path must be ASCII (percent-encoded)")
+    return UpstreamAddress(parts.hostname, port or 80), path
+
+
+def _default_reactor() -> object:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def body_of(request: object) -> BodySource:
+    """
+    The request's body source: streaming when the proxy's own channel is delivering it, else the buffered body.
+    """
+    streaming = getattr(request, "proxy_body", None)
+    if streaming is not None:
+        return streaming
+    return BufferedBody(getattr(request, "content", None))
+
+
+class ReverseProxyResource(Resource):
+    """
+    Relays every request below it to ``host:port``, at ``path`` plus the remaining path segments.
+
+    :param host: the upstream's host name or address (``str``).
+    :param port: the upstream's port.
+    :param path: the base path (``bytes``) the request path is appended to; no trailing slash.
+    :param reactor: the reactor to connect with; the global one when ``None``.
+    :param config: relay settings (timeouts, forwarding headers, pool); defaults when ``None``.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        path: bytes,
+        reactor: object = None,
+        *,
+        config: ProxyConfig | None = None,
+        pool: UpstreamPool | None = None,
+    ) -> None:
+        Resource.__init__(self)
+        self.host = host
+        self.port = port
+        self.path = path
+        self.reactor = reactor
+        self.config = config or ProxyConfig()
+        self._pool = pool
+
+    @classmethod
+    def from_url(cls, url: str, reactor: object = None, *, config: ProxyConfig | None = None) -> ReverseProxyResource:
+        """
+        A resource relaying to the upstream named by ``http://host:port[/base-path]``.
+        """
+        address, path = parse_upstream_url(url)
+        return cls(address.host, address.port, path, reactor, config=config)
+
+    @property
+    def pool(self) -> UpstreamPool:
+        if self._pool is None:
+            if self.reactor is None:
+                self.reactor = _default_reactor()
+            self._pool = UpstreamPool(self.reactor, self.config.pool)
+        return self._pool
+
+    def getChild(self, path: bytes, request: object) -> ReverseProxyResource:
+        child = type(self)(
+            self.host,
+            self.port,
+            self.path + b"/" + quote(path, safe="").encode("ascii"),
+            self.reactor,
+            config=self.config,
+            pool=self.pool,
+        )
+        return child
+
+    def upstream_target(self, request: object) -> bytes:
+        """
+        The request target sent upstream: this resource's path plus the client's query string.
+        """
+        query = urlsplit(request.uri).query  # type: ignore[attr-defined]
+        return (self.path or b"/") + (b"?" + query if query else b"")
+
+    def render(self, request: object) -> object:
+        pool = self.pool
+        address = UpstreamAddress(self.host, self.port)
+        relay = Relay(
+            request,
+            pool,
+            address,
+            self.upstream_target(request),
+            host_header(self.host, self.port),
+            body_of(request),
+            self.config,
+            pool.reactor,
+        )
+        relay.start()
+        return NOT_DONE_YET
+
+
+class PassThroughProxyResource(ReverseProxyResource):
+    """
+    Relays every request to the upstream with its request target untouched (after the base path): what the daemon
+    serves. No resource traversal: the client's percent-encoding, ``+`` and ``;`` reach the upstream as sent.
+    """
+
+    isLeaf = True
+
+    def upstream_target(self, request: object) -> bytes:
+        target = origin_form(request.uri)  # type: ignore[attr-defined]
+        if target == b"*":
+            return target if not self.path else self.path
+        return self.path + target
