@@ -31,7 +31,7 @@ from ._headers import (
     upstream_request_headers,
     values_of,
 )
-from ._upstream import PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
+from ._upstream import ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
 from ._validate import ResponseHead
 
 log = Logger(namespace="txrevproxy")
@@ -152,7 +152,7 @@ class Relay:
         self._connecting = None
         if self.state == "done":
             return
-        if failure.check(defer.TimeoutError, error.TimeoutError):
+        if failure.check(ConnectTimeout, defer.TimeoutError, error.TimeoutError):
             self._respondError(504, f"connecting to upstream timed out after {self.config.pool.connect_timeout:g}s")
         else:
             self._respondError(502, f"upstream unreachable: {failure.getErrorMessage()}")

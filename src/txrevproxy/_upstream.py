@@ -19,7 +19,7 @@ from twisted.internet.endpoints import (
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
 )
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -102,7 +102,8 @@ class UpstreamProtocol(Protocol):
         self._paused = False
 
     def connectionMade(self) -> None:
-        self.transport.setTcpNoDelay(True)
+        if ITCPTransport.providedBy(self.transport):
+            self.transport.setTcpNoDelay(True)
 
     # -- sending -------------------------------------------------------------------------------------------
 
@@ -191,6 +192,8 @@ class UpstreamProtocol(Protocol):
             if end < 0:
                 if len(buffer) > MAX_RESPONSE_HEAD:
                     self._fail("response head too large")
+                elif buffer.count(b"\n") != buffer.count(b"\r\n"):
+                    self._fail("bare LF in response head")
                 else:
                     self._buffer = buffer
                 return
@@ -307,6 +310,16 @@ class UpstreamProtocol(Protocol):
             receiver.upstreamFailed("upstream closed the connection mid-body", retryable=False)
 
 
+class ConnectTimeout(Exception):
+    """
+    The upstream did not accept the connection within the connect timeout.
+    """
+
+
+def _connect_timed_out(result: object, timeout: float) -> Failure:
+    return Failure(ConnectTimeout(f"no connection within {timeout:g}s"))
+
+
 class _OneShot(Factory):
     """
     Hands out one prepared protocol; quiet, unlike ``connectProtocol``'s factory, which logs every connection.
@@ -366,8 +379,9 @@ class UpstreamPool:
         self.opened += 1
         timeout = self.config.connect_timeout
         proto = UpstreamProtocol(self, address)
-        d = _endpoint(self.reactor, address, timeout).connect(_OneShot(proto))  # type: ignore[attr-defined]
-        d.addTimeout(timeout, self.reactor)
+        # The endpoint's own timeout is a backstop; ours decides, and names itself.
+        d = _endpoint(self.reactor, address, timeout + 1).connect(_OneShot(proto))  # type: ignore[attr-defined]
+        d.addTimeout(timeout, self.reactor, onTimeoutCancel=_connect_timed_out)
         return d
 
     def release(self, proto: UpstreamProtocol) -> None:

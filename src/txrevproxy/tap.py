@@ -177,7 +177,7 @@ class ProxyService(service.Service):
 
             origin = _listen_now(self.reactor, "tcp:0:interface=127.0.0.1", demo_site())
             self.ports.append(origin)
-            upstream = _url_of(origin)
+            upstream = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
             log.info("demo origin listening on {url}", url=upstream)
         self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
         site = ProxySite(self.resource, timeout=options["idle-timeout"], reactor=self.reactor)

@@ -1,0 +1,23 @@
+"""
+The public API is the real objects.
+"""
+
+import txrevproxy
+from txrevproxy import _channel, _relay, resource
+
+
+def test_exports_are_the_implementations():
+    """The names in __all__ are the implementation classes, not copies."""
+    assert txrevproxy.ReverseProxyResource is resource.ReverseProxyResource
+    assert txrevproxy.ProxySite is _channel.ProxySite
+    assert txrevproxy.ProxyConfig is _relay.ProxyConfig
+    assert all(hasattr(txrevproxy, name) for name in txrevproxy.__all__)
+
+
+def test_plugin_is_discoverable():
+    """twistd finds the txrevproxy plugin and its options."""
+    from twisted.application.service import IServiceMaker
+    from twisted.plugin import getPlugins
+
+    makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
+    assert makers["txrevproxy"].options is txrevproxy.tap.Options

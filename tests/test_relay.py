@@ -1,0 +1,341 @@
+"""
+The relay through the daemon's ProxySite, entirely in memory: client and upstream are StringTransports and time
+is a MemoryReactorClock.
+"""
+
+from __future__ import annotations
+
+from _harness import Harness, head_and_body, header_lines
+
+from txrevproxy import PoolConfig, ProxyConfig, TrustedNetworks
+
+GET = b"GET /a/b?x=1+2&y=%2F HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+
+def test_request_head_forwarded_with_rebuilt_headers():
+    """The upstream gets the target untouched, its own Host, forwarding headers and no hop-by-hop headers."""
+    h = Harness()
+    h.send(
+        b"GET /a%2Fb?q=a+b%20c HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Hop\r\n"
+        b"X-Hop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\nCookie: a=1\r\nCookie: b=2\r\n"
+        b"X-Forwarded-For: 6.6.6.6\r\nProxy-Authorization: secret\r\n\r\n"
+    )
+    up = h.upstream().accept()
+    sent = up.received()
+    assert sent.startswith(b"GET /a%2Fb?q=a+b%20c HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n")
+    lines = header_lines(head_and_body(sent)[0])
+    assert b"Cookie: a=1" in lines and b"Cookie: b=2" in lines
+    assert lines.index(b"Cookie: a=1") < lines.index(b"Cookie: b=2")
+    assert b"X-Forwarded-For: 10.0.0.1" in lines
+    assert b"X-Forwarded-Host: example.com" in lines
+    assert b"Forwarded: for=10.0.0.1;proto=http;host=example.com" in lines
+    assert b"Via: 1.1 txrevproxy" in lines
+    for name in (b"connection", b"x-hop", b"keep-alive", b"te", b"proxy-authorization"):
+        assert not [line for line in lines if line.lower().startswith(name + b":")], name
+    assert sent.endswith(b"\r\n\r\n")
+
+
+def test_trusted_peer_forwarding_headers_are_appended():
+    """From a configured proxy network, X-Forwarded-For is appended to."""
+    h = Harness(ProxyConfig(trusted=TrustedNetworks.parse(["10.0.0.0/8"])))
+    h.send(b"GET / HTTP/1.1\r\nHost: e\r\nX-Forwarded-For: 1.2.3.4\r\n\r\n")
+    assert b"X-Forwarded-For: 1.2.3.4, 10.0.0.1\r\n" in h.upstream().accept().received()
+
+
+def test_preserve_host_sends_client_host():
+    """With preserve_host the client's Host goes upstream."""
+    h = Harness(ProxyConfig(preserve_host=True))
+    h.send(GET)
+    assert b"\r\nHost: example.com\r\n" in h.upstream().accept().received()
+
+
+def test_response_streams_before_upstream_finishes():
+    """Response head and the first body bytes reach the client before the upstream response is complete."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nSet-Cookie: a\r\nSet-Cookie: b\r\n\r\nhello")
+    head, body = head_and_body(h.response())
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert b"Content-Length: 10" in header_lines(head)
+    assert header_lines(head).count(b"Set-Cookie: a") == 1 and b"Set-Cookie: b" in header_lines(head)
+    assert body == b"hello"
+    up.respond(b"world")
+    assert head_and_body(h.response())[1] == b"helloworld"
+
+
+def test_chunked_upstream_body_is_rechunked_for_client():
+    """A chunked upstream body is decoded and re-framed by the proxy, its trailers dropped."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
+    head, body = head_and_body(h.response())
+    assert b"Transfer-Encoding: chunked" in header_lines(head)
+    assert b"Trailer: X-T" not in header_lines(head)
+    assert body == b"5\r\nhello\r\n0\r\n\r\n"
+
+
+def test_hop_by_hop_response_headers_stripped():
+    """Response headers named in Connection and hop-by-hop ones are not relayed; end-to-end ones are."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(
+        b"HTTP/1.1 200 OK\r\nConnection: X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+        b"Proxy-Authenticate: Basic\r\nUpgrade: foo\r\nX-Kept: yes\r\nContent-Length: 0\r\n\r\n"
+    )
+    lines = [line.lower() for line in header_lines(head_and_body(h.response())[0])]
+    assert b"x-kept: yes" in lines
+    for name in (b"x-secret", b"keep-alive", b"proxy-authenticate", b"upgrade"):
+        assert not [line for line in lines if line.startswith(name + b":")], name
+
+
+def test_slow_client_pauses_upstream_and_resumes_it():
+    """When the client transport asks the channel to pause, the upstream connection stops being read."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+    h.channel.pauseProducing()
+    assert up.transport.producerState == "paused"
+    h.channel.resumeProducing()
+    assert up.transport.producerState == "producing"
+
+
+def test_upload_streams_before_body_complete_and_slow_upstream_pauses_client():
+    """A Content-Length body is relayed as it arrives; when the upstream is slow the client is paused."""
+    h = Harness()
+    h.send(b"POST /up HTTP/1.1\r\nHost: e\r\nContent-Length: 10\r\n\r\nabc")
+    up = h.upstream().accept()
+    assert up.received().endswith(b"Content-Length: 10\r\n\r\nabc") or b"\r\n\r\nabc" in up.received()
+    h.send(b"def")
+    assert up.received().endswith(b"abcdef")
+    up.transport.producer.pauseProducing()
+    assert h.client.producerState == "paused"
+    up.transport.producer.resumeProducing()
+    assert h.client.producerState == "producing"
+    h.send(b"ghij")
+    assert up.received().endswith(b"abcdefghij")
+    assert up.transport.producer is None  # upload done: the upstream transport is free for the next request
+
+
+def test_chunked_upload_is_relayed_chunked():
+    """A chunked request body goes upstream re-chunked by the proxy, with no client chunk extensions."""
+    h = Harness()
+    h.send(b"POST / HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n")
+    up = h.upstream().accept()
+    h.send(b"0\r\n\r\n")
+    sent = up.received()
+    assert b"Transfer-Encoding: chunked\r\n" in sent
+    assert sent.endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+
+
+def test_body_before_upstream_connects_is_held_then_client_paused():
+    """Body bytes that arrive before the upstream connection is made are held, then the client is paused."""
+    h = Harness()
+    size = 200_000
+    h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: %d\r\n\r\n" % size)
+    h.send(b"x" * 100_000)
+    assert h.client.producerState == "paused"
+    up = h.upstream().accept()
+    assert h.client.producerState == "producing"
+    h.send(b"x" * 100_000)
+    assert up.received().endswith(b"\r\n\r\n" + b"x" * size)
+
+
+def test_refused_upstream_gives_502_with_text_body():
+    """A refused connection becomes a 502 with a short text/plain body."""
+    h = Harness()
+    h.send(GET)
+    h.upstream().refuse()
+    head, body = head_and_body(h.response())
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway")
+    assert b"Content-Type: text/plain; charset=utf-8" in header_lines(head)
+    assert body == b"502 Bad Gateway\n"
+
+
+def test_connect_timeout_gives_504():
+    """An upstream that does not accept the connection in time becomes a 504."""
+    h = Harness(ProxyConfig(pool=PoolConfig(connect_timeout=2)))
+    h.send(GET)
+    h.reactor.advance(1.9)
+    assert h.response() == b""
+    h.reactor.advance(0.2)
+    assert h.response().startswith(b"HTTP/1.1 504 ")
+
+
+def test_first_byte_timeout_gives_504_and_discards_connection():
+    """No response head within response_timeout: 504 and the upstream connection is aborted."""
+    h = Harness(ProxyConfig(response_timeout=3))
+    h.send(GET)
+    up = h.upstream().accept()
+    h.reactor.advance(2.9)
+    assert h.response() == b""
+    h.reactor.advance(0.2)
+    assert h.response().startswith(b"HTTP/1.1 504 ")
+    assert up.transport.disconnected
+
+
+def test_truncated_length_response_aborts_client():
+    """Upstream closing before Content-Length bytes arrived aborts the client connection."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+    up.close()
+    assert h.client.disconnected  # aborted, not a clean close
+    assert head_and_body(h.response())[1] == b"half"
+
+
+def test_truncated_chunked_response_never_gets_last_chunk():
+    """Upstream closing mid-chunked-body aborts the client without writing the final chunk."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nhalf\r\n")
+    up.close()
+    assert h.client.disconnected
+    assert not h.response().endswith(b"0\r\n\r\n")
+
+
+def test_close_delimited_response_completes_on_close():
+    """A response with no length ends when the upstream closes, and is finished for the client."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\n\r\nall of it")
+    up.close()
+    assert not h.client.disconnected
+    assert h.response().endswith(b"9\r\nall of it\r\n0\r\n\r\n")
+
+
+def test_invalid_upstream_response_gives_502():
+    """An upstream response with both Transfer-Encoding and Content-Length is refused with 502."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 502 ")
+    assert up.transport.disconnected
+
+
+def test_client_disconnect_aborts_upstream():
+    """The client going away aborts the upstream request at once."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    h.client_closed()
+    assert up.transport.disconnected
+
+
+def test_client_disconnect_while_connecting_cancels_attempt():
+    """The client going away while the upstream connection is being made cancels the attempt."""
+    h = Harness()
+    h.send(GET)
+    h.client_closed()
+    assert h.reactor.connectors[-1].stoppedConnecting
+
+
+def test_keep_alive_connection_reused():
+    """Two requests in a row use one upstream connection."""
+    h = Harness()
+    h.send(GET)
+    first = h.upstream().accept()
+    first.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    h.send(GET)
+    first.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert h.attempts == 1
+    assert first.received().count(b"GET /a/b") == 2
+    assert h.response().count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_connection_close_response_not_reused():
+    """An upstream response with Connection: close ends that connection's use."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+    assert up.transport.disconnecting
+    h.send(GET)
+    assert h.attempts == 2
+
+
+def test_interim_responses_skipped():
+    """A 100 Continue from the upstream is not relayed; the final response is."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 204 No Content\r\n")
+
+
+def test_head_response_keeps_length_without_body():
+    """A HEAD response keeps the upstream's Content-Length and has no body."""
+    h = Harness()
+    h.send(b"HEAD / HTTP/1.1\r\nHost: e\r\n\r\n")
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n")
+    head, body = head_and_body(h.response())
+    assert b"Content-Length: 1234" in header_lines(head)
+    assert body == b""
+    h.send(GET)
+    assert h.attempts == 1  # the connection went back to the pool
+
+
+def test_early_response_drains_body_then_serves_next_request():
+    """A response that ends before its request body does: the rest of the body is discarded, the next request is served."""
+    h = Harness()
+    h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 6\r\n\r\nabc")
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 413 Too Big\r\nContent-Length: 0\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 413 ")
+    assert up.transport.disconnecting  # the request was not fully sent: not reusable
+    h.send(b"def" + GET)
+    assert h.attempts == 2
+    second = h.upstream().accept()
+    assert second.received().startswith(b"GET /a/b")
+    assert b"def" not in second.received()
+
+
+def test_ambiguous_request_rejected_before_connecting():
+    """Transfer-Encoding together with Content-Length is answered 400 and nothing goes upstream."""
+    h = Harness()
+    h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert h.attempts == 0
+    assert h.client.disconnecting
+
+
+def test_missing_host_rejected():
+    """An HTTP/1.1 request without Host is answered 400."""
+    h = Harness()
+    h.send(b"GET / HTTP/1.1\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 400 ")
+    assert h.attempts == 0
+
+
+def test_http10_client_gets_unchunked_body_and_close():
+    """An HTTP/1.0 client gets a chunked upstream body unchunked, ended by closing."""
+    h = Harness()
+    h.send(b"GET / HTTP/1.0\r\n\r\n")
+    up = h.upstream().accept()
+    assert b"Via: 1.0 txrevproxy" in up.received()
+    up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    head, body = head_and_body(h.response())
+    assert body == b"abc"
+    assert h.client.disconnecting
+
+
+def test_stale_pooled_connection_is_retried_once():
+    """A bodiless request on a pooled connection the upstream closed before answering is retried on a new one."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h.send(GET)
+    assert h.attempts == 1
+    up.close()
+    assert h.attempts == 2
+    h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert h.response().endswith(b"ok")

@@ -1,0 +1,106 @@
+"""
+The upstream connection pool and protocol, in memory.
+"""
+
+from __future__ import annotations
+
+from _harness import Harness
+
+from txrevproxy import PoolConfig, ProxyConfig
+from txrevproxy._framing import ChunkedDecoder
+
+GET = b"GET / HTTP/1.1\r\nHost: e\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _served(h: Harness, up=None):
+    h.send(GET)
+    up = up or h.upstream().accept()
+    up.respond(OK)
+    return up
+
+
+def test_idle_connection_expires():
+    """An idle pooled connection is closed after the idle timeout and a new one is made afterwards."""
+    h = Harness(ProxyConfig(pool=PoolConfig(idle_timeout=10)))
+    up = _served(h)
+    h.reactor.advance(9)
+    assert not up.transport.disconnecting
+    h.reactor.advance(2)
+    assert up.transport.disconnecting
+    up.close()
+    _served(h)
+    assert h.attempts == 2
+
+
+def test_pool_keeps_at_most_max_idle():
+    """Connections released beyond max_idle are closed, not kept."""
+    h = Harness(ProxyConfig(pool=PoolConfig(max_idle=1)))
+    other = Harness(ProxyConfig(pool=PoolConfig(max_idle=1)), resource=h.resource)
+    h.send(GET)
+    other.send(GET)
+    first, second = h.upstream(0).accept(), h.upstream(1).accept()
+    first.respond(OK)
+    second.respond(OK)
+    assert not first.transport.disconnecting
+    assert second.transport.disconnecting
+    assert h.resource.pool.opened == 2
+
+
+def test_idle_connection_lost_is_forgotten():
+    """A pooled connection closed by the upstream is not handed out again."""
+    h = Harness()
+    up = _served(h)
+    up.close()
+    _served(h)
+    assert h.attempts == 2
+
+
+def test_stray_bytes_after_response_discard_connection():
+    """Bytes after a complete response mean the connection cannot be trusted: it is closed, not pooled."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(OK + b"HTTP/1.1 200 OK\r\n")
+    assert up.transport.disconnecting
+    assert h.resource.pool.idle_count(up.protocol._wrappedProtocol.address) == 0
+
+
+def test_response_split_at_every_byte():
+    """A response delivered one byte at a time is relayed identically."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    for i in range(len(raw)):
+        up.respond(raw[i : i + 1])
+    body = []
+    decoder = ChunkedDecoder(body.append)
+    assert decoder.feed(h.response().partition(b"\r\n\r\n")[2]) == b""
+    assert b"".join(body) == b"abcde"
+    assert h.resource.pool.idle_count(up.protocol._wrappedProtocol.address) == 1
+
+
+def test_bare_lf_response_head_is_502():
+    """A status line ended by a bare LF is invalid: 502."""
+    h = Harness()
+    h.send(GET)
+    h.upstream().accept().respond(b"HTTP/1.1 200 OK\nContent-Length: 0\n\n")
+    assert h.response().startswith(b"HTTP/1.1 502 ")
+
+
+def test_oversized_response_head_is_502():
+    """A response head larger than the limit is refused with 502."""
+    h = Harness()
+    h.send(GET)
+    h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 70000)
+    assert h.response().startswith(b"HTTP/1.1 502 ")
+
+
+def test_http10_upstream_not_reused():
+    """An HTTP/1.0 upstream response does not leave a reusable connection."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert up.transport.disconnecting
