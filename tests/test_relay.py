@@ -339,3 +339,11 @@ def test_stale_pooled_connection_is_retried_once():
     assert h.attempts == 2
     h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert h.response().endswith(b"ok")
+
+
+def test_empty_reason_phrase_gets_the_standard_one():
+    """An upstream status line without a reason phrase is relayed with the standard phrase."""
+    h = Harness()
+    h.send(GET)
+    h.upstream().accept().respond(b"HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 404 Not Found\r\n")

@@ -193,7 +193,7 @@ class Relay:
             return
         self.state = "streaming"
         request = self.request
-        request.setResponseCode(head.status, head.reason)  # type: ignore[attr-defined]
+        request.setResponseCode(head.status, head.reason or None)  # type: ignore[attr-defined]
         grouped: dict[bytes, list[bytes]] = {}
         for name, value in end_to_end(head.headers, REBUILT_RESPONSE):
             grouped.setdefault(name, []).append(value)

@@ -1,0 +1,235 @@
+"""
+What goes around the numbers: machine information, and the markdown tables printed from a results dict (the same
+dict that is written as JSON, so ``run.py --render FILE`` reprints an old run).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PROXY_COLUMNS = ("direct", "txrevproxy", "twisted.web.proxy", "nginx")
+
+
+def _first_line(argv: list[str]) -> str | None:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (done.stdout + done.stderr).strip()
+    return text.splitlines()[0] if text else None
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total_mib() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return None
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _git_commit() -> str | None:
+    head = _first_line(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    if head is None or " " in head:
+        return None
+    argv = ["git", "-C", str(REPO), "status", "--porcelain", "--", "src"]
+    dirty = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return head + ("+dirty (src/ modified)" if dirty.stdout.strip() else "")
+
+
+def machine_info(wrk: str | None, nginx: str | None) -> dict[str, Any]:
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "mem_total_mib": _mem_total_mib(),
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_executable": sys.executable,
+        "twisted": _version("twisted"),
+        "txrevproxy": _version("txrevproxy"),
+        "txrevproxy_commit": _git_commit(),
+        "nginx": _first_line([nginx, "-v"]) if nginx else None,
+        "wrk": (_first_line([wrk, "-v"]) or "").split(" Copyright")[0] or None if wrk else None,
+    }
+
+
+# --- tables -------------------------------------------------------------------------------------------------------
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b == 0:
+        return "—"
+    return f"{a / b:.2f}×"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _load_rows(data: dict[str, Any]) -> list[list[str]]:
+    by_key = {(r["scenario"], r["proxy"]): r for r in data["load"]}
+    rows = []
+    for scenario in data["settings"]["load_scenarios"]:
+        key, title = scenario["key"], scenario["title"]
+        for label, field, digits in _metrics_for(scenario):
+            values, cells = {}, []
+            for proxy in PROXY_COLUMNS:
+                result = by_key.get((key, proxy))
+                value = _metric(result, field, by_key.get((key, "direct")))
+                values[proxy] = value
+                mark = " ⚠" if result and (result["errors"] or result["failed"]) else ""
+                cells.append(_number(value, digits) + mark if result else "—")
+            better = "lower" if "latency" in label else "higher"
+            rows.append(
+                [title, f"{label} ({better} is better)", *cells]
+                + [
+                    _ratio(values["txrevproxy"], values[other])
+                    for other in ("twisted.web.proxy", "nginx")
+                ]
+            )
+    return rows
+
+
+def _metrics_for(scenario: dict[str, Any]) -> list[tuple[str, str, int]]:
+    if scenario["connections"] == 1:
+        return [
+            ("median latency, µs", "p50_us", 0),
+            ("p99 latency, µs", "p99_us", 0),
+            ("added median latency vs direct, µs", "added_p50_us", 0),
+            ("req/s", "requests_per_s", 0),
+        ]
+    if scenario["body_bytes"] >= 1 << 20:
+        return [("MiB/s", "mib_per_s", 0), ("p99 latency, µs", "p99_us", 0)]
+    return [("req/s", "requests_per_s", 0), ("p99 latency, µs", "p99_us", 0)]
+
+
+def _metric(
+    result: dict[str, Any] | None, field: str, direct: dict[str, Any] | None
+) -> float | None:
+    if result is None or result["failed"]:
+        return None
+    if field == "added_p50_us":
+        if (
+            result["proxy"] == "direct"
+            or direct is None
+            or direct["p50_us"] is None
+            or result["p50_us"] is None
+        ):
+            return None
+        return result["p50_us"] - direct["p50_us"]
+    return result[field]
+
+
+def _memory_rows(data: dict[str, Any]) -> list[list[str]]:
+    by_key = {(r["scenario"], r["proxy"]): r for r in data["memory"]}
+    rows = []
+    for scenario in data["settings"]["memory_scenarios"]:
+        cells = []
+        for proxy in PROXY_COLUMNS[1:]:
+            result = by_key.get((scenario["key"], proxy))
+            if result is None:
+                cells.append("—")
+                continue
+            per_conn = result["per_connection_kib"]
+            value = (
+                _number(per_conn, 1) if per_conn is not None else _number(result["growth_mib"], 1)
+            )
+            cells.append(value + ("" if result["complete"] else " ⚠"))
+        rows.append([scenario["title"], *cells])
+    return rows
+
+
+def _notes(data: dict[str, Any]) -> list[str]:
+    notes = []
+    for r in data["load"]:
+        if r["failed"] or r["errors"] or r["warmup_errors"]:
+            what = r["failed"] or r["errors"] or f"(warm-up only) {r['warmup_errors']}"
+            notes.append(f"{r['proxy']}, {r['scenario']}: {what}")
+    for r in data["memory"]:
+        if r["note"]:
+            notes.append(f"{r['proxy']}, {r['scenario']}: {r['note']}")
+    for incident in data["incidents"]:
+        notes.append(f"{incident['proxy']} ({incident['phase']}): {incident['message']}")
+    return notes
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    m, s = data["machine"], data["settings"]
+    out = [
+        f"## txrevproxy benchmark — {data['started']}" + (" (quick)" if s["quick"] else ""),
+        "",
+        (
+            f"{m['cpu_model']}, {m['cores']} cores, {m['os']}; {m['python']}, Twisted {m['twisted']}, "
+            f"txrevproxy {m['txrevproxy']} ({m['txrevproxy_commit']}); {m['nginx']}; {m['wrk']}. "
+            f"wrk -t1, {s['load_seconds']:g} s per run after {s['warmup_seconds']:g} s warm-up; "
+            "every server is one process / one worker on 127.0.0.1."
+        ),
+        "",
+    ]
+    if data["load"]:
+        header = [
+            "scenario",
+            "metric",
+            *PROXY_COLUMNS,
+            "txrevproxy ÷ twisted.web.proxy",
+            "txrevproxy ÷ nginx",
+        ]
+        out += ["### Load (wrk)", "", _table(header, _load_rows(data)), ""]
+    if data["memory"]:
+        out += [
+            "### Memory (RSS of the proxy process)",
+            "",
+            _table(["scenario", *PROXY_COLUMNS[1:]], _memory_rows(data)),
+            "",
+        ]
+    notes = _notes(data)
+    out += ["### Errors and notes", ""] + ([f"- {n}" for n in notes] if notes else ["- none"])
+    for line in data.get("skipped", []):
+        out.append(f"- skipped: {line}")
+    return "\n".join(out) + "\n"

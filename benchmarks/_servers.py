@@ -1,0 +1,244 @@
+"""
+The servers under test and their origins, each started as a child process on 127.0.0.1:
+
+- ``origin``: nginx serving static files, keep-alive, one worker;
+- ``txrevproxy``: the twistd daemon, run by this very Python;
+- ``twisted.web.proxy``: ``twisted_web_proxy.py``, the reference;
+- ``nginx``: nginx ``proxy_pass`` with upstream keep-alive, one worker;
+- ``slow origin``: ``slow_origin.py``, reads request bodies at a fixed rate.
+
+nginx gets a private configuration in the run's temporary directory (its own pid, log and temp paths).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import _procs
+from _procs import Child
+
+HERE = Path(__file__).resolve().parent
+LISTENING = r"listening on http://127\.0\.0\.1:(\d+)"
+
+DIRECT = "direct"
+TXREVPROXY = "txrevproxy"
+TWISTED = "twisted.web.proxy"
+NGINX = "nginx"
+PROXIES = (TXREVPROXY, TWISTED, NGINX)
+
+# The files the origin serves: URL path -> size in bytes.
+STATIC_FILES = {"/12b": 12, "/1k": 1024, "/1m": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class Tools:
+    wrk: str | None
+    nginx: str | None
+
+
+def write_static_files(root: Path, big_size: int) -> dict[str, int]:
+    """
+    Write the origin's files (and one ``/big`` file of ``big_size`` bytes for the slow reader); return path -> size.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    files = dict(STATIC_FILES, **{"/big": big_size})
+    for path, size in files.items():
+        with open(root / path.lstrip("/"), "wb") as f:
+            if size == 12:
+                f.write(b"hello world\n")
+            else:
+                f.write(b"x" * min(size, 1 << 20))
+                f.truncate(size)  # the rest is a hole: no disk space, reads as zeros
+    return files
+
+
+def _nginx_main(workdir: Path, name: str) -> str:
+    """
+    The top of an nginx configuration: foreground, one worker, every path private to ``workdir``.
+    """
+    # As root, nginx's worker would run as nobody and could not read our 0700 temp dir.
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    return f"""\
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile {_procs.NOFILE};
+{user}pid {workdir}/{name}.pid;
+error_log {workdir}/{name}-error.log warn;
+events {{ worker_connections 8192; }}
+"""
+
+
+def _nginx_http_common(workdir: Path, name: str) -> str:
+    temp = workdir / f"{name}-temp"
+    return f"""\
+    client_body_temp_path {temp}/client_body;
+    proxy_temp_path {temp}/proxy;
+    fastcgi_temp_path {temp}/fastcgi;
+    uwsgi_temp_path {temp}/uwsgi;
+    scgi_temp_path {temp}/scgi;
+    default_type application/octet-stream;
+    keepalive_timeout 300s;
+    keepalive_requests 1000000;
+"""
+
+
+def origin_config(workdir: Path, port: int, root: Path) -> str:
+    return f"""{_nginx_main(workdir, "origin")}
+http {{
+{_nginx_http_common(workdir, "origin")}
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def nginx_proxy_config(workdir: Path, port: int, upstream_port: int) -> str:
+    return f"""{_nginx_main(workdir, "nginx")}
+http {{
+{_nginx_http_common(workdir, "nginx")}
+    access_log {workdir}/nginx-access.log;
+    upstream origin {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+def _start_nginx(nginx: str, workdir: Path, name: str, config: str, port: int) -> Child:
+    conf = workdir / f"{name}.conf"
+    conf.write_text(config)
+    (workdir / f"{name}-temp").mkdir(exist_ok=True)
+    error_log = workdir / f"{name}-error.log"
+    argv = [nginx, "-p", str(workdir), "-e", str(error_log), "-c", str(conf)]
+    child = _procs.start(name, argv, workdir / f"{name}.out")
+    child.port = port
+    child.error_log = error_log
+    try:
+        _procs.wait_for_port(child)
+    except BaseException:
+        _procs.stop(child)
+        raise
+    return child
+
+
+def start_origin(tools: Tools, workdir: Path, root: Path) -> Child:
+    assert tools.nginx
+    port = _procs.free_port()
+    return _start_nginx(tools.nginx, workdir, "origin", origin_config(workdir, port, root), port)
+
+
+def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int) -> Child:
+    """
+    Start one proxy of ``kind`` (``PROXIES``) in front of 127.0.0.1:``upstream_port`` and wait until it listens.
+    """
+    if kind == TXREVPROXY:
+        # ``python -m twisted.scripts.twistd`` is a silent no-op (that module has no __main__ block), so call
+        # its run() ourselves: the same interpreter and the same twistd command line as the documented daemon.
+        argv = [
+            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+            "-n", "--pidfile=", "txrevproxy",
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--upstream", f"http://127.0.0.1:{upstream_port}",
+        ]  # fmt: skip
+        return _start_reporting_port(kind, argv, workdir / "txrevproxy.log")
+    if kind == TWISTED:
+        argv = [sys.executable, str(HERE / "twisted_web_proxy.py"), str(upstream_port)]
+        return _start_reporting_port(kind, argv, workdir / "twisted-web-proxy.log")
+    if kind == NGINX:
+        assert tools.nginx
+        port = _procs.free_port()
+        config = nginx_proxy_config(workdir, port, upstream_port)
+        return _start_nginx(tools.nginx, workdir, NGINX, config, port)
+    raise ValueError(f"unknown proxy {kind!r}")
+
+
+def start_slow_origin(workdir: Path, rate: int) -> Child:
+    argv = [sys.executable, str(HERE / "slow_origin.py"), "--rate", str(rate)]
+    return _start_reporting_port("slow origin", argv, workdir / "slow-origin.log")
+
+
+def _start_reporting_port(name: str, argv: list[str], log_path: Path) -> Child:
+    child = _procs.start(name, argv, log_path)
+    try:
+        child.port = int(_procs.wait_for_log(child, LISTENING).group(1))
+    except BaseException:
+        _procs.stop(child)
+        raise
+    return child
+
+
+_TROUBLE = (
+    "Unhandled",
+    "#warn]",
+    "#error]",
+    "#critical]",
+    "[error]",
+    "[crit]",
+    "[alert]",
+    "[emerg]",
+)
+# The timestamps that start twistd's, twisted.python.log's and nginx's log lines.
+_TIMESTAMP = re.compile(r"^\d{4}[-/]\d\d[-/]\d\d[T ]\d\d:\d\d:\d\d(?:[+-]\d{4})?\s+")
+
+
+def log_issues(child: Child, limit: int = 8) -> list[str]:
+    """
+    Trouble in a child's logs, counted: each traceback by its exception line, each warning or error line by its
+    text with the numbers blurred (so that one repeated problem is one entry), most frequent first.
+    """
+    text = child.log_text()
+    if child.error_log is not None and child.error_log.exists():
+        text += "\n" + child.error_log.read_text(errors="replace")
+    counts: Counter[str] = Counter()
+    examples: dict[str, str] = {}
+    for line in _trouble_lines(text.splitlines()):
+        message = _TIMESTAMP.sub("", line.strip())
+        key = re.sub(r"\d+", "N", message)
+        counts[key] += 1
+        examples.setdefault(key, message)
+    found = [f"{n}× {examples[key]}" for key, n in counts.most_common(limit)]
+    if len(counts) > limit:
+        found.append(f"... and {len(counts) - limit} other kinds")
+    return found
+
+
+def _trouble_lines(lines: list[str]) -> Iterator[str]:
+    """
+    The exception line of every traceback (what follows its ``File``/source line pairs) and every warning line.
+    """
+    in_traceback = skip_source = False
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("Traceback"):
+            in_traceback = True
+        elif in_traceback and skip_source:
+            skip_source = False
+        elif in_traceback and stripped.startswith("File "):
+            skip_source = True
+        elif in_traceback:
+            in_traceback = False
+            yield "Traceback: " + stripped
+        elif any(marker in line for marker in _TROUBLE) and "Unhandled Error" not in line:
+            yield line
