@@ -72,7 +72,9 @@ def parse_content_length(values: Sequence[bytes]) -> int | None:
 
 
 def _codings(values: Sequence[bytes]) -> list[bytes]:
-    return [c.strip(b" \t").lower() for v in values for c in v.split(b",")]
+    # RFC 9110 section 5.6.1: empty list elements are ignored.
+    codings = [c.strip(b" \t").lower() for v in values for c in v.split(b",")]
+    return [c for c in codings if c]
 
 
 def request_framing(version: bytes, headers: Sequence[tuple[bytes, bytes]]) -> Framing:
@@ -87,9 +89,10 @@ def request_framing(version: bytes, headers: Sequence[tuple[bytes, bytes]]) -> F
         if version != b"HTTP/1.1":
             raise FramingError(400, "Transfer-Encoding in an HTTP/1.0 request")
         codings = _codings(te)
+        if not codings or codings[-1] != b"chunked" or codings.count(b"chunked") != 1:
+            # RFC 9112 section 6.3: a length that cannot be determined reliably is a 400.
+            raise FramingError(400, "Transfer-Encoding does not end in a single chunked")
         if codings != [b"chunked"]:
-            if b"" in codings or b"chunked" in codings:
-                raise FramingError(400, "malformed Transfer-Encoding")
             raise FramingError(501, "unsupported transfer coding")
         return CHUNKED
     length = parse_content_length(cl)
@@ -112,7 +115,7 @@ def response_framing(request_method: bytes, status: int, headers: Sequence[tuple
         if cl:
             raise FramingError(502, "upstream sent both Transfer-Encoding and Content-Length")
         codings = _codings(te)
-        if codings[-1] == b"chunked":
+        if codings and codings[-1] == b"chunked":
             if codings.count(b"chunked") != 1:
                 raise FramingError(502, "upstream sent chunked more than once")
             return CHUNKED
