@@ -18,7 +18,7 @@ from twisted.web.server import Request, Site
 
 from ._body import StreamingBody
 from ._framing import Framing
-from ._relay import request_header_list
+from ._relay import error_body, request_header_list
 from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
@@ -28,7 +28,7 @@ def error_response(status: int, connection_close: bool = True) -> bytes:
     """
     A complete, short plain-text error response.
     """
-    body = b"%d %s\n" % (status, RESPONSES.get(status, b"Error"))
+    body = error_body(status)
     return b"".join(
         [
             b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Error")),

@@ -293,12 +293,18 @@ class Relay:
         respond_error(self.request, status)
 
 
+def error_body(status: int) -> bytes:
+    """
+    The short plain-text body of every error the proxy answers itself.
+    """
+    return b"%d %s\n" % (status, RESPONSES.get(status, b"Error"))
+
+
 def respond_error(request: object, status: int) -> None:
     """
     Answer ``request`` with ``status`` and a short plain-text body.
     """
-    phrase = RESPONSES.get(status, b"Error")
-    body = b"%d %s\n" % (status, phrase)
+    body = error_body(status)
     request.setResponseCode(status)  # type: ignore[attr-defined]
     headers = request.responseHeaders  # type: ignore[attr-defined]
     headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
