@@ -320,10 +320,6 @@ def test_decoder_long_chunk_line_refused_when_split():
         _decode([LONG_CHUNK_LINE[i : i + 1] for i in range(len(LONG_CHUNK_LINE))])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the chunk-line limit is only checked while the CRLF is missing: a long line that arrives whole is accepted",
-)
 def test_decoder_long_chunk_line_refused_when_whole():
     """A chunk-size line over the limit is refused even when it arrives whole, so the outcome is split-independent."""
     with pytest.raises(FramingError, match="too long"):

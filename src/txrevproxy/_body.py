@@ -26,6 +26,8 @@ class BodySink(TypingProtocol):
 
     def bodyEnd(self) -> None: ...
 
+    def bodyFailed(self, reason: str) -> None: ...
+
 
 class BodySource(TypingProtocol):
     framing: Framing
@@ -99,6 +101,7 @@ class StreamingBody:
         self._ended = False  # the client sent the whole body
         self._end_sent = False
         self._stopped = False
+        self.failed: str | None = None  # why the client's body broke off, if it did
         self.received = 0
 
     @property
@@ -123,7 +126,21 @@ class StreamingBody:
 
     def start(self, sink: BodySink) -> None:
         self._sink = sink
+        if self.failed is not None:
+            sink.bodyFailed(self.failed)
+            return
         self._flush()
+
+    def fail(self, reason: str) -> None:
+        """
+        The client's body broke its framing or a limit: nothing more is sent, and the sink is told.
+        """
+        if self.failed is not None or self._ended:
+            return
+        self.failed = reason
+        self.stop()
+        if self._sink is not None:
+            self._sink.bodyFailed(reason)
 
     def _flush(self) -> None:
         sink = self._sink

@@ -1,27 +1,63 @@
 """
-The daemon's client side: a ``Site`` whose requests start relaying at the end of the headers.
+The daemon's client side: a ``Site`` whose channel parses requests strictly and starts relaying at the end of the
+head, with size limits and deadlines on every phase of a client connection.
 
-Twisted's ``Site`` renders a request only after its whole body has arrived. :class:`ProxyChannel` validates each
-request head (:func:`~txrevproxy._validate.validate_request`) and hands it to :class:`ProxyRequest`, which renders
-at once with a :class:`~txrevproxy._body.StreamingBody` that later body bytes are fed into. A response may end
-before its request body does (an early upstream answer): the request then stays first in the channel's queue,
-draining and discarding the rest of the body, so the next pipelined request is parsed from the right place.
+:class:`ProxyChannel` keeps ``HTTPChannel``'s response half (``Request`` writes through it, producers, persistence)
+and replaces its request parsing: heads are parsed by :mod:`txrevproxy._head` under :class:`ClientConfig`'s limits
+and judged by :func:`~txrevproxy._validate.validate_request`; bodies are decoded by the proxy's own strict framing
+code and streamed into the request as they arrive. Phases of a connection, each with its deadline::
+
+    idle ──first byte──▶ head ──blank line──▶ body ──last byte──▶ waiting ──response done──▶ idle
+    (idle timeout)       (head timeout → 408)  (no progress → 408)  (none)
+
+plus, in any phase, a client that reads none of our output for ``send_timeout`` is aborted. Requests are handled
+one at a time in order: bytes of a pipelined request wait in a bounded buffer (reading pauses past it). A
+response may end before its request body does: the request then stays first in the queue, draining and
+discarding the rest of its body, so the next request is parsed from the right place.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
 
+from attrs import field, frozen
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from ._body import StreamingBody
-from ._framing import Framing
-from ._relay import error_body, request_header_list
+from ._framing import ChunkedDecoder, Framing, FramingError, Kind
+from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
+from ._headers import values_of
+from ._relay import error_body
 from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
+
+#: Bytes of pipelined requests held while the one before them is answered, before reading pauses.
+PIPELINE_BUFFER = 16384
+
+
+@frozen
+class ClientConfig:
+    """
+    Limits and deadlines for client connections (the keep-alive idle timeout is the ``Site``'s ``timeout``).
+
+    :ivar head: size limits of a request head.
+    :ivar max_body: largest request body accepted, in bytes; 0 for no limit.
+    :ivar head_timeout: seconds from the first byte of a request until its head is complete (else 408).
+    :ivar body_timeout: seconds the request body may make no progress (else 408, or an abort once answering).
+    :ivar send_timeout: seconds a client may read none of the response while it waits to be sent (else abort).
+    """
+
+    head: HeadLimits = field(factory=HeadLimits)
+    max_body: int = 1 << 30
+    head_timeout: float = 10.0
+    body_timeout: float = 30.0
+    send_timeout: float = 60.0
 
 
 def error_response(status: int, connection_close: bool = True) -> bytes:
@@ -60,7 +96,7 @@ class ProxyRequest(Request):
         self.method, self.uri, self.clientproto = command, target, version
         self.path = target.split(b"?", 1)[0]
         self.args = {}
-        self.proxy_body = StreamingBody(framing, self.channel.transport)
+        self.proxy_body = StreamingBody(framing, self.channel.upload_reading)
         self.process()
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -83,51 +119,384 @@ class ProxyRequest(Request):
         Request._cleanup(self)
 
 
+@implementer(IPushProducer)
+class _UploadReading:
+    """
+    What a request body pauses when the upstream is slow: the channel's reading, for the reason "upload".
+    """
+
+    def __init__(self, channel: ProxyChannel) -> None:
+        self._channel = channel
+
+    def pauseProducing(self) -> None:
+        self._channel._pauseReading("upload")
+
+    def resumeProducing(self) -> None:
+        self._channel._resumeReading("upload")
+
+    def stopProducing(self) -> None:
+        pass
+
+
+IDLE, HEAD, BODY, WAITING, CLOSED = "idle", "head", "body", "waiting", "closed"
+
+
 class ProxyChannel(HTTPChannel):
     """
-    ``HTTPChannel`` that refuses ambiguous request heads before anything is forwarded and starts the relay at
-    the end of the head.
+    ``HTTPChannel`` with the proxy's own strict request parsing, limits and deadlines (see the module docstring).
     """
 
-    _rejected = False
+    config = ClientConfig()
 
-    def allHeadersReceived(self) -> None:
-        request = self.requests[-1]
-        framing, rejection = validate_request(
-            self._command, self._path, self._version, request_header_list(request)
-        )
+    def __init__(self) -> None:
+        super().__init__()
+        self.phase = IDLE
+        self.upload_reading = _UploadReading(self)
+        self._in = bytearray()  # received, not yet parsed: a partial head or pipelined requests
+        self._checked = 0  # bytes of a partial head already checked by incomplete_head_problem
+        self._busy = False  # inside _process: re-entrant calls only queue bytes
+        self._read_pauses: set[str] = set()
+        self._head: RequestHead | None = None
+        self._remaining = 0  # body bytes still to come (Content-Length framing)
+        self._decoder: ChunkedDecoder | None = None
+        self._body_size = 0
+        self._since = 0.0  # when the current phase began, or the body last made progress
+        self._send_paused_since: float | None = None
+        self._timer: IDelayedCall | None = None
+
+    # -- connection ----------------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.setTimeout(None)  # the phase deadlines below replace TimeoutMixin's idle timer
+        self._clock = self.site.reactor
+        self._since = self._clock.seconds()
+        self._arm()
+
+    def connectionLost(self, reason: object) -> None:
+        self.phase = CLOSED
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        super().connectionLost(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase is CLOSED:
+            return
+        self._in += data
+        if not self._busy:
+            self._process()
+
+    # -- parsing -------------------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        self._busy = True
+        try:
+            while self._in:
+                phase = self.phase
+                if phase is IDLE or phase is HEAD:
+                    if not self._readHead():
+                        break
+                elif phase is BODY:
+                    self._readBody()
+                else:
+                    break
+        finally:
+            self._busy = False
+        if self.phase is WAITING and len(self._in) > PIPELINE_BUFFER:
+            self._pauseReading("pipeline")
+
+    def _readHead(self) -> bool:
+        """
+        Parse a request head from the buffer; ``False`` when more bytes are needed or the connection is done.
+        """
+        buffer = self._in
+        if self.phase is IDLE:
+            # RFC 9112 section 2.2: empty lines before a request line are ignored.
+            while buffer.startswith(b"\r\n"):
+                del buffer[:2]
+            if not buffer or buffer == b"\r":
+                return False
+        end = buffer.find(b"\r\n\r\n", max(self._checked - 3, 0))
+        if end < 0:
+            problem = incomplete_head_problem(buffer, self._checked, self.config.head)
+            if problem is not None:
+                self._reject(problem)
+                return False
+            self._checked = len(buffer)
+            if self.phase is IDLE:
+                self._enter(HEAD)
+            return False
+        head = parse_request_head(bytes(buffer[:end]), self.config.head)
+        del buffer[: end + 4]
+        self._checked = 0
+        if isinstance(head, Rejection):
+            self._reject(head)
+            return False
+        self._headReceived(head)
+        return self.phase is not CLOSED
+
+    def _headReceived(self, head: RequestHead) -> None:
+        framing, rejection = validate_request(head.method, head.target, head.version, head.headers)
+        if rejection is None:
+            assert framing is not None
+            rejection = self._checkBody(head, framing)
         if rejection is not None:
             self._reject(rejection)
             return
-        super().allHeadersReceived()
-        request.headersReceived(self._command, self._path, self._version, framing)
+        assert framing is not None
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        add = request.requestHeaders.addRawHeader
+        for name, value in head.headers:
+            add(name, value)
+        request.parseCookies()
+        self.persistent = self.checkPersistence(request, head.version)
+        request.gotLength(framing.length if framing.kind is Kind.LENGTH else None)
+        self._head = head
+        self._body_size = 0
+        if framing.kind is Kind.NONE:
+            self._enter(WAITING)
+            request.headersReceived(head.method, head.target, head.version, framing)
+            self._bodyComplete(request)
+            return
+        if framing.kind is Kind.LENGTH:
+            self._remaining = framing.length or 0
+            self._decoder = None
+        else:
+            self._decoder = ChunkedDecoder(self._bodyData, status=400)
+        if head.version == b"HTTP/1.1" and values_of(head.headers, b"expect"):
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._enter(BODY)
+        request.headersReceived(head.method, head.target, head.version, framing)
+
+    def _checkBody(self, head: RequestHead, framing: Framing) -> Rejection | None:
+        """
+        The proxy's own rules on a request body, beyond framing: its size and ``Expect``.
+        """
+        expect = values_of(head.headers, b"expect")
+        if expect and (len(expect) > 1 or expect[0].lower() != b"100-continue"):
+            return Rejection(417, "unsupported expectation")
+        cap = self.config.max_body
+        if cap and framing.kind is Kind.LENGTH and (framing.length or 0) > cap:
+            return Rejection(413, f"request body of {framing.length} bytes is over the limit of {cap}")
+        return None
+
+    def _readBody(self) -> None:
+        buffer = self._in
+        self._since = self._clock.seconds()
+        request = self.requests[-1]
+        decoder = self._decoder
+        if decoder is None:
+            take = min(self._remaining, len(buffer))
+            data = bytes(buffer[:take]) if take < len(buffer) else bytes(buffer)
+            del buffer[:take]
+            self._remaining -= take
+            self._bodyData(data)
+            if self._remaining == 0 and self.phase is BODY:
+                self._enter(WAITING)
+                self._bodyComplete(request)
+            return
+        data = bytes(buffer)
+        buffer.clear()
+        try:
+            rest = decoder.feed(data)
+        except FramingError as e:
+            self._bodyFailed(request, Rejection(e.status, e.reason))
+            return
+        if rest is not None and self.phase is BODY:
+            self._in[:0] = rest
+            self._decoder = None
+            self._enter(WAITING)
+            self._bodyComplete(request)
+
+    def _bodyData(self, data: bytes) -> None:
+        self._body_size += len(data)
+        cap = self.config.max_body
+        if cap and self._body_size > cap:
+            raise FramingError(413, f"request body over the limit of {cap} bytes")
+        self.requests[-1].handleContentChunk(data)
+
+    def _bodyComplete(self, request: ProxyRequest) -> None:
+        self._handlingRequest = True
+        head, self._head = self._head, None
+        assert head is not None
+        request.requestReceived(head.method, head.target, head.version)
+
+    def _bodyFailed(self, request: ProxyRequest, rejection: Rejection) -> None:
+        """
+        The request body broke its framing or a limit: stop the relay; answer if nothing was answered yet.
+        """
+        if request.proxy_body is not None:
+            request.proxy_body.fail(rejection.reason)
+        if not request.startedWriting:
+            self._reject(rejection)
+            return
+        self._log(rejection, "request body")
+        self.phase = CLOSED
+        self.persistent = False
+        if request.finished:
+            self.loseConnection()
+        else:
+            self.transport.abortConnection()
 
     def _reject(self, rejection: Rejection) -> None:
+        self._log(rejection, "rejected request")
+        self.phase = CLOSED
+        self.persistent = False
+        self.transport.write(error_response(rejection.status))
+        self.loseConnection()
+
+    def _log(self, rejection: Rejection, what: str) -> None:
         peer = self.transport.getPeer()
         log.warn(
-            "rejected request from {peer}: {status} {reason}",
+            "{what} from {peer}: {status} {reason}",
+            what=what,
             peer=getattr(peer, "host", peer),
             status=rejection.status,
             reason=rejection.reason,
         )
-        self._rejected = True
-        self.transport.write(error_response(rejection.status))
+
+    def requestDone(self, request: Request) -> None:
+        """
+        The first request in the queue has been answered: go on with the next, or close.
+        """
+        if request is not self.requests[0]:
+            raise TypeError(request)
+        del self.requests[0]
+        self._handlingRequest = False
+        if not self.persistent or self.phase is CLOSED:
+            self.phase = CLOSED
+            self.loseConnection()
+            return
+        self._enter(IDLE)
+        self._resumeReading("pipeline")
+        if self._in and not self._busy:
+            self._process()
+
+    # -- reading and writing pauses ------------------------------------------------------------------------
+
+    def _pauseReading(self, reason: str) -> None:
+        if not self._read_pauses:
+            self.transport.pauseProducing()
+        self._read_pauses.add(reason)
+
+    def _resumeReading(self, reason: str) -> None:
+        if reason not in self._read_pauses:
+            return
+        self._read_pauses.discard(reason)
+        if reason == "upload":
+            self._since = self._clock.seconds()  # the body deadline starts over
+        if not self._read_pauses and self.phase is not CLOSED:
+            self.transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        """
+        The client stopped reading (our send buffer is full): pause the response and reading more requests.
+        """
+        self._waitingForTransport = True
+        if self._requestProducer is not None:
+            self._requestProducer.pauseProducing()
+        self._pauseReading("send")
+        if self._send_paused_since is None:
+            self._send_paused_since = self._clock.seconds()
+            self._arm()
+
+    def resumeProducing(self) -> None:
+        self._waitingForTransport = False
+        self._send_paused_since = None
+        if self._requestProducer is not None:
+            self._requestProducer.resumeProducing()
+        self._resumeReading("send")
+
+    # -- deadlines -----------------------------------------------------------------------------------------
+
+    def _enter(self, phase: str) -> None:
+        self.phase = phase
+        self._since = self._clock.seconds()
+        if phase is HEAD or phase is BODY:
+            self._arm()
+
+    def _deadline(self) -> tuple[float, Callable[[], None]] | None:
+        """
+        The earliest deadline that applies now, and what to do when it passes.
+        """
+        phase, config = self.phase, self.config  # CLOSED has no phase deadline, only the send deadline
+        deadline: tuple[float, Callable[[], None]] | None = None
+        if phase is IDLE and self.timeOut:
+            deadline = (self._since + self.timeOut, self._idleTimedOut)
+        elif phase is HEAD:
+            deadline = (self._since + config.head_timeout, self._headTimedOut)
+        elif phase is BODY and "upload" not in self._read_pauses:
+            deadline = (self._since + config.body_timeout, self._bodyTimedOut)
+        if self._send_paused_since is not None:
+            send = (self._send_paused_since + config.send_timeout, self._sendTimedOut)
+            if deadline is None or send[0] < deadline[0]:
+                deadline = send
+        return deadline
+
+    def _arm(self) -> None:
+        """
+        Make sure the timer fires no later than the current deadline (it re-checks when it fires).
+        """
+        deadline = self._deadline()
+        if deadline is None:
+            return
+        delay = max(deadline[0] - self._clock.seconds(), 0.0)
+        if self._timer is None or not self._timer.active():
+            self._timer = self._clock.callLater(delay, self._check)
+        elif self._timer.getTime() > deadline[0]:
+            self._timer.reset(delay)
+
+    def _check(self) -> None:
+        self._timer = None
+        deadline = self._deadline()
+        if deadline is None:
+            return
+        if self._clock.seconds() >= deadline[0]:
+            deadline[1]()
+        else:
+            self._arm()
+
+    def _idleTimedOut(self) -> None:
+        self.phase = CLOSED
         self.loseConnection()
 
-    def rawDataReceived(self, data: bytes) -> None:
-        if not self._rejected:
-            super().rawDataReceived(data)
+    def _headTimedOut(self) -> None:
+        self._reject(Rejection(408, f"request head not complete within {self.config.head_timeout:g}s"))
 
-    def allContentReceived(self) -> None:
-        if not self._rejected:
-            super().allContentReceived()
+    def _bodyTimedOut(self) -> None:
+        reason = f"request body made no progress for {self.config.body_timeout:g}s"
+        self._bodyFailed(self.requests[-1], Rejection(408, reason))
+
+    def _sendTimedOut(self) -> None:
+        peer = self.transport.getPeer()
+        log.warn(
+            "client {peer} read nothing for {seconds:g}s; connection aborted",
+            peer=getattr(peer, "host", peer),
+            seconds=self.config.send_timeout,
+        )
+        self.phase = CLOSED
+        self.transport.abortConnection()
 
 
 class ProxySite(Site):
     """
     A ``Site`` for proxying: request heads validated, bodies streamed to the upstream as they arrive.
+
+    :param client: limits and deadlines for client connections.
     """
 
     protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest
     noisy = False
+
+    def __init__(self, resource: object, *args: object, client: ClientConfig | None = None, **kwargs: object) -> None:
+        super().__init__(resource, *args, **kwargs)
+        self.client = client or ClientConfig()
+
+    def buildProtocol(self, addr: object) -> ProxyChannel | None:
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            channel.config = self.client
+        return channel

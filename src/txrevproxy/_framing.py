@@ -8,6 +8,7 @@ a server answers with and a one-line reason.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from enum import Enum
 
@@ -143,6 +144,10 @@ _HEX = frozenset(b"0123456789abcdefABCDEF")
 _MAX_CHUNK_SIZE_DIGITS = 16
 _MAX_CHUNK_LINE = 4096
 _MAX_TRAILERS = 16384
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+# chunk-ext = *( BWS ";" BWS chunk-ext-name [ BWS "=" BWS chunk-ext-val ] )  (RFC 9112 section 7.1.1)
+_CHUNK_EXTENSIONS = re.compile(rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\Z" % (_TOKEN, _TOKEN, _QUOTED))
 
 
 class ChunkedDecoder:
@@ -175,6 +180,8 @@ class ChunkedDecoder:
             if len(self._buffer) > limit:
                 raise self._fail("chunk line too long")
             return None
+        if end > limit:
+            raise self._fail("chunk line too long")
         line = self._buffer[:end]
         if b"\r" in line or b"\n" in line:
             raise self._fail("bare CR or LF in chunked body")
@@ -217,10 +224,12 @@ class ChunkedDecoder:
                 line = self._line(_MAX_CHUNK_LINE)
                 if line is None:
                     return None
-                size_text, _, _extensions = line.partition(b";")
+                size_text, semicolon, extensions = line.partition(b";")
                 size_text = size_text.rstrip(b" \t")
                 if not size_text or len(size_text) > _MAX_CHUNK_SIZE_DIGITS or not _HEX.issuperset(size_text):
                     raise self._fail("invalid chunk size")
+                if semicolon and not _CHUNK_EXTENSIONS.match(semicolon + extensions):
+                    raise self._fail("invalid chunk extension")
                 self._remaining = int(size_text, 16)
                 self._state = "data" if self._remaining else "trailer"
             else:  # trailer

@@ -172,6 +172,24 @@ class Relay:
         if self.state == "sending":
             self._requestSent()
 
+    def bodyFailed(self, reason: str) -> None:
+        """
+        The client's body was refused part-way (the channel answers the client): abandon the upstream request.
+        """
+        if self.state == "done":
+            return
+        self.state = "done"
+        self._cancelTimer()
+        if self._connecting is not None:
+            self._connecting.cancel()
+        self._abortUpstream()
+        log.info(
+            "{method} {target}: request body refused ({reason}); upstream request aborted",
+            method=_text(self.method),
+            target=_text(self.target),
+            reason=reason,
+        )
+
     def _requestSent(self) -> None:
         self._timer = self.reactor.callLater(self.config.response_timeout, self._responseTimedOut)  # type: ignore[attr-defined]
 

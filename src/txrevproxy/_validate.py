@@ -29,6 +29,7 @@ _TARGET = re.compile(rb"^[\x21-\x7e]+$")
 # reg-name / IPv4 / [IPv6] with an optional port (RFC 3986 section 3.2.2, RFC 9110 section 7.2).
 _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]{0,5})?$")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+_VERSION = re.compile(rb"^HTTP/[0-9]\.[0-9]\Z")
 
 
 def authority_of(target: bytes) -> bytes | None:
@@ -62,7 +63,9 @@ def validate_request(
     Check a request head; return its body framing, or the rejection to answer with.
     """
     if version not in _VERSIONS:
-        return None, Rejection(505 if version.startswith(b"HTTP/") else 400, "unsupported HTTP version")
+        if _VERSION.match(version):
+            return None, Rejection(505, "unsupported HTTP version")
+        return None, Rejection(400, "malformed HTTP version")
     if not _METHOD.match(method):
         return None, Rejection(400, "method is not a token")
     if not _TARGET.match(target):

@@ -1,0 +1,142 @@
+"""
+Request-head syntax (RFC 9112 sections 2-5): the bytes of a request line and header section in, a
+:class:`RequestHead` or a :class:`~txrevproxy._validate.Rejection` out, under the size limits of :class:`HeadLimits`.
+
+Strict where Twisted's ``HTTPChannel`` is lax: CRLF line ends only (a bare CR or LF is refused), no obs-fold, no
+whitespace before a colon or before the first header, header names are tokens, no control bytes in values, a
+request line of exactly three parts. Meaning (``Host``, framing, target forms) is judged afterwards by
+:func:`~txrevproxy._validate.validate_request`.
+
+Two entry points: :func:`parse_request_head` for a complete head, and :func:`incomplete_head_problem` for a head
+still arriving, which finds over-long lines and stray CR/LF early instead of waiting for a blank line that may
+never come. Both are pure.
+"""
+
+from __future__ import annotations
+
+import re
+
+from attrs import frozen
+
+from ._validate import Rejection
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
+# A field value may hold HTAB, SP, visible ASCII and obs-text; any other control byte is refused.
+_BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+@frozen
+class HeadLimits:
+    """
+    Size limits on a request head, in bytes (lines counted without their CRLF) and header lines.
+    """
+
+    request_line: int = 8192
+    header_line: int = 8192
+    header_section: int = 32768
+    header_count: int = 100
+
+
+@frozen
+class RequestHead:
+    method: bytes
+    target: bytes
+    version: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+def _too_large(what: str) -> Rejection:
+    return Rejection(431, what)
+
+
+def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | Rejection:
+    """
+    Split ``method SP request-target SP HTTP-version`` (exactly one space each).
+    """
+    parts = line.split(b" ")
+    if len(parts) != 3 or not all(parts):
+        if len(parts) == 2 and parts[0] and parts[1]:
+            return Rejection(400, "HTTP/0.9 request line")
+        return Rejection(400, "malformed request line")
+    method, target, version = parts
+    if not _TOKEN.match(method):
+        return Rejection(400, "method is not a token")
+    if not _VERSION.match(version):
+        return Rejection(400, "malformed HTTP version")
+    return method, target, version
+
+
+def parse_header_line(line: bytes) -> tuple[bytes, bytes] | Rejection:
+    """
+    Split ``name ":" OWS value OWS``.
+    """
+    name, colon, value = line.partition(b":")
+    if not colon:
+        return Rejection(400, "header line without a colon")
+    if not _TOKEN.match(name):
+        if name[:1] in (b" ", b"\t"):
+            return Rejection(400, "obs-fold or whitespace before a header name")
+        if name.rstrip(b" \t") != name:
+            return Rejection(400, "whitespace before the colon in a header line")
+        return Rejection(400, "invalid header name")
+    value = value.strip(b" \t")
+    if _BAD_VALUE_BYTE.search(value):
+        return Rejection(400, "control byte in a header value")
+    return name, value
+
+
+def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejection:
+    """
+    Parse a complete request head: the request line and header lines, without the blank line that ends it.
+    """
+    lines = head.split(b"\r\n")
+    for line in lines:
+        if b"\r" in line or b"\n" in line:
+            return Rejection(400, "bare CR or LF in the request head")
+    request_line = lines[0]
+    if len(request_line) > limits.request_line:
+        return Rejection(414, "request line too long")
+    parsed = parse_request_line(request_line)
+    if isinstance(parsed, Rejection):
+        return parsed
+    if len(lines) - 1 > limits.header_count:
+        return _too_large("too many header lines")
+    if len(head) - len(request_line) > limits.header_section:
+        return _too_large("header section too large")
+    headers = []
+    for line in lines[1:]:
+        if len(line) > limits.header_line:
+            return _too_large("header line too long")
+        header = parse_header_line(line)
+        if isinstance(header, Rejection):
+            return header
+        headers.append(header)
+    return RequestHead(parsed[0], parsed[1], parsed[2], headers)
+
+
+def incomplete_head_problem(buffer: bytes | bytearray, checked: int, limits: HeadLimits) -> Rejection | None:
+    """
+    What is already wrong with a head that has not ended yet (no blank line so far), or ``None``.
+
+    ``checked`` is how many leading bytes an earlier call already checked for stray CR/LF, so that a head arriving
+    a byte at a time costs linear work in total. A CR at the very end may still be followed by its LF.
+    """
+    if buffer.count(b"\n", checked) != buffer.count(b"\r\n", max(checked - 1, 0)):
+        return Rejection(400, "bare LF in the request head")
+    trailing_cr = 1 if buffer.endswith(b"\r") else 0
+    if buffer.count(b"\r", checked) - trailing_cr != buffer.count(b"\r\n", checked):
+        return Rejection(400, "bare CR in the request head")
+    first_end = buffer.find(b"\r\n")
+    if first_end < 0:
+        if len(buffer) - trailing_cr > limits.request_line:
+            return Rejection(414, "request line too long")
+        return None
+    if first_end > limits.request_line:
+        return Rejection(414, "request line too long")
+    last_end = buffer.rfind(b"\r\n")
+    if len(buffer) - trailing_cr - (last_end + 2) > limits.header_line:
+        return _too_large("header line too long")
+    if len(buffer) - (first_end + 2) > limits.header_section:
+        return _too_large("header section too large")
+    return None
