@@ -54,7 +54,7 @@ def _status(method, target, version, headers):
         (b"GET", b"http://example.com/", V10, [], None),
         # Versions: a well-formed unsupported version is 505, anything else 400 (RFC 9110 section 15.6.6).
         (b"GET", b"/", b"HTTP/2.0", H, 505),
-        (b"GET", b"/", b"HTTP/3", H, 505),
+        (b"GET", b"/", b"HTTP/3", H, 400),  # not HTTP/DIGIT.DIGIT
         (b"GET", b"/", b"HTTP/0.9", H, 505),
         (b"GET", b"/", b"", H, 400),
         (b"GET", b"/", b"garbage", H, 400),
