@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from txrevproxy import PassThroughProxyResource, ProxyConfig, ProxySite
+from txrevproxy._channel import ClientConfig
 
 
 class Upstream:
@@ -51,6 +52,7 @@ class Harness:
         resource: object = None,
         site_class: type[Site] = ProxySite,
         peer: str = "10.0.0.1",
+        client: ClientConfig | None = None,
     ) -> None:
         self.reactor = MemoryReactorClock()
         if callable(resource):
@@ -58,7 +60,10 @@ class Harness:
         self.resource = resource or PassThroughProxyResource(
             "127.0.0.1", 8000, b"", self.reactor, config=config or ProxyConfig()
         )
-        self.site = site_class(self.resource, reactor=self.reactor)
+        if client is not None:
+            self.site = site_class(self.resource, reactor=self.reactor, client=client)
+        else:
+            self.site = site_class(self.resource, reactor=self.reactor)
         self.client = StringTransport(
             peerAddress=IPv4Address("TCP", peer, 50000), hostAddress=IPv4Address("TCP", "127.0.0.1", 8080)
         )

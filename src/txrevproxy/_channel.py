@@ -37,6 +37,8 @@ from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
 
+#: Default seconds a client connection may sit idle between requests (``Site``'s ``timeout``).
+IDLE_TIMEOUT = 60.0
 #: Bytes of pipelined requests held while the one before them is answered, before reading pauses.
 PIPELINE_BUFFER = 16384
 
@@ -163,12 +165,14 @@ class ProxyChannel(HTTPChannel):
         self._since = 0.0  # when the current phase began, or the body last made progress
         self._send_paused_since: float | None = None
         self._timer: IDelayedCall | None = None
+        self._idle_timeout: float | None = None
 
     # -- connection ----------------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        self._idle_timeout = self.timeOut
         super().connectionMade()
-        self.setTimeout(None)  # the phase deadlines below replace TimeoutMixin's idle timer
+        self.setTimeout(None)  # the phase deadlines below replace TimeoutMixin's idle timer (and clear timeOut)
         self._clock = self.site.reactor
         self._since = self._clock.seconds()
         self._arm()
@@ -377,7 +381,7 @@ class ProxyChannel(HTTPChannel):
     # -- reading and writing pauses ------------------------------------------------------------------------
 
     def _pauseReading(self, reason: str) -> None:
-        if not self._read_pauses:
+        if not self._read_pauses and self.phase is not CLOSED:
             self.transport.pauseProducing()
         self._read_pauses.add(reason)
 
@@ -387,6 +391,7 @@ class ProxyChannel(HTTPChannel):
         self._read_pauses.discard(reason)
         if reason == "upload":
             self._since = self._clock.seconds()  # the body deadline starts over
+            self._arm()
         if not self._read_pauses and self.phase is not CLOSED:
             self.transport.resumeProducing()
 
@@ -423,8 +428,8 @@ class ProxyChannel(HTTPChannel):
         """
         phase, config = self.phase, self.config  # CLOSED has no phase deadline, only the send deadline
         deadline: tuple[float, Callable[[], None]] | None = None
-        if phase is IDLE and self.timeOut:
-            deadline = (self._since + self.timeOut, self._idleTimedOut)
+        if phase is IDLE and self._idle_timeout:
+            deadline = (self._since + self._idle_timeout, self._idleTimedOut)
         elif phase is HEAD:
             deadline = (self._since + config.head_timeout, self._headTimedOut)
         elif phase is BODY and "upload" not in self._read_pauses:
@@ -485,6 +490,7 @@ class ProxySite(Site):
     A ``Site`` for proxying: request heads validated, bodies streamed to the upstream as they arrive.
 
     :param client: limits and deadlines for client connections.
+    :param timeout: seconds a connection may sit idle between requests (default :data:`IDLE_TIMEOUT`).
     """
 
     protocol = ProxyChannel  # type: ignore[assignment]
@@ -492,6 +498,7 @@ class ProxySite(Site):
     noisy = False
 
     def __init__(self, resource: object, *args: object, client: ClientConfig | None = None, **kwargs: object) -> None:
+        kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, *args, **kwargs)
         self.client = client or ClientConfig()
 

@@ -212,10 +212,10 @@ class ChunkedDecoder:
                 return data
             self._buffer = data
             if state == "data-crlf":
+                if not b"\r\n".startswith(data[:2]):
+                    raise self._fail("missing CRLF after chunk data")
                 if len(data) < 2:
                     return None
-                if data[:2] != b"\r\n":
-                    raise self._fail("missing CRLF after chunk data")
                 data = data[2:]
                 self._buffer = b""
                 self._state = "size"

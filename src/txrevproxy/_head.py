@@ -56,7 +56,7 @@ def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | Rejection:
     """
     parts = line.split(b" ")
     if len(parts) != 3 or not all(parts):
-        if len(parts) == 2 and parts[0] and parts[1]:
+        if len(parts) == 2 and _TOKEN.match(parts[0]) and parts[1].startswith(b"/"):
             return Rejection(400, "HTTP/0.9 request line")
         return Rejection(400, "malformed request line")
     method, target, version = parts
@@ -71,12 +71,12 @@ def parse_header_line(line: bytes) -> tuple[bytes, bytes] | Rejection:
     """
     Split ``name ":" OWS value OWS``.
     """
+    if line[:1] in (b" ", b"\t"):
+        return Rejection(400, "obs-fold or whitespace before a header name")
     name, colon, value = line.partition(b":")
     if not colon:
         return Rejection(400, "header line without a colon")
     if not _TOKEN.match(name):
-        if name[:1] in (b" ", b"\t"):
-            return Rejection(400, "obs-fold or whitespace before a header name")
         if name.rstrip(b" \t") != name:
             return Rejection(400, "whitespace before the colon in a header line")
         return Rejection(400, "invalid header name")
@@ -125,7 +125,8 @@ def incomplete_head_problem(buffer: bytes | bytearray, checked: int, limits: Hea
     if buffer.count(b"\n", checked) != buffer.count(b"\r\n", max(checked - 1, 0)):
         return Rejection(400, "bare LF in the request head")
     trailing_cr = 1 if buffer.endswith(b"\r") else 0
-    if buffer.count(b"\r", checked) - trailing_cr != buffer.count(b"\r\n", checked):
+    unchecked_trailing_cr = trailing_cr if len(buffer) > checked else 0
+    if buffer.count(b"\r", checked) - unchecked_trailing_cr != buffer.count(b"\r\n", checked):
         return Rejection(400, "bare CR in the request head")
     first_end = buffer.find(b"\r\n")
     if first_end < 0:

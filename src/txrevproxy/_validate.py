@@ -29,6 +29,7 @@ _TARGET = re.compile(rb"^[\x21-\x7e]+$")
 # reg-name / IPv4 / [IPv6] with an optional port (RFC 3986 section 3.2.2, RFC 9110 section 7.2).
 _HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]{0,5})?$")
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
+_FRAMING_AND_ROUTING = frozenset([b"content-length", b"transfer-encoding", b"host"])
 _VERSION = re.compile(rb"^HTTP/[0-9]\.[0-9]\Z")
 
 
@@ -74,6 +75,11 @@ def validate_request(
         return None, Rejection(400, "fragment in request target")
     if not (target.startswith(b"/") or (target == b"*" and method == b"OPTIONS") or authority_of(target)):
         return None, Rejection(400, "request target is not origin-form or absolute-form")
+
+    for name, _ in headers:
+        if b"_" in name and name.lower().replace(b"_", b"-") in _FRAMING_AND_ROUTING:
+            # CGI/WSGI servers read Content_Length as Content-Length: a disagreement the upstream would resolve.
+            return None, Rejection(400, "header name that differs from a framing header only by _")
 
     hosts = values_of(headers, b"host")
     if len(hosts) > 1:
