@@ -257,14 +257,14 @@ def test_pipelined_bytes_are_bounded():
     """While one request is answered, reading pauses once more than a bounded amount of later requests is held."""
     h = Harness()
     h.send(b"GET /1 HTTP/1.1\r\n" + HOST + b"\r\n")
-    h.upstream().accept()
+    up = h.upstream().accept()
     h.send(b"GET /2 HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 4100 + b"\r\nY: " + b"a" * 4100 + b"\r\n\r\n")
     assert h.client.producerState == "producing"
     h.send(b"GET /3 HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 4100 + b"\r\nY: " + b"a" * 4100 + b"\r\n\r\n" + b"GET /4 HTTP/1.1\r\n")
     assert h.client.producerState == "paused"
-    h.upstream().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert h.client.producerState == "producing"
-    assert h.upstream().received().count(b"GET /2 ") == 1
+    assert up.received().count(b"GET /2 ") == 1
 
 
 def test_head_limits_configurable():
