@@ -9,6 +9,8 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
 
 from txrevproxy import ProxySite
+from txrevproxy._channel import ClientConfig
+from txrevproxy._head import HeadLimits
 from txrevproxy.tap import Options, ProxyService, makeService
 
 
@@ -101,3 +103,33 @@ def test_port_in_use_exits_with_one_line(capsys):
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot listen on tcp:81" in err and "Address already in use" in err
+
+
+def test_client_limits_default_to_the_documented_values():
+    """Without flags the client limits and deadlines are the documented defaults."""
+    client = parse("--upstream", "http://127.0.0.1:8000").client_config()
+    assert client == ClientConfig()
+    assert (client.head.request_line, client.head.header_line, client.head.header_section) == (8192, 8192, 32768)
+    assert (client.head.header_count, client.max_body) == (100, 1 << 30)
+    assert (client.head_timeout, client.body_timeout, client.send_timeout) == (10.0, 30.0, 60.0)
+
+
+def test_client_limit_flags():
+    """Size flags take k/m/g suffixes; every limit and deadline flag reaches the ClientConfig."""
+    client = parse(
+        "--upstream", "http://h:1", "--max-body-size", "2m", "--max-request-line", "1k", "--max-header-line", "512",
+        "--max-header-size", "4K", "--max-headers", "7", "--head-timeout", "1.5", "--body-timeout", "2",
+        "--send-timeout", "3", "--max-body-size", "0",
+    ).client_config()
+    assert client.head == HeadLimits(request_line=1024, header_line=512, header_section=4096, header_count=7)
+    assert (client.max_body, client.head_timeout, client.body_timeout, client.send_timeout) == (0, 1.5, 2.0, 3.0)
+
+
+@pytest.mark.parametrize("flag, value", [("--max-body-size", "1x"), ("--max-body-size", "-1"), ("--max-headers", "0")])
+def test_bad_limit_is_one_line_error(flag, value, capsys):
+    """A malformed size or count is a one-line error naming the value, exit status 2."""
+    with pytest.raises(SystemExit) as info:
+        parse("--upstream", "http://h:1", flag, value)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and repr(value) in err

@@ -16,7 +16,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from ._channel import ProxySite
+from ._channel import ClientConfig, ProxySite
+from ._head import HeadLimits
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
 from ._upstream import PoolConfig
@@ -42,6 +43,20 @@ def _number(kind: type, minimum: float) -> Callable[[str], float]:
 
 
 _seconds = _number(float, 0.001)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def _size(text: str) -> int:
+    """
+    A byte count: digits with an optional binary unit suffix k, m or g (``64k`` is 65536).
+    """
+    number, unit = text.rstrip("kKmMgG"), text[len(text.rstrip("kKmMgG")) :].lower()
+    if not number.isdigit() or unit not in _SIZE_UNITS:
+        raise ValueError(f"{text!r} is not a size (digits with an optional k, m or g)")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+_size.coerceDoc = "(bytes; suffix k, m or g for KiB, MiB, GiB)"  # type: ignore[attr-defined]
 
 
 class Options(usage.Options):
@@ -67,6 +82,14 @@ class Options(usage.Options):
         ["pool-size", None, 32, "Idle keep-alive connections kept per upstream.", _number(int, 0)],
         ["pool-idle-timeout", None, 30.0, "Seconds an idle upstream connection is kept.", _seconds],
         ["idle-timeout", None, 60.0, "Seconds an idle client connection is kept open.", _seconds],
+        ["head-timeout", None, 10.0, "Seconds from a request's first byte until its head is complete (else 408).", _seconds],
+        ["body-timeout", None, 30.0, "Seconds a request body may make no progress (else 408 or abort).", _seconds],
+        ["send-timeout", None, 60.0, "Seconds a client may read nothing of a pending response (else abort).", _seconds],
+        ["max-body-size", None, 1 << 30, "Largest request body accepted (else 413); 0 for no limit.", _size],
+        ["max-request-line", None, 8192, "Longest request line accepted (else 414).", _size],
+        ["max-header-line", None, 8192, "Longest request header line accepted (else 431).", _size],
+        ["max-header-size", None, 32768, "Largest request header section accepted (else 431).", _size],
+        ["max-headers", None, 100, "Most request header lines accepted (else 431).", _number(int, 1)],
     ]
 
     def __init__(self) -> None:
@@ -116,6 +139,20 @@ class Options(usage.Options):
         except usage.UsageError as e:
             print(f"txrevproxy: error: {e} (see --help)", file=sys.stderr)
             raise SystemExit(2) from None
+
+    def client_config(self) -> ClientConfig:
+        return ClientConfig(
+            head=HeadLimits(
+                request_line=self["max-request-line"],
+                header_line=self["max-header-line"],
+                header_section=self["max-header-size"],
+                header_count=self["max-headers"],
+            ),
+            max_body=self["max-body-size"],
+            head_timeout=self["head-timeout"],
+            body_timeout=self["body-timeout"],
+            send_timeout=self["send-timeout"],
+        )
 
     def config(self) -> ProxyConfig:
         return ProxyConfig(
@@ -180,7 +217,9 @@ class ProxyService(service.Service):
             upstream = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
             log.info("demo origin listening on {url}", url=upstream)
         self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
-        site = ProxySite(self.resource, timeout=options["idle-timeout"], reactor=self.reactor)
+        site = ProxySite(
+            self.resource, timeout=options["idle-timeout"], reactor=self.reactor, client=options.client_config()
+        )
         for description in options["listen"]:
             port = _listen_now(self.reactor, description, site)
             self.ports.append(port)
