@@ -3,7 +3,7 @@ The public API is the real objects.
 """
 
 import txrevproxy
-from txrevproxy import _channel, _relay, resource
+from txrevproxy import _channel, _head, _relay, resource
 
 
 def test_exports_are_the_implementations():
@@ -11,6 +11,8 @@ def test_exports_are_the_implementations():
     assert txrevproxy.ReverseProxyResource is resource.ReverseProxyResource
     assert txrevproxy.ProxySite is _channel.ProxySite
     assert txrevproxy.ProxyConfig is _relay.ProxyConfig
+    assert txrevproxy.ClientConfig is _channel.ClientConfig
+    assert txrevproxy.HeadLimits is _head.HeadLimits
     assert all(hasattr(txrevproxy, name) for name in txrevproxy.__all__)
 
 

@@ -2,13 +2,16 @@
 txrevproxy: a streaming reverse proxy on Twisted, as a daemon (``twistd -n txrevproxy``) and a library.
 """
 
-from ._channel import ProxyChannel, ProxyRequest, ProxySite
+from ._channel import ClientConfig, ProxyChannel, ProxyRequest, ProxySite
+from ._head import HeadLimits
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
 from ._upstream import PoolConfig, UpstreamPool
 from .resource import PassThroughProxyResource, ReverseProxyResource
 
 __all__ = [
+    "ClientConfig",
+    "HeadLimits",
     "PassThroughProxyResource",
     "PoolConfig",
     "ProxyChannel",
