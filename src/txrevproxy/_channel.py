@@ -187,8 +187,15 @@ class ProxyChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self.phase is CLOSED:
             return
+        if self.phase is BODY and not self._in and not self._busy:
+            # The common case of a body arriving: no copy through the buffer.
+            self._busy = True
+            try:
+                data = self._readBody(data)
+            finally:
+                self._busy = False
         self._in += data
-        if not self._busy:
+        if self._in and not self._busy:
             self._process()
 
     # -- parsing -------------------------------------------------------------------------------------------
@@ -202,7 +209,9 @@ class ProxyChannel(HTTPChannel):
                     if not self._readHead():
                         break
                 elif phase is BODY:
-                    self._readBody()
+                    data = bytes(self._in)
+                    self._in.clear()
+                    self._in[:0] = self._readBody(data)
                 else:
                     break
         finally:
@@ -286,33 +295,34 @@ class ProxyChannel(HTTPChannel):
             return Rejection(413, f"request body of {framing.length} bytes is over the limit of {cap}")
         return None
 
-    def _readBody(self) -> None:
-        buffer = self._in
+    def _readBody(self, data: bytes) -> bytes:
+        """
+        Take body bytes from ``data``; return what follows the end of the body (the next request's bytes).
+        """
         self._since = self._clock.seconds()
         request = self.requests[-1]
         decoder = self._decoder
         if decoder is None:
-            take = min(self._remaining, len(buffer))
-            data = bytes(buffer[:take]) if take < len(buffer) else bytes(buffer)
-            del buffer[:take]
-            self._remaining -= take
-            self._bodyData(data)
-            if self._remaining == 0 and self.phase is BODY:
-                self._enter(WAITING)
-                self._bodyComplete(request)
-            return
-        data = bytes(buffer)
-        buffer.clear()
-        try:
-            rest = decoder.feed(data)
-        except FramingError as e:
-            self._bodyFailed(request, Rejection(e.status, e.reason))
-            return
-        if rest is not None and self.phase is BODY:
-            self._in[:0] = rest
-            self._decoder = None
+            if len(data) < self._remaining:
+                self._remaining -= len(data)
+                self._bodyData(data)
+                return b""
+            piece, rest = data[: self._remaining], data[self._remaining :]
+            self._remaining = 0
+            self._bodyData(piece)
+        else:
+            try:
+                after = decoder.feed(data)
+            except FramingError as e:
+                self._bodyFailed(request, Rejection(e.status, e.reason))
+                return b""
+            if after is None:
+                return b""
+            rest, self._decoder = after, None
+        if self.phase is BODY:
             self._enter(WAITING)
             self._bodyComplete(request)
+        return rest
 
     def _bodyData(self, data: bytes) -> None:
         self._body_size += len(data)
