@@ -2,6 +2,7 @@
 txrevproxy: a streaming reverse proxy on Twisted, as a daemon (``twistd -n txrevproxy``) and a library.
 """
 
+from ._access import AccessPolicy
 from ._channel import ProxyChannel, ProxyRequest, ProxySite
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
@@ -9,6 +10,7 @@ from ._upstream import PoolConfig, UpstreamPool
 from .resource import PassThroughProxyResource, ReverseProxyResource
 
 __all__ = [
+    "AccessPolicy",
     "PassThroughProxyResource",
     "PoolConfig",
     "ProxyChannel",

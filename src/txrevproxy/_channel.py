@@ -18,6 +18,7 @@ from twisted.web.server import Request, Site
 
 from ._body import StreamingBody
 from ._framing import Framing
+from ._gate import ConnectionGate
 from ._relay import error_body, request_header_list
 from ._validate import Rejection, validate_request
 
@@ -131,3 +132,23 @@ class ProxySite(Site):
     protocol = ProxyChannel  # type: ignore[assignment]
     requestFactory = ProxyRequest
     noisy = False
+
+    #: Decides which connections are served (access rules, connection cap); ``None`` serves every connection.
+    gate: ConnectionGate | None = None
+
+    def __init__(self, resource: object, *args: object, gate: ConnectionGate | None = None, **kwargs: object) -> None:
+        super().__init__(resource, *args, **kwargs)
+        self.gate = gate
+
+    def buildProtocol(self, addr: object) -> object:
+        """
+        A channel for the connection from ``addr``, or ``None`` (Twisted then closes the socket unread) when the
+        gate refuses it.
+        """
+        if self.gate is None:
+            return super().buildProtocol(addr)
+        if not self.gate.admit(addr):
+            return None
+        channel = super().buildProtocol(addr)
+        self.gate.track(channel)
+        return channel
