@@ -187,3 +187,12 @@ def test_memory_reactor_ports_get_no_backoff():
     service = _service()
     service.privilegedStartService()
     assert service.backoffs == []
+
+
+def test_default_cap_lowered_is_information_an_asked_cap_a_warning():
+    """Lowering the default cap logs at info level; lowering a cap the operator gave logs a warning."""
+    for args, level in ([(), "info"], [("--max-connections", "5000"), "warn"]):
+        with capturedLogs() as events:
+            _service(*args, limit=256).gate_config()
+        (event,) = [e for e in events if e.get("log_namespace") == "txrevproxy"]
+        assert event["log_level"].name == level

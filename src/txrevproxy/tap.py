@@ -271,7 +271,9 @@ class ProxyService(service.Service):
         limit = self.open_file_limit()
         cap = fit_connection_cap(requested, limit, descriptors_in_use(), options["pool-size"])
         if cap < requested:
-            log.warn(
+            # A warning when the operator asked for the cap; the default being lowered is only information.
+            emit = log.info if requested == DEFAULT_MAX_CONNECTIONS else log.warn
+            emit(
                 "--max-connections {requested} lowered to {cap} to fit the open-file limit of {limit} "
                 "(a client connection may hold an upstream one)",
                 requested=requested,
