@@ -174,7 +174,7 @@ def test_exhausted_accept_stops_reading_then_resumes(listening, code):
 
 def test_after_the_backoff_the_pending_client_is_accepted(listening):
     """A client that waited in the backlog during the back-off is accepted once the port reads again."""
-    reactor, port, flaky, backoff, connect, accepted = listening
+    reactor, port, flaky, _, connect, accepted = listening
     flaky.code, flaky.failures = errno.ENFILE, 1
     connect()
     port.doRead()
@@ -198,7 +198,7 @@ def test_repeated_failures_in_one_read_pause_once(listening):
 
 def test_a_client_that_went_away_is_not_a_reason_to_pause(listening):
     """ECONNABORTED is about one client, not the process: the port keeps reading."""
-    reactor, port, flaky, backoff, connect, _ = listening
+    reactor, port, flaky, backoff, _, _ = listening
     flaky.code, flaky.failures = errno.ECONNABORTED, 1
     port.doRead()
     assert port in reactor.readers and not backoff.paused
@@ -206,7 +206,7 @@ def test_a_client_that_went_away_is_not_a_reason_to_pause(listening):
 
 def test_stopped_port_is_not_read_again(listening):
     """If the port stops listening during a back-off it is not put back in the reactor."""
-    reactor, port, flaky, backoff, connect, _ = listening
+    reactor, port, flaky, _, _, _ = listening
     flaky.failures = 1
     port.doRead()
     port.disconnecting = True
@@ -217,7 +217,7 @@ def test_stopped_port_is_not_read_again(listening):
 
 def test_stop_cancels_the_pending_resume(listening):
     """stop() cancels a pending resume."""
-    reactor, port, flaky, backoff, connect, _ = listening
+    reactor, port, flaky, backoff, _, _ = listening
     flaky.failures = 1
     port.doRead()
     backoff.stop()

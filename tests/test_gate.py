@@ -18,7 +18,10 @@ def v4(host: str) -> IPv4Address:
     return IPv4Address("TCP", host, 50000)
 
 
-def make_site(access: AccessPolicy = AccessPolicy(), cap: int = 100) -> tuple[ProxySite, MemoryReactorClock]:
+OPEN = AccessPolicy()
+
+
+def make_site(access: AccessPolicy = OPEN, cap: int = 100) -> tuple[ProxySite, MemoryReactorClock]:
     reactor = MemoryReactorClock()
     resource = PassThroughProxyResource("127.0.0.1", 8000, b"", reactor)
     gate = ConnectionGate(GateConfig(access=access, max_connections=cap), reactor)
@@ -123,8 +126,10 @@ def test_cap_refusals_logged_at_most_once_per_interval_with_a_count():
         assert site.buildProtocol(v4("10.0.0.8")) is None
     assert messages(events) == [
         "refused connection from 10.0.0.9: 1 connections open, at --max-connections 1",
-        "refused connection from 10.0.0.8: 1 connections open, at --max-connections 1"
-        " (and 5 more since the last such line)",
+        (
+            "refused connection from 10.0.0.8: 1 connections open, at --max-connections 1"
+            " (and 5 more since the last such line)"
+        ),
     ]
     assert site.gate.refused_at_cap == 7
 

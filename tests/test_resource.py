@@ -5,11 +5,11 @@ ReverseProxyResource as a library, inside Twisted's plain Site (body buffered by
 from __future__ import annotations
 
 import pytest
-from _harness import Harness, head_and_body
 from twisted.logger import capturedLogs, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from _harness import Harness, head_and_body
 from txrevproxy import AccessPolicy, PassThroughProxyResource, ReverseProxyResource
 from txrevproxy.resource import parse_upstream_url
 

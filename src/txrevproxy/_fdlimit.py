@@ -187,7 +187,7 @@ def guard_accepts(port: object, clock: object, delay: float = DEFAULT_ACCEPT_BAC
 def _address_of(port: object) -> object:
     try:
         address = port.getHost()  # type: ignore[attr-defined]
-    except Exception:
+    except (AttributeError, OSError):
         return port
     host, number = getattr(address, "host", None), getattr(address, "port", None)
     if host is None:

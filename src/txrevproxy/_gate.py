@@ -10,7 +10,7 @@ connection hanging in the listen backlog.
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.logger import Logger
 
 from ._access import AccessPolicy
@@ -31,7 +31,7 @@ class GateConfig:
     :ivar max_connections: concurrent client connections served; past it new ones are closed at once.
     """
 
-    access: AccessPolicy = AccessPolicy()
+    access: AccessPolicy = field(factory=AccessPolicy)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
