@@ -140,3 +140,18 @@ def test_access_refusal_does_not_use_a_connection_slot():
     for _ in range(3):
         assert site.buildProtocol(v4("10.9.0.1")) is None
     assert connect(site, v4("10.0.0.1")) is not None
+
+
+def test_refused_behind_a_tls_wrapper_is_closed_by_a_protocol():
+    """Behind TLS (a wrapping factory, which cannot take None) a refused connection is aborted unread."""
+    from twisted.internet import ssl
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    site, _ = make_site(AccessPolicy.parse(deny=["10.0.0.0/8"]))
+    site.refuse_by_closing = True
+    tls = TLSMemoryBIOFactory(ssl.CertificateOptions(), False, site)
+    transport = StringTransport()
+    tls.buildProtocol(v4("10.0.0.1")).makeConnection(transport)
+    assert transport.disconnecting and transport.value() == b""
+    assert site.gate.open == 0
+    assert site.buildProtocol(v4("192.0.2.1")) is not None

@@ -196,3 +196,17 @@ def test_default_cap_lowered_is_information_an_asked_cap_a_warning():
             _service(*args, limit=256).gate_config()
         (event,) = [e for e in events if e.get("log_namespace") == "txrevproxy"]
         assert event["log_level"].name == level
+
+
+def test_a_site_behind_a_wrapping_factory_refuses_by_closing():
+    """Only a port whose factory is not the site itself (ssl: wraps it) switches the site to refusing by closing."""
+    from txrevproxy.tap import _wraps
+
+    class Port:
+        def __init__(self, factory):
+            self.factory = factory
+
+    site = object()
+    assert not _wraps(Port(site), site)
+    assert _wraps(Port(object()), site)
+    assert not _wraps(object(), site)  # a test reactor's port

@@ -18,7 +18,7 @@ from twisted.web.server import Request, Site
 
 from ._body import StreamingBody
 from ._framing import Framing
-from ._gate import ConnectionGate
+from ._gate import ConnectionGate, RefusedConnection
 from ._relay import error_body, request_header_list
 from ._validate import Rejection, validate_request
 
@@ -135,6 +135,8 @@ class ProxySite(Site):
 
     #: Decides which connections are served (access rules, connection cap); ``None`` serves every connection.
     gate: ConnectionGate | None = None
+    #: Refuse with a protocol that closes at once instead of ``None`` (needed behind a TLS wrapping factory).
+    refuse_by_closing = False
 
     def __init__(self, resource: object, *args: object, gate: ConnectionGate | None = None, **kwargs: object) -> None:
         super().__init__(resource, *args, **kwargs)
@@ -148,7 +150,7 @@ class ProxySite(Site):
         if self.gate is None:
             return super().buildProtocol(addr)
         if not self.gate.admit(addr):
-            return None
+            return RefusedConnection() if self.refuse_by_closing else None
         channel = super().buildProtocol(addr)
         self.gate.track(channel)
         return channel

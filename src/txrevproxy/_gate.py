@@ -11,6 +11,7 @@ connection hanging in the listen backlog.
 from __future__ import annotations
 
 from attrs import field, frozen
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from ._access import AccessPolicy
@@ -33,6 +34,18 @@ class GateConfig:
 
     access: AccessPolicy = field(factory=AccessPolicy)
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class RefusedConnection(Protocol):
+    """
+    Closes its connection as soon as it is made, reading nothing.
+
+    For a site behind a wrapping factory (TLS: ``ssl:`` endpoints), where ``buildProtocol`` returning ``None`` is not
+    allowed: Twisted's ``WrappingFactory`` wraps whatever the site returns.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
 
 def peer_host(address: object) -> object:

@@ -179,6 +179,14 @@ def _access_policy(allow: list[str], deny: list[str]) -> AccessPolicy:
     return AccessPolicy.parse(allow, deny)
 
 
+def _wraps(port: object, site: object) -> bool:
+    """
+    Whether ``port`` serves ``site`` through a wrapping factory (``ssl:`` endpoints wrap it in TLS), which cannot
+    take ``None`` from ``buildProtocol`` for a refused connection.
+    """
+    return getattr(port, "factory", site) is not site
+
+
 def _listen_now(reactor: object, description: str, factory: object) -> object:
     """
     Listen on ``description`` now; exit with a one-line error if that fails.
@@ -236,6 +244,8 @@ class ProxyService(service.Service):
         for description in options["listen"]:
             port = _listen_now(self.reactor, description, site)
             self.ports.append(port)
+            if _wraps(port, site):
+                site.refuse_by_closing = True
             backoff = guard_accepts(port, self.reactor, options["accept-backoff"])
             if backoff is not None:
                 self.backoffs.append(backoff)

@@ -13,9 +13,11 @@ import os
 import re
 import resource
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -180,3 +182,49 @@ def test_out_of_file_descriptors_backs_off_instead_of_spinning(proxy_factory: Ca
         assert client.recv(12) == b"HTTP/1.1 200"
         client.close()
     assert get(proxy) == 200
+
+
+def _self_signed_pem(path: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    )
+    path.write_bytes(key_pem + cert.public_bytes(serialization.Encoding.PEM))
+
+
+def test_refused_client_on_a_tls_listener_is_closed_cleanly(
+    proxy_factory: Callable[..., Proxy], tmp_path: Path
+) -> None:
+    """On an ssl: listener a denied client is closed before the handshake, without an error in the log."""
+    pem = tmp_path / "server.pem"
+    _self_signed_pem(pem)
+    proxy = proxy_factory("--listen", f"ssl:0:interface=127.0.0.1:privateKey={pem}", "--deny", "127.0.0.0/8")
+    tls_port = int(proxy.wait_for_log(r"listening on http://127\.0\.0\.1:(\d+) \(ssl:").group(1))
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", tls_port), timeout=SOCKET_TIMEOUT) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError, OSError)) as failed:
+            context.wrap_socket(raw)
+    assert not isinstance(failed.value, TimeoutError)
+    proxy.wait_for_log(r"refused connection from 127\.0\.0\.1: deny 127\.0\.0\.0/8")
+    assert refused(proxy.port) == b""  # the plain listener too
+    assert not [line for line in proxy.log_lines() if "Traceback" in line or "Unhandled" in line]
