@@ -5,7 +5,8 @@ Owns the client access policy (``--allow``/``--deny``) and the per-process cap o
 (``--max-connections``), and counts open connections. :class:`~txrevproxy._channel.ProxySite` asks the gate in
 ``buildProtocol``; returning ``None`` there makes Twisted's ``tcp.Port.doRead`` close the just-accepted socket
 at once (``skt.close()``), so a refused client sees the connection closed without a byte of HTTP, never a
-connection hanging in the listen backlog.
+connection hanging in the listen backlog. Behind a wrapping factory (TLS, ``ssl:`` endpoints), which would wrap
+``None`` and fail, the site returns a :class:`RefusedConnection` instead, which aborts the connection unread.
 """
 
 from __future__ import annotations
