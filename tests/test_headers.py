@@ -297,3 +297,18 @@ def test_trusted_networks_empty_trusts_nobody():
     """With no networks configured, no address is trusted."""
     assert "127.0.0.1" not in TrustedNetworks()
     assert "::1" not in TrustedNetworks.parse([])
+
+
+@pytest.mark.parametrize(
+    "ip, specs, expected",
+    [
+        ("::ffff:10.1.2.3", ["10.0.0.0/8"], True),
+        ("::ffff:11.1.2.3", ["10.0.0.0/8"], False),
+        ("10.1.2.3", ["::ffff:10.0.0.0/104"], True),
+        ("::ffff:10.1.2.3", ["::ffff:10.0.0.0/104"], True),
+        ("::ffff:127.0.0.1", ["127.0.0.1"], True),
+    ],
+)
+def test_trusted_networks_ipv4_mapped(ip, specs, expected):
+    """An IPv4-mapped client (dual-stack listener) matches IPv4 networks, and an IPv4 client mapped networks."""
+    assert (ip in TrustedNetworks.parse(specs)) is expected

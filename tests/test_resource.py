@@ -5,11 +5,12 @@ ReverseProxyResource as a library, inside Twisted's plain Site (body buffered by
 from __future__ import annotations
 
 import pytest
-from _harness import Harness, head_and_body
+from twisted.logger import capturedLogs, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from txrevproxy import ReverseProxyResource
+from _harness import Harness, head_and_body
+from txrevproxy import AccessPolicy, PassThroughProxyResource, ReverseProxyResource
 from txrevproxy.resource import parse_upstream_url
 
 
@@ -102,3 +103,59 @@ def test_bad_upstream_urls(url, message):
     """Unusable upstream URLs are refused with a one-line reason."""
     with pytest.raises(ValueError, match=message):
         parse_upstream_url(url)
+
+
+# -- the per-route access hook ------------------------------------------------------------------------------------
+
+
+def _guarded(access: AccessPolicy, peer: str = "10.0.0.1") -> Harness:
+    def make(reactor):
+        return PassThroughProxyResource("127.0.0.1", 8000, b"", reactor, access=access)
+
+    return Harness(resource=make, peer=peer)
+
+
+def test_route_access_refuses_with_403_before_any_upstream_connection():
+    """A client the route's access policy refuses gets a short plain-text 403, a log line and no upstream call."""
+    h = _guarded(AccessPolicy.parse(deny=["10.0.0.0/8"]))
+    with capturedLogs() as events:
+        h.send(b"GET /x?y=1 HTTP/1.1\r\nHost: e\r\n\r\n")
+    head, body = head_and_body(h.response())
+    assert head.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert b"Content-Type: text/plain; charset=utf-8" in head
+    assert body == b"403 Forbidden\n"
+    assert h.attempts == 0
+    lines = [formatEvent(e) for e in events if e.get("log_namespace") == "txrevproxy"]
+    assert lines == ["refused request from 10.0.0.1: 403 deny 10.0.0.0/8 for GET /x?y=1"]
+
+
+def test_route_access_allows_members_through():
+    """A client in the route's allow list is relayed as usual."""
+    h = _guarded(AccessPolicy.parse(allow=["10.0.0.0/24"]))
+    h.send(b"GET /x HTTP/1.1\r\nHost: e\r\n\r\n")
+    assert h.upstream().accept().received().startswith(b"GET /x HTTP/1.1\r\n")
+
+
+def test_route_403_with_a_streaming_body_keeps_the_connection_usable():
+    """A refused upload is drained; the next pipelined request on the connection is answered too."""
+    h = _guarded(AccessPolicy.parse(allow=["192.0.2.0/24"]))
+    h.send(b"POST /x HTTP/1.1\r\nHost: e\r\nContent-Length: 5\r\n\r\nab")
+    h.send(b"cde" + b"GET /y HTTP/1.1\r\nHost: e\r\n\r\n")
+    assert h.response().count(b"HTTP/1.1 403 Forbidden\r\n") == 2
+    assert h.attempts == 0
+
+
+def test_route_access_inherited_by_children_in_a_plain_site():
+    """In a plain Site, children of a ReverseProxyResource carry its access policy."""
+    policy = AccessPolicy.parse(deny=["10.0.0.1"])
+
+    def make(reactor):
+        root = Resource()
+        root.putChild(b"proxy", ReverseProxyResource("127.0.0.1", 8000, b"/base", reactor, access=policy))
+        return root
+
+    h = Harness(resource=make, site_class=Site)
+    h.send(b"GET /proxy/a/b HTTP/1.1\r\nHost: e\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert h.attempts == 0
+    assert ReverseProxyResource.from_url("http://h:1/", reactor=object(), access=policy).access is policy

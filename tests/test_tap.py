@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
+from twisted.logger import capturedLogs, formatEvent
 
-from txrevproxy import ProxySite
+from txrevproxy import AccessPolicy, ProxySite
 from txrevproxy._channel import ClientConfig
 from txrevproxy._head import HeadLimits
 from txrevproxy.tap import Options, ProxyService, makeService
@@ -133,3 +134,111 @@ def test_bad_limit_is_one_line_error(flag, value, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and repr(value) in err
+
+
+# -- access control, connection cap, file descriptors ----------------------------------------------------------------
+
+
+def _service(*args: str, limit: int | None = None) -> ProxyService:
+    service = ProxyService(parse("--upstream", "http://127.0.0.1:9", "-l", "tcp:81", *args), MemoryReactor())
+    service.open_file_limit = lambda: limit
+    return service
+
+
+def test_access_and_cap_defaults():
+    """Without the new flags: everyone is allowed, at most 10000 connections, a 0.5 s accept back-off."""
+    options = parse("--upstream", "http://127.0.0.1:8000")
+    assert options["access"] == AccessPolicy() and options["access"].open
+    assert (options["max-connections"], options["accept-backoff"]) == (10000, 0.5)
+
+
+def test_allow_and_deny_repeat_into_one_policy():
+    """--allow and --deny repeat; both lists end up in the access policy."""
+    options = parse(
+        "--upstream", "http://h:1", "--allow", "10.0.0.0/8", "--allow", "::1", "--deny", "10.1.0.0/16",
+        "--max-connections", "3", "--accept-backoff", "2",
+    )
+    policy = options["access"]
+    assert [str(n) for n in policy.allow] == ["10.0.0.0/8", "::1/128"]
+    assert [str(n) for n in policy.deny] == ["10.1.0.0/16"]
+    assert policy.allows("10.2.0.1") and not policy.allows("10.1.0.1") and not policy.allows("11.0.0.1")
+    assert (options["max-connections"], options["accept-backoff"]) == (3, 2.0)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--allow", "10.0.0.0/99"], "--allow: not a network in CIDR form: '10.0.0.0/99'"),
+        (["--deny", "10.0.0.0/8", "--deny", "nonsense"], "--deny: not a network in CIDR form: 'nonsense'"),
+        (["--allow", "127.0.0.1", "--deny", "::1/200"], "--deny: not a network in CIDR form: '::1/200'"),
+        (["--max-connections", "0"], "below the minimum"),
+        (["--max-connections", "many"], "not a int"),
+        (["--accept-backoff", "0"], "below the minimum"),
+    ],
+)
+def test_bad_access_and_limit_flags_exit_with_one_line(args, message, capsys):
+    """A bad --allow/--deny CIDR or limit ends with one line naming the flag, exit status 2."""
+    with pytest.raises(SystemExit) as exited:
+        parse("--upstream", "http://h", *args)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and err.startswith("txrevproxy: error:")
+
+
+def test_service_site_has_the_gate():
+    """The site the service listens with refuses what the access policy refuses, up to the cap."""
+    service = _service("--deny", "192.0.2.0/24", "--max-connections", "7")
+    service.privilegedStartService()
+    (_, site, _, _), = service.reactor.tcpServers
+    assert site.gate is service.gate
+    assert service.gate.config.max_connections == 7
+    assert not service.gate.config.access.allows("192.0.2.1")
+
+
+def test_cap_lowered_to_fit_the_open_file_limit():
+    """A cap that cannot fit the open-file limit is lowered, with a log line saying so."""
+    service = _service("--max-connections", "10000", limit=256)
+    with capturedLogs() as events:
+        config = service.gate_config()
+    assert 1 <= config.max_connections < 256 // 2
+    (line,) = [formatEvent(e) for e in events if e.get("log_namespace") == "txrevproxy"]
+    assert line.startswith(f"--max-connections 10000 lowered to {config.max_connections}")
+    assert "open-file limit of 256" in line
+
+
+def test_cap_that_fits_is_kept_silently():
+    """A cap within the open-file limit (or with no limit) is kept, without a log line."""
+    for limit in (1 << 20, None):
+        with capturedLogs() as events:
+            assert _service("--max-connections", "100", limit=limit).gate_config().max_connections == 100
+        assert not [e for e in events if e.get("log_namespace") == "txrevproxy"]
+
+
+def test_memory_reactor_ports_get_no_backoff():
+    """Ports that are not socket based (a test reactor's) are left without an accept back-off."""
+    service = _service()
+    service.privilegedStartService()
+    assert service.backoffs == []
+
+
+def test_default_cap_lowered_is_information_an_asked_cap_a_warning():
+    """Lowering the default cap logs at info level; lowering a cap the operator gave logs a warning."""
+    for args, level in ([(), "info"], [("--max-connections", "5000"), "warn"]):
+        with capturedLogs() as events:
+            _service(*args, limit=256).gate_config()
+        (event,) = [e for e in events if e.get("log_namespace") == "txrevproxy"]
+        assert event["log_level"].name == level
+
+
+def test_a_site_behind_a_wrapping_factory_refuses_by_closing():
+    """Only a port whose factory is not the site itself (ssl: wraps it) switches the site to refusing by closing."""
+    from txrevproxy.tap import _wraps
+
+    class Port:
+        def __init__(self, factory):
+            self.factory = factory
+
+    site = object()
+    assert not _wraps(Port(site), site)
+    assert _wraps(Port(object()), site)
+    assert not _wraps(object(), site)  # a test reactor's port

@@ -2,6 +2,7 @@
 txrevproxy: a streaming reverse proxy on Twisted, as a daemon (``twistd -n txrevproxy``) and a library.
 """
 
+from ._access import AccessPolicy
 from ._channel import ClientConfig, ProxyChannel, ProxyRequest, ProxySite
 from ._head import HeadLimits
 from ._headers import TrustedNetworks
@@ -10,6 +11,7 @@ from ._upstream import PoolConfig, UpstreamPool
 from .resource import PassThroughProxyResource, ReverseProxyResource
 
 __all__ = [
+    "AccessPolicy",
     "ClientConfig",
     "HeadLimits",
     "PassThroughProxyResource",

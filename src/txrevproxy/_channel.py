@@ -30,6 +30,7 @@ from zope.interface import implementer
 
 from ._body import StreamingBody
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
+from ._gate import ConnectionGate, RefusedConnection
 from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
 from ._headers import values_of
 from ._relay import error_body
@@ -507,13 +508,33 @@ class ProxySite(Site):
     requestFactory = ProxyRequest
     noisy = False
 
-    def __init__(self, resource: object, *args: object, client: ClientConfig | None = None, **kwargs: object) -> None:
+    #: Decides which connections are served (access rules, connection cap); ``None`` serves every connection.
+    gate: ConnectionGate | None = None
+    #: Refuse with a protocol that closes at once instead of ``None`` (needed behind a TLS wrapping factory).
+    refuse_by_closing = False
+
+    def __init__(
+        self,
+        resource: object,
+        *args: object,
+        client: ClientConfig | None = None,
+        gate: ConnectionGate | None = None,
+        **kwargs: object,
+    ) -> None:
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, *args, **kwargs)
         self.client = client or ClientConfig()
+        self.gate = gate
 
-    def buildProtocol(self, addr: object) -> ProxyChannel | None:
+    def buildProtocol(self, addr: object) -> object:
+        """
+        A channel for the connection from ``addr``, or ``None`` (Twisted then closes the socket unread) when the
+        gate refuses it.
+        """
+        if self.gate is not None and not self.gate.admit(addr):
+            return RefusedConnection() if self.refuse_by_closing else None
         channel = super().buildProtocol(addr)
-        if channel is not None:
-            channel.config = self.client
+        channel.config = self.client
+        if self.gate is not None:
+            self.gate.track(channel)
         return channel

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 
 from attrs import frozen
 
+from ._access import first_match, parse_address, parse_networks
+
 HeaderList = list[tuple[bytes, bytes]]
 
 #: Headers that describe one connection, never the message; never relayed in either direction.
@@ -183,20 +185,13 @@ class TrustedNetworks:
     def parse(cls, specs: Iterable[str]) -> TrustedNetworks:
         """
         Parse CIDR strings; raises ``ValueError`` naming the bad one.
+
+        IPv4-mapped IPv6 networks and addresses match their IPv4 forms (see :mod:`txrevproxy._access`).
         """
-        nets = []
-        for spec in specs:
-            try:
-                nets.append(ipaddress.ip_network(spec.strip(), strict=False))
-            except ValueError:
-                raise ValueError(f"not a network in CIDR form: {spec!r}") from None
-        return cls(tuple(nets))
+        return cls(parse_networks(specs))
 
     def __contains__(self, ip: object) -> bool:
-        if not self.networks or not isinstance(ip, str):
+        if not self.networks:
             return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in net for net in self.networks)
+        addr = parse_address(ip)
+        return addr is not None and first_match(addr, self.networks) is not None

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from urllib.parse import quote, urlsplit
 
+from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
+from ._access import AccessPolicy
 from ._body import BodySource, BufferedBody
 from ._headers import host_header
-from ._relay import ProxyConfig, Relay
+from ._relay import ProxyConfig, Relay, respond_error
 from ._upstream import UpstreamAddress, UpstreamPool
 from ._validate import origin_form
 
+log = Logger(namespace="txrevproxy")
 
 def parse_upstream_url(url: str) -> tuple[UpstreamAddress, bytes]:
     """
@@ -68,6 +71,10 @@ class ReverseProxyResource(Resource):
     :param path: the base path (``bytes``) the request path is appended to; no trailing slash.
     :param reactor: the reactor to connect with; the global one when ``None``.
     :param config: relay settings (timeouts, forwarding headers, pool); defaults when ``None``.
+    :param access: the per-route access hook: clients this policy refuses are answered ``403`` with a short
+        plain-text body and a log line, before anything is sent upstream. ``None`` (the default) lets every client
+        through; children inherit it. A router can give each route's resource its own policy, or a subclass can
+        override :meth:`client_allowed`.
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class ReverseProxyResource(Resource):
         *,
         config: ProxyConfig | None = None,
         pool: UpstreamPool | None = None,
+        access: AccessPolicy | None = None,
     ) -> None:
         Resource.__init__(self)
         self.host = host
@@ -87,14 +95,22 @@ class ReverseProxyResource(Resource):
         self.reactor = reactor
         self.config = config or ProxyConfig()
         self._pool = pool
+        self.access = access
 
     @classmethod
-    def from_url(cls, url: str, reactor: object = None, *, config: ProxyConfig | None = None) -> ReverseProxyResource:
+    def from_url(
+        cls,
+        url: str,
+        reactor: object = None,
+        *,
+        config: ProxyConfig | None = None,
+        access: AccessPolicy | None = None,
+    ) -> ReverseProxyResource:
         """
         A resource relaying to the upstream named by ``http://host:port[/base-path]``.
         """
         address, path = parse_upstream_url(url)
-        return cls(address.host, address.port, path, reactor, config=config)
+        return cls(address.host, address.port, path, reactor, config=config, access=access)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -112,6 +128,7 @@ class ReverseProxyResource(Resource):
             self.reactor,
             config=self.config,
             pool=self.pool,
+            access=self.access,
         )
         return child
 
@@ -122,7 +139,30 @@ class ReverseProxyResource(Resource):
         query = urlsplit(request.uri).query  # type: ignore[attr-defined]
         return (self.path or b"/") + (b"?" + query if query else b"")
 
+    def client_allowed(self, request: object) -> bool:
+        """
+        Whether this route serves the client of ``request``: :attr:`access` applied to the client's address. Logs
+        the refusal.
+        """
+        if self.access is None or self.access.open:
+            return True
+        peer = request.getClientAddress()  # type: ignore[attr-defined]
+        host = getattr(peer, "host", peer)
+        decision = self.access.decide(host)
+        if not decision.allowed:
+            log.info(
+                "refused request from {peer}: 403 {rule} for {method} {target}",
+                peer=host,
+                rule=decision.rule,
+                method=request.method.decode("latin-1"),  # type: ignore[attr-defined]
+                target=request.uri.decode("latin-1"),  # type: ignore[attr-defined]
+            )
+        return decision.allowed
+
     def render(self, request: object) -> object:
+        if not self.client_allowed(request):
+            respond_error(request, 403)
+            return NOT_DONE_YET
         pool = self.pool
         address = UpstreamAddress(self.host, self.port)
         relay = Relay(

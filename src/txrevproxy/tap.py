@@ -16,7 +16,17 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from ._access import AccessPolicy
 from ._channel import ClientConfig, ProxySite
+from ._fdlimit import (
+    DEFAULT_ACCEPT_BACKOFF,
+    AcceptBackoff,
+    descriptors_in_use,
+    fit_connection_cap,
+    guard_accepts,
+    raise_open_file_limit,
+)
+from ._gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 from ._head import HeadLimits
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
@@ -90,12 +100,29 @@ class Options(usage.Options):
         ["max-header-line", None, 8192, "Longest request header line accepted (else 431).", _size],
         ["max-header-size", None, 32768, "Largest request header section accepted (else 431).", _size],
         ["max-headers", None, 100, "Most request header lines accepted (else 431).", _number(int, 1)],
+        [
+            "max-connections",
+            None,
+            DEFAULT_MAX_CONNECTIONS,
+            "Concurrent client connections per process; past it new ones are closed at once. Lowered at start to "
+            "fit the open-file limit.",
+            _number(int, 1),
+        ],
+        [
+            "accept-backoff",
+            None,
+            DEFAULT_ACCEPT_BACKOFF,
+            "Seconds to stop accepting connections when the process runs out of file descriptors.",
+            _seconds,
+        ],
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
         self["trusted-proxy"] = []
+        self["allow"] = []
+        self["deny"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """
@@ -116,6 +143,18 @@ class Options(usage.Options):
         """
         self["trusted-proxy"].append(cidr)
 
+    def opt_allow(self, cidr: str) -> None:
+        """
+        Serve only clients in this network (CIDR; repeatable; default: every client not denied).
+        """
+        self["allow"].append(cidr)
+
+    def opt_deny(self, cidr: str) -> None:
+        """
+        Close connections from clients in this network (CIDR) unread; wins over --allow (repeatable; default none).
+        """
+        self["deny"].append(cidr)
+
     def postOptions(self) -> None:
         if not self["listen"]:
             self["listen"] = [DEFAULT_LISTEN]
@@ -132,6 +171,7 @@ class Options(usage.Options):
             self["trusted"] = TrustedNetworks.parse(self["trusted-proxy"])
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxy: {e}") from None
+        self["access"] = _access_policy(self["allow"], self["deny"])
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         try:
@@ -165,6 +205,23 @@ class Options(usage.Options):
                 connect_timeout=self["connect-timeout"],
             ),
         )
+
+
+def _access_policy(allow: list[str], deny: list[str]) -> AccessPolicy:
+    for flag, specs in (("--allow", allow), ("--deny", deny)):
+        try:
+            AccessPolicy.parse(specs)
+        except ValueError as e:
+            raise usage.UsageError(f"{flag}: {e}") from None
+    return AccessPolicy.parse(allow, deny)
+
+
+def _wraps(port: object, site: object) -> bool:
+    """
+    Whether ``port`` serves ``site`` through a wrapping factory (``ssl:`` endpoints wrap it in TLS), which cannot
+    take ``None`` from ``buildProtocol`` for a refused connection.
+    """
+    return getattr(port, "factory", site) is not site
 
 
 def _listen_now(reactor: object, description: str, factory: object) -> object:
@@ -201,6 +258,8 @@ class ProxyService(service.Service):
         self.reactor = reactor
         self.resource: PassThroughProxyResource | None = None
         self.ports: list[object] = []
+        self.backoffs: list[AcceptBackoff] = []
+        self.gate: ConnectionGate | None = None
 
     def privilegedStartService(self) -> None:
         if self.reactor is None:
@@ -217,12 +276,22 @@ class ProxyService(service.Service):
             upstream = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
             log.info("demo origin listening on {url}", url=upstream)
         self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
+        self.gate = ConnectionGate(self.gate_config(), self.reactor)
         site = ProxySite(
-            self.resource, timeout=options["idle-timeout"], reactor=self.reactor, client=options.client_config()
+            self.resource,
+            timeout=options["idle-timeout"],
+            reactor=self.reactor,
+            client=options.client_config(),
+            gate=self.gate,
         )
         for description in options["listen"]:
             port = _listen_now(self.reactor, description, site)
             self.ports.append(port)
+            if _wraps(port, site):
+                site.refuse_by_closing = True
+            backoff = guard_accepts(port, self.reactor, options["accept-backoff"])
+            if backoff is not None:
+                self.backoffs.append(backoff)
             log.info(
                 "txrevproxy listening on {url} ({description}), relaying to {upstream}",
                 url=_url_of(port),
@@ -235,11 +304,36 @@ class ProxyService(service.Service):
 
     def stopService(self) -> object:
         service.Service.stopService(self)
+        for backoff in self.backoffs:
+            backoff.stop()
         if self.resource is not None:
             self.resource.pool.close()
         from twisted.internet.defer import gatherResults, maybeDeferred
 
         return gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
+
+    #: Raises the soft open-file limit and returns it (``None``: no limit); replaced in tests.
+    open_file_limit = staticmethod(raise_open_file_limit)
+
+    def gate_config(self) -> GateConfig:
+        """
+        The access policy and the connection cap, the cap lowered (with a log line) to fit the open-file limit.
+        """
+        options = self.options
+        requested = options["max-connections"]
+        limit = self.open_file_limit()
+        cap = fit_connection_cap(requested, limit, descriptors_in_use(), options["pool-size"])
+        if cap < requested:
+            # A warning when the operator asked for the cap; the default being lowered is only information.
+            emit = log.info if requested == DEFAULT_MAX_CONNECTIONS else log.warn
+            emit(
+                "--max-connections {requested} lowered to {cap} to fit the open-file limit of {limit} "
+                "(a client connection may hold an upstream one)",
+                requested=requested,
+                cap=cap,
+                limit=limit,
+            )
+        return GateConfig(access=options["access"], max_connections=cap)
 
 
 def makeService(options: Options) -> service.IService:

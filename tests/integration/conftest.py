@@ -8,7 +8,9 @@ daemon, each a child process on 127.0.0.1 port 0, killed at teardown.
     ``proxy_factory(*flags, upstream=URL)`` starts a daemon with ``--listen tcp:0:interface=127.0.0.1``, the
     ``--upstream`` (the origin's URL unless given; ``upstream=None`` for none, e.g. with ``--demo``) and the extra
     flags, waits until it logs ``listening on http://127.0.0.1:PORT`` and returns a :class:`Proxy` (``.port``,
-    ``.url``, ``.log_lines()``, ``.wait_for_log(regex)``).
+    ``.url``, ``.log_lines()``, ``.wait_for_log(regex)``, ``.wait_for_log_count(regex, n)``). ``nofile=N`` starts
+    it with ``RLIMIT_NOFILE`` set to ``(N, N)`` (set by the child itself before it runs ``twistd``: ``preexec_fn``
+    is not safe while the output reader threads run).
 ``proxy``
     a daemon with default flags in front of ``origin``.
 ``run_daemon``
@@ -95,6 +97,27 @@ class OutputReader:
                     raise AssertionError(f"no line matching {regex.pattern!r}; the process {why}; output:\n{output}")
                 self._changed.wait(remaining)
 
+    def wait_for_count(self, pattern: re.Pattern[str] | str, count: int, timeout: float) -> list[str]:
+        """
+        The collected lines matching ``pattern`` once there are at least ``count``, waiting up to ``timeout`` seconds.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                matching = [line for line in self._lines if regex.search(line)]
+                if len(matching) >= count:
+                    return matching
+                remaining = deadline - time.monotonic()
+                if self._done or remaining <= 0:
+                    output = "\n".join(self._lines)
+                    why = "exited" if self._done else f"did not log them within {timeout} s"
+                    raise AssertionError(
+                        f"{len(matching)} of {count} lines matching {regex.pattern!r}; the process {why}; output:\n"
+                        f"{output}"
+                    )
+                self._changed.wait(remaining)
+
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
 
@@ -157,6 +180,9 @@ class Proxy:
     def wait_for_log(self, pattern: str, timeout: float = 10.0) -> re.Match[str]:
         return self.reader.wait_for(pattern, timeout)
 
+    def wait_for_log_count(self, pattern: str, count: int, timeout: float = 10.0) -> list[str]:
+        return self.reader.wait_for_count(pattern, count, timeout)
+
     def connection(self, timeout: float = 30.0) -> http.client.HTTPConnection:
         """
         A new client connection to the proxy, closed at teardown if the test has not closed it.
@@ -208,8 +234,11 @@ _DEFAULT = object()
 def proxy_factory(origin: Origin, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
-    def start(*flags: str, upstream: object = _DEFAULT) -> Proxy:
+    def start(*flags: str, upstream: object = _DEFAULT, nofile: int | None = None) -> Proxy:
         argv = [*TWISTD, "-n", "--pidfile=", "txrevproxy", "--listen", "tcp:0:interface=127.0.0.1"]
+        if nofile is not None:
+            limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile:d}, {nofile:d})); "
+            argv[2] = limit + argv[2]
         if upstream is _DEFAULT:
             upstream = origin.url
         if upstream is not None:

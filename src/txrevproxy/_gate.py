@@ -1,0 +1,126 @@
+"""
+The connection gate: which accepted client connections the proxy serves, decided before any byte is read.
+
+Owns the client access policy (``--allow``/``--deny``) and the per-process cap on concurrent client connections
+(``--max-connections``), and counts open connections. :class:`~txrevproxy._channel.ProxySite` asks the gate in
+``buildProtocol``; returning ``None`` there makes Twisted's ``tcp.Port.doRead`` close the just-accepted socket
+at once (``skt.close()``), so a refused client sees the connection closed without a byte of HTTP, never a
+connection hanging in the listen backlog. Behind a wrapping factory (TLS, ``ssl:`` endpoints), which would wrap
+``None`` and fail, the site returns a :class:`RefusedConnection` instead, which aborts the connection unread.
+"""
+
+from __future__ import annotations
+
+from attrs import field, frozen
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from ._access import AccessPolicy
+
+log = Logger(namespace="txrevproxy")
+
+#: Concurrent client connections per process when ``--max-connections`` is not given.
+DEFAULT_MAX_CONNECTIONS = 10000
+
+#: Seconds between two log lines about connections refused at the cap; refusals in between are counted.
+CAP_LOG_INTERVAL = 10.0
+
+
+@frozen
+class GateConfig:
+    """
+    :ivar access: which client networks may connect.
+    :ivar max_connections: concurrent client connections served; past it new ones are closed at once.
+    """
+
+    access: AccessPolicy = field(factory=AccessPolicy)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class RefusedConnection(Protocol):
+    """
+    Closes its connection as soon as it is made, reading nothing.
+
+    For a site behind a wrapping factory (TLS: ``ssl:`` endpoints), where ``buildProtocol`` returning ``None`` is not
+    allowed: Twisted's ``WrappingFactory`` wraps whatever the site returns.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()  # type: ignore[union-attr]
+
+
+def peer_host(address: object) -> object:
+    """
+    The host part of a peer address (``IPv4Address``/``IPv6Address``), else the address itself (UNIX sockets).
+    """
+    return getattr(address, "host", address)
+
+
+class ConnectionGate:
+    """
+    Admits or refuses client connections and counts the admitted ones until they are lost.
+
+    :param config: the access policy and the connection cap.
+    :param clock: an ``IReactorTime`` (``seconds()``), for spacing the cap's log lines.
+    """
+
+    def __init__(self, config: GateConfig, clock: object) -> None:
+        self.config = config
+        self.clock = clock
+        self.open = 0
+        self.refused_at_cap = 0
+        self._unlogged = 0
+        self._last_cap_log: float | None = None
+
+    def admit(self, address: object) -> bool:
+        """
+        Whether to serve a client connection from ``address``; logs one line when refusing.
+        """
+        host = peer_host(address)
+        decision = self.config.access.decide(host)
+        if not decision.allowed:
+            log.info("refused connection from {peer}: {rule}", peer=host, rule=decision.rule)
+            return False
+        if self.open >= self.config.max_connections:
+            self._refuse_at_cap(host)
+            return False
+        return True
+
+    def track(self, protocol: object) -> None:
+        """
+        Count ``protocol``'s connection as open until its ``connectionLost``.
+
+        The protocol's ``connectionLost`` is wrapped on the instance so that the gate works with any channel class
+        and the count drops exactly once, however the connection ends.
+        """
+        self.open += 1
+        original = protocol.connectionLost  # type: ignore[attr-defined]
+        released = False
+
+        def connectionLost(reason: object) -> None:
+            nonlocal released
+            try:
+                original(reason)
+            finally:
+                if not released:
+                    released = True
+                    self.open -= 1
+
+        protocol.connectionLost = connectionLost  # type: ignore[attr-defined]
+
+    def _refuse_at_cap(self, host: object) -> None:
+        self.refused_at_cap += 1
+        now = self.clock.seconds()  # type: ignore[attr-defined]
+        if self._last_cap_log is not None and now - self._last_cap_log < CAP_LOG_INTERVAL:
+            self._unlogged += 1
+            return
+        more = f" (and {self._unlogged} more since the last such line)" if self._unlogged else ""
+        log.warn(
+            "refused connection from {peer}: {open} connections open, at --max-connections {cap}{more}",
+            peer=host,
+            open=self.open,
+            cap=self.config.max_connections,
+            more=more,
+        )
+        self._last_cap_log = now
+        self._unlogged = 0
