@@ -5,7 +5,7 @@ is a MemoryReactorClock.
 
 from __future__ import annotations
 
-from _harness import Harness, head_and_body, header_lines
+from _harness import CapturedLog, Harness, head_and_body, header_lines
 
 from txrevproxy import PoolConfig, ProxyConfig, TrustedNetworks
 
@@ -347,3 +347,47 @@ def test_empty_reason_phrase_gets_the_standard_one():
     h.send(GET)
     h.upstream().accept().respond(b"HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n")
     assert h.response().startswith(b"HTTP/1.1 404 Not Found\r\n")
+
+
+POST_1K = b"POST /up HTTP/1.1\r\nHost: e\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100
+
+
+def test_client_gone_during_stalled_upload_is_not_an_upstream_failure():
+    """A client leaving while the upstream has paused its upload is logged as the client's doing, never as a 502."""
+    h = Harness()
+    h.send(POST_1K)
+    up = h.upstream().accept()
+    up.transport.producer.pauseProducing()
+    with CapturedLog() as log:
+        h.client_closed()
+        assert up.transport.disconnected
+        up.close(clean=False)  # the abort completes: connectionLost follows
+    assert "client went away" in log.text()
+    assert "502" not in log.text() and "upstream closed" not in log.text()
+
+
+def test_shutdown_drop_is_not_reported_as_upstream_failure():
+    """Connections dropped after the pool is closed (the proxy stopping) are not logged as upstream failures or 502s."""
+    h = Harness()
+    h.send(POST_1K)
+    up = h.upstream().accept()
+    with CapturedLog() as log:
+        h.resource.pool.close()
+        up.close(clean=False)  # what reactor.disconnectAll does at shutdown
+    assert "shutting down" in log.text()
+    assert "502" not in log.text() and "upstream closed" not in log.text()
+    assert h.response() == b""
+    assert h.client.disconnected
+
+
+def test_shutdown_while_streaming_aborts_client_without_upstream_blame():
+    """A response cut by the proxy stopping aborts the client and is logged as the shutdown, not the upstream."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+    with CapturedLog() as log:
+        h.resource.pool.close()
+        up.close(clean=False)
+    assert h.client.disconnected
+    assert "shutting down" in log.text() and "mid-body" not in log.text()

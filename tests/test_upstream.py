@@ -104,3 +104,19 @@ def test_http10_upstream_not_reused():
     up = h.upstream().accept()
     up.respond(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert up.transport.disconnecting
+
+
+def test_expired_idle_connection_is_never_handed_out_while_closing():
+    """Once the idle timeout fires the connection leaves the pool at once: a request arriving before the close completes gets a new one."""
+    h = Harness(ProxyConfig(pool=PoolConfig(idle_timeout=10)))
+    up = _served(h)
+    h.reactor.advance(11)
+    assert up.transport.disconnecting  # closing, but connectionLost has not happened yet
+    h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\n\r\nhi")
+    assert h.attempts == 2
+    assert up.received().count(b"HTTP/1.1\r\n") == 1
+    fresh = h.upstream().accept()
+    up.close()
+    fresh.respond(OK)
+    assert h.response().endswith(b"ok")
+    assert b"502" not in h.response()

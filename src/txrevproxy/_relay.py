@@ -152,6 +152,9 @@ class Relay:
         self._connecting = None
         if self.state == "done":
             return
+        if self.pool.closed:
+            self.upstreamAbandoned("the proxy is shutting down")
+            return
         if failure.check(ConnectTimeout, defer.TimeoutError, error.TimeoutError):
             self._respondError(504, f"connecting to upstream timed out after {self.config.pool.connect_timeout:g}s")
         else:
@@ -242,6 +245,30 @@ class Relay:
             )
             self.request.unregisterProducer()  # type: ignore[attr-defined]
             self.request.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def upstreamAbandoned(self, reason: str) -> None:
+        """
+        The proxy itself dropped the upstream connection (it is stopping): not an upstream failure, so no 502; the
+        client connection is closed without an answer.
+        """
+        self._cancelTimer()
+        self._proto = None
+        if self.state == "done":
+            return
+        streaming, self.state = self.state == "streaming", "done"
+        self.body.stop()
+        log.info(
+            "{method} {target}: {reason}; request abandoned (upstream {upstream})",
+            method=_text(self.method),
+            target=_text(self.target),
+            reason=reason,
+            upstream=str(self.address),
+        )
+        if streaming:
+            self.request.unregisterProducer()  # type: ignore[attr-defined]
+        transport = getattr(self.request, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
 
     # -- backpressure and cancellation -------------------------------------------------------------------
 

@@ -73,6 +73,11 @@ class ResponseReceiver(TypingProtocol):
 
     def upstreamFailed(self, reason: str, retryable: bool) -> None: ...
 
+    def upstreamAbandoned(self, reason: str) -> None:
+        """
+        The connection was closed by the proxy itself (shutting down), not by the upstream.
+        """
+
 
 class UpstreamProtocol(Protocol):
     """
@@ -300,7 +305,10 @@ class UpstreamProtocol(Protocol):
         receiver, self._receiver = self._receiver, None
         if receiver is None:
             return
-        if state == "body" and self._framing is not None and self._framing.kind is Kind.CLOSE:
+        if self.pool.closed:
+            # The pool was closed (the proxy is stopping): this connection was dropped by us, not the upstream.
+            receiver.upstreamAbandoned("the proxy is shutting down")
+        elif state == "body" and self._framing is not None and self._framing.kind is Kind.CLOSE:
             receiver.responseEnd()
         elif state == "head":
             # A kept-alive connection closed by the upstream just as it was reused: safe to retry elsewhere.
@@ -356,6 +364,7 @@ class UpstreamPool:
         self.reactor = reactor
         self.config = config
         self.opened = 0
+        self.closed = False
         self._idle: dict[UpstreamAddress, list[UpstreamProtocol]] = {}
 
     def acquire(self, address: UpstreamAddress) -> defer.Deferred[UpstreamProtocol]:
@@ -394,9 +403,21 @@ class UpstreamPool:
             proto.transport.loseConnection()
             return
         idle.append(proto)
-        proto.idle_call = self.reactor.callLater(  # type: ignore[attr-defined]
-            self.config.idle_timeout, proto.transport.loseConnection
-        )
+        proto.idle_call = self.reactor.callLater(self.config.idle_timeout, self._expire, proto)  # type: ignore[attr-defined]
+
+    def _expire(self, proto: UpstreamProtocol) -> None:
+        """
+        An idle connection's time is up: take it out of the pool at once, then close it.
+
+        ``loseConnection`` only starts the close; until ``connectionLost`` the connection must not be handed out, or
+        a request would be sent on it and our own close reported as the upstream's.
+        """
+        proto.idle_call = None
+        idle = self._idle.get(proto.address)
+        if idle and proto in idle:
+            idle.remove(proto)
+        proto.state = "dead"
+        proto.transport.loseConnection()
 
     def forget(self, proto: UpstreamProtocol) -> None:
         """
@@ -414,8 +435,10 @@ class UpstreamPool:
 
     def close(self) -> None:
         """
-        Close every idle connection (at shutdown).
+        Close every idle connection (at shutdown). Connections still carrying a request are left to finish or to be
+        dropped with the reactor; their relays are then told the proxy is stopping, not that the upstream failed.
         """
+        self.closed = True
         for idle in self._idle.values():
             for proto in list(idle):
                 proto.state = "dead"
