@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
@@ -222,7 +223,7 @@ class Relay:
         request.unregisterProducer()  # type: ignore[attr-defined]
         request.finish()  # type: ignore[attr-defined]
 
-    def upstreamFailed(self, reason: str, retryable: bool) -> None:
+    def upstreamFailed(self, reason: str, retryable: bool, status: int = 502) -> None:
         self._cancelTimer()
         self._proto = None
         if self.state == "sending":
@@ -232,8 +233,16 @@ class Relay:
                 self.state = "connecting"
                 self._connect(self.pool.connect(self.address))
                 return
-            self._respondError(502, reason)
+            self._respondError(status, reason)
         elif self.state == "streaming":
+            request = self.request
+            if not request.startedWriting:  # type: ignore[attr-defined]
+                # Twisted writes the response head with the first body bytes: nothing of the upstream's response
+                # has reached the client, so it can still get a proper error instead of an aborted connection.
+                request.unregisterProducer()  # type: ignore[attr-defined]
+                request.responseHeaders = Headers()  # type: ignore[attr-defined]
+                self._respondError(status, reason)
+                return
             self.state = "done"
             self.body.stop()
             log.warn(

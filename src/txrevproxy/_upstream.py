@@ -32,6 +32,10 @@ log = Logger(namespace="txrevproxy.upstream")
 
 MAX_RESPONSE_HEAD = 65536
 
+# A deadline DelayedCall that fires this close to its deadline counts as expired (no re-arming for a few
+# microseconds of floating-point remainder).
+_TIMER_SLACK = 0.001
+
 
 @frozen
 class UpstreamAddress:
@@ -53,11 +57,15 @@ class PoolConfig:
     :ivar max_idle: idle keep-alive connections kept per upstream; more are closed when released.
     :ivar idle_timeout: seconds an idle connection is kept before it is closed.
     :ivar connect_timeout: seconds allowed for the TCP connection to be established.
+    :ivar read_timeout: seconds the upstream may send nothing while a response body is being read, before the
+        connection is aborted (and the client's response with it). Time while the proxy has paused reading
+        because the client is slow does not count.
     """
 
     max_idle: int = 32
     idle_timeout: float = 30.0
     connect_timeout: float = 5.0
+    read_timeout: float = 60.0
 
 
 class ResponseReceiver(TypingProtocol):
@@ -71,7 +79,10 @@ class ResponseReceiver(TypingProtocol):
 
     def responseEnd(self) -> None: ...
 
-    def upstreamFailed(self, reason: str, retryable: bool) -> None: ...
+    def upstreamFailed(self, reason: str, retryable: bool, status: int = 502) -> None:
+        """
+        The upstream failed; ``status`` is what to answer if nothing was sent to the client yet (504 for timeouts).
+        """
 
     def upstreamAbandoned(self, reason: str) -> None:
         """
@@ -88,6 +99,8 @@ class UpstreamProtocol(Protocol):
     """
 
     idle_call: IDelayedCall | None = None
+    _read_call: IDelayedCall | None = None
+    _last_read = 0.0
 
     def __init__(self, pool: UpstreamPool, address: UpstreamAddress) -> None:
         self.pool = pool
@@ -167,13 +180,43 @@ class UpstreamProtocol(Protocol):
     def resumeReading(self) -> None:
         if self._paused and self.state != "dead":
             self._paused = False
+            if self.state == "body":
+                # The paused time was the client's; the upstream's silence is counted from now.
+                self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
+                if self._read_call is None:
+                    self._armReadDeadline(self.pool.config.read_timeout)
             self.transport.resumeProducing()
+
+    # -- the mid-body read deadline --------------------------------------------------------------------------
+    #
+    # Cheap on the hot path: each body read only stores the time. One DelayedCall per response checks it when it
+    # fires and re-arms itself for the remainder; while reading is paused it lapses, and resumeReading re-arms it.
+
+    def _armReadDeadline(self, delay: float) -> None:
+        self._read_call = self.pool.reactor.callLater(delay, self._checkReadDeadline)  # type: ignore[attr-defined]
+
+    def _checkReadDeadline(self) -> None:
+        self._read_call = None
+        if self.state != "body" or self._paused:
+            return
+        timeout = self.pool.config.read_timeout
+        remaining = self._last_read + timeout - self.pool.reactor.seconds()  # type: ignore[attr-defined]
+        if remaining > _TIMER_SLACK:
+            self._armReadDeadline(remaining)
+        else:
+            self._fail(f"upstream sent nothing for {timeout:g}s mid-body (read timeout)", status=504)
+
+    def _stopReadDeadline(self) -> None:
+        call, self._read_call = self._read_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def abort(self) -> None:
         """
         Drop the connection now: the request is abandoned and the connection is never reused.
         """
         self._receiver = None
+        self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
             self.transport.abortConnection()
@@ -184,6 +227,7 @@ class UpstreamProtocol(Protocol):
         self._got_bytes = True
         state = self.state
         if state == "body":
+            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
             self._bodyReceived(data)
         elif state == "head":
             self._headReceived(data)
@@ -242,6 +286,9 @@ class UpstreamProtocol(Protocol):
                 self._bodyReceived(buffer)
         elif buffer:
             self._deliver(buffer)
+        if self.state == "body" and self._read_call is None:
+            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
+            self._armReadDeadline(self.pool.config.read_timeout)
 
     def _deliver(self, data: bytes) -> None:
         if self._receiver is not None:
@@ -278,6 +325,7 @@ class UpstreamProtocol(Protocol):
         """
         receiver, self._receiver = self._receiver, None
         self._decoder = None
+        self._stopReadDeadline()
         reusable = self._keep_alive and self._request_done and not extra
         if reusable:
             self.state = "idle"
@@ -291,16 +339,18 @@ class UpstreamProtocol(Protocol):
         if receiver is not None:
             receiver.responseEnd()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, status: int = 502) -> None:
         receiver, self._receiver = self._receiver, None
+        self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
             self.transport.abortConnection()
         if receiver is not None:
-            receiver.upstreamFailed(reason, retryable=False)
+            receiver.upstreamFailed(reason, retryable=False, status=status)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         state, self.state = self.state, "dead"
+        self._stopReadDeadline()
         self.pool.forget(self)
         receiver, self._receiver = self._receiver, None
         if receiver is None:
