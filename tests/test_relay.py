@@ -391,3 +391,81 @@ def test_shutdown_while_streaming_aborts_client_without_upstream_blame():
         up.close(clean=False)
     assert h.client.disconnected
     assert "shutting down" in log.text() and "mid-body" not in log.text()
+
+
+# -- the upload (send) deadline ---------------------------------------------------------------------------------------
+
+
+def _uploading(send_timeout: float = 60.0):
+    h = Harness(ProxyConfig(pool=PoolConfig(send_timeout=send_timeout)))
+    h.send(POST_1K)
+    up = h.upstream().accept()
+    return h, up
+
+
+def test_send_timeout_default_is_60s():
+    """The upstream send timeout defaults to 60 seconds."""
+    assert PoolConfig().send_timeout == 60.0
+
+
+def test_stalled_upload_gives_504_and_discards_connection():
+    """An upstream that leaves the upload paused for send_timeout, before any response: 504, the connection aborted."""
+    h, up = _uploading(send_timeout=20)
+    up.transport.producer.pauseProducing()
+    assert h.client.producerState == "paused"
+    with CapturedLog() as log:
+        h.reactor.advance(19.9)
+        assert h.response() == b"" and not up.transport.disconnected
+        h.reactor.advance(0.2)
+    assert h.response().startswith(b"HTTP/1.1 504 ")
+    assert up.transport.disconnected
+    assert "stopped reading the request body for 20s (send timeout)" in log.text()
+    assert h.client.producerState == "producing"  # the rest of the body is read and discarded
+    h.send(b"x" * 900 + GET)
+    assert h.attempts == 2  # the next request gets a new connection
+
+
+def test_upload_progress_restarts_the_send_deadline():
+    """Each time the upstream drains the upload (resume) the stall count starts again."""
+    h, up = _uploading(send_timeout=10)
+    producer = up.transport.producer
+    for _ in range(5):
+        producer.pauseProducing()
+        h.reactor.advance(9)
+        producer.resumeProducing()
+    producer.pauseProducing()
+    h.reactor.advance(9.9)
+    assert h.response() == b""
+    h.reactor.advance(0.2)
+    assert h.response().startswith(b"HTTP/1.1 504 ")
+
+
+def test_slow_client_upload_is_not_an_upstream_stall():
+    """A client sending its body slowly (upload not paused by the upstream) does not trip the send deadline."""
+    h, up = _uploading(send_timeout=10)
+    h.reactor.advance(50)  # (below the client connection's own timeout)
+    assert h.response() == b"" and not up.transport.disconnected
+
+
+def test_stalled_upload_after_response_head_aborts_client():
+    """An upload stalled after the response has started streaming: the upstream and the client are aborted."""
+    h, up = _uploading(send_timeout=10)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+    up.transport.producer.pauseProducing()
+    h.reactor.advance(10.1)
+    assert up.transport.disconnected
+    assert h.client.disconnected
+    assert head_and_body(h.response())[1] == b"part"
+
+
+def test_finished_upload_leaves_no_send_timer():
+    """An upload that completes after a pause cancels its send deadline; the response deadline takes over."""
+    h, up = _uploading(send_timeout=10)
+    up.transport.producer.pauseProducing()
+    h.reactor.advance(5)
+    up.transport.producer.resumeProducing()
+    h.send(b"x" * 900)
+    assert up.transport.producer is None
+    assert "_checkSendDeadline" not in [call.func.__name__ for call in h.reactor.getDelayedCalls()]
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert h.response().endswith(b"ok")

@@ -32,7 +32,7 @@ from ._headers import (
     upstream_request_headers,
     values_of,
 )
-from ._upstream import ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
+from ._upstream import TIMER_SLACK, ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
 from ._validate import ResponseHead
 
 log = Logger(namespace="txrevproxy")
@@ -120,7 +120,9 @@ class Relay:
         self._connecting: defer.Deferred[UpstreamProtocol] | None = None
         self._timer: IDelayedCall | None = None
         self._retried = False
-        self._upload = _Producer(body.pause, body.resume, self._uploadStopped)
+        self._upload_paused_at: float | None = None
+        self._send_timer: IDelayedCall | None = None
+        self._upload = _Producer(self._uploadPaused, self._uploadResumed, self._uploadStopped)
         self._download = _Producer(self._pauseResponse, self._resumeResponse, self._clientGone)
 
     # -- steps ---------------------------------------------------------------------------------------------
@@ -172,6 +174,8 @@ class Relay:
         if proto is None:
             return
         proto.transport.unregisterProducer()
+        self._upload_paused_at = None
+        self._stopSendDeadline()
         proto.endBody()
         if self.state == "sending":
             self._requestSent()
@@ -181,6 +185,41 @@ class Relay:
 
     def _uploadStopped(self) -> None:
         self.body.stop()
+
+    # The upload deadline. The upstream transport pauses the upload when its write buffer is full and resumes it
+    # once drained; a pause that lasts send_timeout means the upstream stopped reading. Like the read deadline,
+    # one DelayedCall per stall is armed at the first pause and re-armed lazily, never per chunk.
+
+    def _uploadPaused(self) -> None:
+        self._upload_paused_at = self.reactor.seconds()  # type: ignore[attr-defined]
+        self.body.pause()
+        if self._send_timer is None:
+            self._armSendDeadline(self.config.pool.send_timeout)
+
+    def _uploadResumed(self) -> None:
+        self._upload_paused_at = None  # before resuming: the writes it causes may pause the upload again
+        self.body.resume()
+
+    def _armSendDeadline(self, delay: float) -> None:
+        self._send_timer = self.reactor.callLater(delay, self._checkSendDeadline)  # type: ignore[attr-defined]
+
+    def _checkSendDeadline(self) -> None:
+        self._send_timer = None
+        paused_at = self._upload_paused_at
+        if paused_at is None or self._proto is None or self.state not in ("sending", "streaming"):
+            return
+        timeout = self.config.pool.send_timeout
+        remaining = paused_at + timeout - self.reactor.seconds()  # type: ignore[attr-defined]
+        if remaining > TIMER_SLACK:
+            self._armSendDeadline(remaining)
+            return
+        self._abortUpstream()
+        self.upstreamFailed(f"upstream stopped reading the request body for {timeout:g}s (send timeout)", False, 504)
+
+    def _stopSendDeadline(self) -> None:
+        timer, self._send_timer = self._send_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _responseTimedOut(self) -> None:
         self._timer = None
@@ -218,6 +257,7 @@ class Relay:
             return
         self.state = "done"
         self._proto = None
+        self._stopSendDeadline()
         self.body.stop()
         request = self.request
         request.unregisterProducer()  # type: ignore[attr-defined]
@@ -225,6 +265,7 @@ class Relay:
 
     def upstreamFailed(self, reason: str, retryable: bool, status: int = 502) -> None:
         self._cancelTimer()
+        self._stopSendDeadline()
         self._proto = None
         if self.state == "sending":
             if retryable and not self._retried and self.body.framing.kind is Kind.NONE:
@@ -261,6 +302,7 @@ class Relay:
         client connection is closed without an answer.
         """
         self._cancelTimer()
+        self._stopSendDeadline()
         self._proto = None
         if self.state == "done":
             return
@@ -294,6 +336,7 @@ class Relay:
             return
         self.state = "done"
         self._cancelTimer()
+        self._stopSendDeadline()
         self.body.stop()
         if self._connecting is not None:
             self._connecting.cancel()
@@ -317,6 +360,7 @@ class Relay:
 
     def _respondError(self, status: int, reason: str) -> None:
         self.state = "done"
+        self._stopSendDeadline()
         self.body.stop()
         log.warn(
             "{method} {target}: {status} {reason} (upstream {upstream})",

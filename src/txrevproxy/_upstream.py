@@ -34,7 +34,7 @@ MAX_RESPONSE_HEAD = 65536
 
 # A deadline DelayedCall that fires this close to its deadline counts as expired (no re-arming for a few
 # microseconds of floating-point remainder).
-_TIMER_SLACK = 0.001
+TIMER_SLACK = 0.001
 
 
 @frozen
@@ -60,12 +60,17 @@ class PoolConfig:
     :ivar read_timeout: seconds the upstream may send nothing while a response body is being read, before the
         connection is aborted (and the client's response with it). Time while the proxy has paused reading
         because the client is slow does not count.
+    :ivar send_timeout: seconds the upstream may leave a request body upload stalled before the connection is
+        aborted (504 if no response has started, else the client connection is aborted too). Measured from the
+        moment the connection's write buffer is full and the upload is paused until it has drained; an upstream
+        that reads, but slower than that buffer (64 KiB) per ``send_timeout``, counts as stalled.
     """
 
     max_idle: int = 32
     idle_timeout: float = 30.0
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
+    send_timeout: float = 60.0
 
 
 class ResponseReceiver(TypingProtocol):
@@ -201,7 +206,7 @@ class UpstreamProtocol(Protocol):
             return
         timeout = self.pool.config.read_timeout
         remaining = self._last_read + timeout - self.pool.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > _TIMER_SLACK:
+        if remaining > TIMER_SLACK:
             self._armReadDeadline(remaining)
         else:
             self._fail(f"upstream sent nothing for {timeout:g}s mid-body (read timeout)", status=504)
