@@ -4,6 +4,18 @@ The upstream side: a lean HTTP/1.1 client protocol and the keep-alive connection
 :class:`UpstreamProtocol` sends one request at a time and parses the response strictly, handing the head and
 body pieces to a receiver (the relay) as they arrive. :class:`UpstreamPool` keeps idle connections per upstream,
 bounded in number and in idle time, and hands out a connection only when it is known to be clean.
+
+Responses are parsed strictly; anything invalid fails the request (502 if nothing was sent to the client yet,
+otherwise the client connection is aborted) and the connection is discarded, never pooled:
+
+- :data:`MAX_RESPONSE_HEAD` (64 KiB): the most bytes a response head may take, status line to blank line;
+- :data:`MAX_RESPONSE_HEADERS` (100): the most header lines in one response head;
+- syntax and framing: see :func:`~txrevproxy._validate.parse_response_head` (CRLF only, no obs-fold, ...) and
+  :func:`~txrevproxy._framing.response_framing` (no Content-Length with Transfer-Encoding, one length, only
+  ``chunked`` as transfer coding), then the chunked decoder.
+
+Deadlines (:class:`PoolConfig`): ``connect_timeout``, ``idle_timeout`` for pooled connections, ``read_timeout``
+for an upstream silent mid-body (the relay owns ``send_timeout`` for a stalled upload and the response timeout).
 """
 
 from __future__ import annotations
@@ -30,7 +42,10 @@ from ._validate import InvalidResponse, ResponseHead, parse_response_head
 
 log = Logger(namespace="txrevproxy.upstream")
 
+#: Bytes a response head may take, from the status line to the blank line that ends it (inclusive).
 MAX_RESPONSE_HEAD = 65536
+#: Header lines a response head may have.
+MAX_RESPONSE_HEADERS = 100
 
 # A deadline DelayedCall that fires this close to its deadline counts as expired (no re-arming for a few
 # microseconds of floating-point remainder).
@@ -243,16 +258,17 @@ class UpstreamProtocol(Protocol):
         buffer = self._buffer + data if self._buffer else data
         while True:
             end = buffer.find(b"\r\n\r\n")
+            if end + 4 > MAX_RESPONSE_HEAD or (end < 0 and len(buffer) >= MAX_RESPONSE_HEAD):
+                self._fail("response head too large")
+                return
             if end < 0:
-                if len(buffer) > MAX_RESPONSE_HEAD:
-                    self._fail("response head too large")
-                elif buffer.count(b"\n") != buffer.count(b"\r\n"):
+                if buffer.count(b"\n") != buffer.count(b"\r\n"):
                     self._fail("bare LF in response head")
                 else:
                     self._buffer = buffer
                 return
             try:
-                head = parse_response_head(buffer[:end])
+                head = parse_response_head(buffer[:end], max_headers=MAX_RESPONSE_HEADERS)
             except InvalidResponse as e:
                 self._fail(str(e))
                 return
