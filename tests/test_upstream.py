@@ -345,3 +345,20 @@ def test_bad_first_chunk_is_502(tail):
     assert up.transport.disconnected
     h.send(GET)
     assert h.attempts == 2
+
+
+def test_closed_pool_keeps_no_connection():
+    """After the pool is closed (shutdown) its idle connections are closed and a finished one is not pooled again."""
+    h = Harness()
+    h2 = Harness(resource=h.resource)
+    h.send(GET)
+    h2.send(GET)
+    busy, idle = h.upstream(0).accept(), h.upstream(1).accept()
+    idle.respond(OK)
+    assert not idle.transport.disconnecting  # pooled
+    h.resource.pool.close()
+    assert idle.transport.disconnecting
+    busy.respond(OK)
+    assert h.response().endswith(b"ok")
+    assert busy.transport.disconnecting
+    assert h.resource.pool.idle_count(busy.protocol._wrappedProtocol.address) == 0

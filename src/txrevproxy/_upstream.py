@@ -466,10 +466,10 @@ class UpstreamPool:
 
     def release(self, proto: UpstreamProtocol) -> None:
         """
-        Take back a clean connection, or close it if the pool for its address is full.
+        Take back a clean connection, or close it if the pool for its address is full or the pool is closed.
         """
         idle = self._idle.setdefault(proto.address, [])
-        if len(idle) >= self.config.max_idle:
+        if self.closed or len(idle) >= self.config.max_idle:
             proto.state = "dead"
             proto.transport.loseConnection()
             return
