@@ -94,3 +94,31 @@ def head_and_body(response: bytes) -> tuple[bytes, bytes]:
 
 def header_lines(head: bytes) -> list[bytes]:
     return head.split(b"\r\n")[1:]
+
+
+class CapturedLog:
+    """
+    The text of every event logged through ``twisted.logger`` while it is installed (a context manager).
+    """
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def __enter__(self) -> CapturedLog:
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.addObserver(self.events.append)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        from twisted.logger import globalLogPublisher
+
+        globalLogPublisher.removeObserver(self.events.append)
+
+    def lines(self) -> list[str]:
+        from twisted.logger import formatEvent
+
+        return [formatEvent(event) for event in self.events]
+
+    def text(self) -> str:
+        return "\n".join(self.lines())

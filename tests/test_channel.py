@@ -11,6 +11,7 @@ import pytest
 from _harness import Harness, head_and_body, header_lines
 from _requests import HOST, REFUSED
 
+from txrevproxy import PoolConfig, ProxyConfig
 from txrevproxy._channel import ClientConfig
 from txrevproxy._head import HeadLimits
 
@@ -251,7 +252,7 @@ def test_keep_alive_idle_counts_from_the_last_response():
 
 def test_request_in_flight_is_not_idle():
     """A request waiting for its response is not closed by the idle timeout (the upstream deadlines apply)."""
-    h = Harness()
+    h = Harness(ProxyConfig(pool=PoolConfig(read_timeout=1000)))
     h.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
     up = h.upstream().accept()
     h.reactor.advance(29)
@@ -295,7 +296,7 @@ def test_body_paused_by_slow_upstream_does_not_time_out():
     up.transport.producer.pauseProducing()  # the upstream's send buffer is full
     h.send(b"a" * 1000)
     assert h.client.producerState == "paused"
-    h.reactor.advance(100)
+    h.reactor.advance(50)  # past the body timeout, below the upstream's --upstream-send-timeout
     assert h.response() == b""
     up.transport.producer.resumeProducing()
     assert h.client.producerState == "producing"

@@ -142,13 +142,8 @@ def test_request_framing_unknown_coding_before_chunked_is_501():
         (b"GET", 304, [(CL, b"10"), (CL, b"11")], NO_BODY),
         # Transfer-Encoding ending in chunked.
         (b"GET", 200, [(TE, b"chunked")], CHUNKED),
-        (b"GET", 200, [(TE, b"gzip, chunked")], CHUNKED),
-        (b"GET", 200, [(TE, b"gzip"), (TE, b"CHUNKED")], CHUNKED),
+        (b"GET", 200, [(TE, b"CHUNKED")], CHUNKED),
         (b"POST", 500, [(TE, b"chunked")], CHUNKED),
-        # Transfer-Encoding not ending in chunked: read until close (RFC 9112 section 6.3 item 4).
-        (b"GET", 200, [(TE, b"gzip")], UNTIL_CLOSE),
-        (b"GET", 200, [(TE, b"identity")], UNTIL_CLOSE),
-        (b"GET", 200, [(TE, b"chunked, gzip")], UNTIL_CLOSE),
         # Content-Length.
         (b"GET", 200, [(CL, b"10")], _length(10)),
         (b"GET", 200, [(CL, b"10"), (CL, b"10")], _length(10)),
@@ -171,6 +166,14 @@ def test_response_framing(method, status, headers, expected):
         [(TE, b"chunked"), (CL, b"10")],
         [(TE, b"chunked, chunked")],
         [(TE, b"chunked"), (TE, b"chunked")],
+        # Only chunked is relayed: another coding would reach the client undone.
+        [(TE, b"gzip, chunked")],
+        [(TE, b"gzip"), (TE, b"CHUNKED")],
+        [(TE, b"gzip")],
+        [(TE, b"identity")],
+        [(TE, b"chunked, gzip")],
+        [(TE, b"")],
+        [(TE, b",")],
         [(CL, b"10"), (CL, b"11")],
         [(CL, b"10, 11")],
         [(CL, b"+10")],

@@ -5,7 +5,7 @@ is a MemoryReactorClock.
 
 from __future__ import annotations
 
-from _harness import Harness, head_and_body, header_lines
+from _harness import CapturedLog, Harness, head_and_body, header_lines
 
 from txrevproxy import PoolConfig, ProxyConfig, TrustedNetworks
 
@@ -347,3 +347,125 @@ def test_empty_reason_phrase_gets_the_standard_one():
     h.send(GET)
     h.upstream().accept().respond(b"HTTP/1.1 404\r\nContent-Length: 0\r\n\r\n")
     assert h.response().startswith(b"HTTP/1.1 404 Not Found\r\n")
+
+
+POST_1K = b"POST /up HTTP/1.1\r\nHost: e\r\nContent-Length: 1000\r\n\r\n" + b"x" * 100
+
+
+def test_client_gone_during_stalled_upload_is_not_an_upstream_failure():
+    """A client leaving while the upstream has paused its upload is logged as the client's doing, never as a 502."""
+    h = Harness()
+    h.send(POST_1K)
+    up = h.upstream().accept()
+    up.transport.producer.pauseProducing()
+    with CapturedLog() as log:
+        h.client_closed()
+        assert up.transport.disconnected
+        up.close(clean=False)  # the abort completes: connectionLost follows
+    assert "client went away" in log.text()
+    assert "502" not in log.text() and "upstream closed" not in log.text()
+
+
+def test_shutdown_drop_is_not_reported_as_upstream_failure():
+    """Connections dropped after the pool is closed (the proxy stopping) are not logged as upstream failures or 502s."""
+    h = Harness()
+    h.send(POST_1K)
+    up = h.upstream().accept()
+    with CapturedLog() as log:
+        h.resource.pool.close()
+        up.close(clean=False)  # what reactor.disconnectAll does at shutdown
+    assert "shutting down" in log.text()
+    assert "502" not in log.text() and "upstream closed" not in log.text()
+    assert h.response() == b""
+    assert h.client.disconnected
+
+
+def test_shutdown_while_streaming_aborts_client_without_upstream_blame():
+    """A response cut by the proxy stopping aborts the client and is logged as the shutdown, not the upstream."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+    with CapturedLog() as log:
+        h.resource.pool.close()
+        up.close(clean=False)
+    assert h.client.disconnected
+    assert "shutting down" in log.text() and "mid-body" not in log.text()
+
+
+# -- the upload (send) deadline ---------------------------------------------------------------------------------------
+
+
+def _uploading(send_timeout: float = 60.0):
+    h = Harness(ProxyConfig(pool=PoolConfig(send_timeout=send_timeout)))
+    h.send(POST_1K)
+    up = h.upstream().accept()
+    return h, up
+
+
+def test_send_timeout_default_is_60s():
+    """The upstream send timeout defaults to 60 seconds."""
+    assert PoolConfig().send_timeout == 60.0
+
+
+def test_stalled_upload_gives_504_and_discards_connection():
+    """An upstream that leaves the upload paused for send_timeout, before any response: 504, the connection aborted."""
+    h, up = _uploading(send_timeout=20)
+    up.transport.producer.pauseProducing()
+    assert h.client.producerState == "paused"
+    with CapturedLog() as log:
+        h.reactor.advance(19.9)
+        assert h.response() == b"" and not up.transport.disconnected
+        h.reactor.advance(0.2)
+    assert h.response().startswith(b"HTTP/1.1 504 ")
+    assert up.transport.disconnected
+    assert "stopped reading the request body for 20s (send timeout)" in log.text()
+    assert h.client.producerState == "producing"  # the rest of the body is read and discarded
+    h.send(b"x" * 900 + GET)
+    assert h.attempts == 2  # the next request gets a new connection
+
+
+def test_upload_progress_restarts_the_send_deadline():
+    """Each time the upstream drains the upload (resume) the stall count starts again."""
+    h, up = _uploading(send_timeout=10)
+    producer = up.transport.producer
+    for _ in range(5):
+        producer.pauseProducing()
+        h.reactor.advance(9)
+        producer.resumeProducing()
+    producer.pauseProducing()
+    h.reactor.advance(9.9)
+    assert h.response() == b""
+    h.reactor.advance(0.2)
+    assert h.response().startswith(b"HTTP/1.1 504 ")
+
+
+def test_slow_client_upload_is_not_an_upstream_stall():
+    """A client sending its body slowly (upload not paused by the upstream) does not trip the send deadline."""
+    h, up = _uploading(send_timeout=10)
+    h.reactor.advance(25)  # (below the client's own --body-timeout of 30 s)
+    assert h.response() == b"" and not up.transport.disconnected
+
+
+def test_stalled_upload_after_response_head_aborts_client():
+    """An upload stalled after the response has started streaming: the upstream and the client are aborted."""
+    h, up = _uploading(send_timeout=10)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
+    up.transport.producer.pauseProducing()
+    h.reactor.advance(10.1)
+    assert up.transport.disconnected
+    assert h.client.disconnected
+    assert head_and_body(h.response())[1] == b"part"
+
+
+def test_finished_upload_leaves_no_send_timer():
+    """An upload that completes after a pause cancels its send deadline; the response deadline takes over."""
+    h, up = _uploading(send_timeout=10)
+    up.transport.producer.pauseProducing()
+    h.reactor.advance(5)
+    up.transport.producer.resumeProducing()
+    h.send(b"x" * 900)
+    assert up.transport.producer is None
+    assert "_checkSendDeadline" not in [call.func.__name__ for call in h.reactor.getDelayedCalls()]
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert h.response().endswith(b"ok")

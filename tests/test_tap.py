@@ -242,3 +242,22 @@ def test_a_site_behind_a_wrapping_factory_refuses_by_closing():
     assert not _wraps(Port(site), site)
     assert _wraps(Port(object()), site)
     assert not _wraps(object(), site)  # a test reactor's port
+
+
+def test_upstream_deadline_flags():
+    """--upstream-read-timeout and --upstream-send-timeout default to 60 s and reach the pool configuration."""
+    config = parse("--upstream", "http://127.0.0.1:8000").config()
+    assert (config.pool.read_timeout, config.pool.send_timeout) == (60.0, 60.0)
+    config = parse(
+        "--upstream", "http://127.0.0.1:8000", "--upstream-read-timeout", "1.5", "--upstream-send-timeout", "2"
+    ).config()
+    assert (config.pool.read_timeout, config.pool.send_timeout) == (1.5, 2.0)
+
+
+@pytest.mark.parametrize("flag", ["--upstream-read-timeout", "--upstream-send-timeout"])
+def test_upstream_deadline_flags_must_be_positive(flag, capsys):
+    """A zero or negative upstream deadline is refused with one line and exit status 2."""
+    with pytest.raises(SystemExit) as info:
+        parse("--upstream", "http://h", flag, "0")
+    assert info.value.code == 2
+    assert "below the minimum" in capsys.readouterr().err

@@ -116,12 +116,14 @@ def response_framing(request_method: bytes, status: int, headers: Sequence[tuple
         if cl:
             raise FramingError(502, "upstream sent both Transfer-Encoding and Content-Length")
         codings = _codings(te)
-        if codings and codings[-1] == b"chunked":
-            if codings.count(b"chunked") != 1:
-                raise FramingError(502, "upstream sent chunked more than once")
-            return CHUNKED
-        # A response whose final coding is not chunked is delimited by closing the connection.
-        return UNTIL_CLOSE
+        if codings.count(b"chunked") > 1:
+            raise FramingError(502, "upstream sent chunked more than once")
+        if codings != [b"chunked"]:
+            # Only chunked is relayed. Transfer-Encoding is hop-by-hop and the proxy re-frames every body, so any
+            # other coding (gzip before chunked, or a final non-chunked coding delimited by close) would reach the
+            # client silently undone: refuse instead, as nginx does ("upstream sent unknown Transfer-Encoding").
+            raise FramingError(502, "unsupported transfer coding from upstream")
+        return CHUNKED
     try:
         length = parse_content_length(cl)
     except FramingError as e:
@@ -176,9 +178,10 @@ class ChunkedDecoder:
 
     def _line(self, limit: int) -> bytes | None:
         end = self._buffer.find(b"\r\n")
+        if end > limit or (end < 0 and len(self._buffer) > limit):
+            # Checked on whole lines too, so that the outcome does not depend on how the bytes were split.
+            raise self._fail("chunk line too long")
         if end < 0:
-            if len(self._buffer) > limit:
-                raise self._fail("chunk line too long")
             return None
         if end > limit:
             raise self._fail("chunk line too long")

@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import RESPONSES
+from twisted.web.http_headers import Headers
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
@@ -31,7 +32,7 @@ from ._headers import (
     upstream_request_headers,
     values_of,
 )
-from ._upstream import ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
+from ._upstream import TIMER_SLACK, ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
 from ._validate import ResponseHead
 
 log = Logger(namespace="txrevproxy")
@@ -119,7 +120,9 @@ class Relay:
         self._connecting: defer.Deferred[UpstreamProtocol] | None = None
         self._timer: IDelayedCall | None = None
         self._retried = False
-        self._upload = _Producer(body.pause, body.resume, self._uploadStopped)
+        self._upload_paused_at: float | None = None
+        self._send_timer: IDelayedCall | None = None
+        self._upload = _Producer(self._uploadPaused, self._uploadResumed, self._uploadStopped)
         self._download = _Producer(self._pauseResponse, self._resumeResponse, self._clientGone)
 
     # -- steps ---------------------------------------------------------------------------------------------
@@ -152,6 +155,9 @@ class Relay:
         self._connecting = None
         if self.state == "done":
             return
+        if self.pool.closed:
+            self.upstreamAbandoned("the proxy is shutting down")
+            return
         if failure.check(ConnectTimeout, defer.TimeoutError, error.TimeoutError):
             self._respondError(504, f"connecting to upstream timed out after {self.config.pool.connect_timeout:g}s")
         else:
@@ -168,6 +174,8 @@ class Relay:
         if proto is None:
             return
         proto.transport.unregisterProducer()
+        self._upload_paused_at = None
+        self._stopSendDeadline()
         proto.endBody()
         if self.state == "sending":
             self._requestSent()
@@ -195,6 +203,41 @@ class Relay:
 
     def _uploadStopped(self) -> None:
         self.body.stop()
+
+    # The upload deadline. The upstream transport pauses the upload when its write buffer is full and resumes it
+    # once drained; a pause that lasts send_timeout means the upstream stopped reading. Like the read deadline,
+    # one DelayedCall per stall is armed at the first pause and re-armed lazily, never per chunk.
+
+    def _uploadPaused(self) -> None:
+        self._upload_paused_at = self.reactor.seconds()  # type: ignore[attr-defined]
+        self.body.pause()
+        if self._send_timer is None:
+            self._armSendDeadline(self.config.pool.send_timeout)
+
+    def _uploadResumed(self) -> None:
+        self._upload_paused_at = None  # before resuming: the writes it causes may pause the upload again
+        self.body.resume()
+
+    def _armSendDeadline(self, delay: float) -> None:
+        self._send_timer = self.reactor.callLater(delay, self._checkSendDeadline)  # type: ignore[attr-defined]
+
+    def _checkSendDeadline(self) -> None:
+        self._send_timer = None
+        paused_at = self._upload_paused_at
+        if paused_at is None or self._proto is None or self.state not in ("sending", "streaming"):
+            return
+        timeout = self.config.pool.send_timeout
+        remaining = paused_at + timeout - self.reactor.seconds()  # type: ignore[attr-defined]
+        if remaining > TIMER_SLACK:
+            self._armSendDeadline(remaining)
+            return
+        self._abortUpstream()
+        self.upstreamFailed(f"upstream stopped reading the request body for {timeout:g}s (send timeout)", False, 504)
+
+    def _stopSendDeadline(self) -> None:
+        timer, self._send_timer = self._send_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _responseTimedOut(self) -> None:
         self._timer = None
@@ -232,13 +275,15 @@ class Relay:
             return
         self.state = "done"
         self._proto = None
+        self._stopSendDeadline()
         self.body.stop()
         request = self.request
         request.unregisterProducer()  # type: ignore[attr-defined]
         request.finish()  # type: ignore[attr-defined]
 
-    def upstreamFailed(self, reason: str, retryable: bool) -> None:
+    def upstreamFailed(self, reason: str, retryable: bool, status: int = 502) -> None:
         self._cancelTimer()
+        self._stopSendDeadline()
         self._proto = None
         if self.state == "sending":
             if retryable and not self._retried and self.body.framing.kind is Kind.NONE:
@@ -247,8 +292,16 @@ class Relay:
                 self.state = "connecting"
                 self._connect(self.pool.connect(self.address))
                 return
-            self._respondError(502, reason)
+            self._respondError(status, reason)
         elif self.state == "streaming":
+            request = self.request
+            if not request.startedWriting:  # type: ignore[attr-defined]
+                # Twisted writes the response head with the first body bytes: nothing of the upstream's response
+                # has reached the client, so it can still get a proper error instead of an aborted connection.
+                request.unregisterProducer()  # type: ignore[attr-defined]
+                request.responseHeaders = Headers()  # type: ignore[attr-defined]
+                self._respondError(status, reason)
+                return
             self.state = "done"
             self.body.stop()
             log.warn(
@@ -260,6 +313,31 @@ class Relay:
             )
             self.request.unregisterProducer()  # type: ignore[attr-defined]
             self.request.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def upstreamAbandoned(self, reason: str) -> None:
+        """
+        The proxy itself dropped the upstream connection (it is stopping): not an upstream failure, so no 502; the
+        client connection is closed without an answer.
+        """
+        self._cancelTimer()
+        self._stopSendDeadline()
+        self._proto = None
+        if self.state == "done":
+            return
+        streaming, self.state = self.state == "streaming", "done"
+        self.body.stop()
+        log.info(
+            "{method} {target}: {reason}; request abandoned (upstream {upstream})",
+            method=_text(self.method),
+            target=_text(self.target),
+            reason=reason,
+            upstream=str(self.address),
+        )
+        if streaming:
+            self.request.unregisterProducer()  # type: ignore[attr-defined]
+        transport = getattr(self.request, "transport", None)
+        if transport is not None:
+            transport.abortConnection()
 
     # -- backpressure and cancellation -------------------------------------------------------------------
 
@@ -276,6 +354,7 @@ class Relay:
             return
         self.state = "done"
         self._cancelTimer()
+        self._stopSendDeadline()
         self.body.stop()
         if self._connecting is not None:
             self._connecting.cancel()
@@ -299,6 +378,7 @@ class Relay:
 
     def _respondError(self, status: int, reason: str) -> None:
         self.state = "done"
+        self._stopSendDeadline()
         self.body.stop()
         log.warn(
             "{method} {target}: {status} {reason} (upstream {upstream})",

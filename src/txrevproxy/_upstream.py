@@ -4,6 +4,18 @@ The upstream side: a lean HTTP/1.1 client protocol and the keep-alive connection
 :class:`UpstreamProtocol` sends one request at a time and parses the response strictly, handing the head and
 body pieces to a receiver (the relay) as they arrive. :class:`UpstreamPool` keeps idle connections per upstream,
 bounded in number and in idle time, and hands out a connection only when it is known to be clean.
+
+Responses are parsed strictly; anything invalid fails the request (502 if nothing was sent to the client yet,
+otherwise the client connection is aborted) and the connection is discarded, never pooled:
+
+- :data:`MAX_RESPONSE_HEAD` (64 KiB): the most bytes a response head may take, status line to blank line;
+- :data:`MAX_RESPONSE_HEADERS` (100): the most header lines in one response head;
+- syntax and framing: see :func:`~txrevproxy._validate.parse_response_head` (CRLF only, no obs-fold, ...) and
+  :func:`~txrevproxy._framing.response_framing` (no Content-Length with Transfer-Encoding, one length, only
+  ``chunked`` as transfer coding), then the chunked decoder.
+
+Deadlines (:class:`PoolConfig`): ``connect_timeout``, ``idle_timeout`` for pooled connections, ``read_timeout``
+for an upstream silent mid-body (the relay owns ``send_timeout`` for a stalled upload and the response timeout).
 """
 
 from __future__ import annotations
@@ -30,7 +42,14 @@ from ._validate import InvalidResponse, ResponseHead, parse_response_head
 
 log = Logger(namespace="txrevproxy.upstream")
 
+#: Bytes a response head may take, from the status line to the blank line that ends it (inclusive).
 MAX_RESPONSE_HEAD = 65536
+#: Header lines a response head may have.
+MAX_RESPONSE_HEADERS = 100
+
+# A deadline DelayedCall that fires this close to its deadline counts as expired (no re-arming for a few
+# microseconds of floating-point remainder).
+TIMER_SLACK = 0.001
 
 
 @frozen
@@ -53,11 +72,20 @@ class PoolConfig:
     :ivar max_idle: idle keep-alive connections kept per upstream; more are closed when released.
     :ivar idle_timeout: seconds an idle connection is kept before it is closed.
     :ivar connect_timeout: seconds allowed for the TCP connection to be established.
+    :ivar read_timeout: seconds the upstream may send nothing while a response body is being read, before the
+        connection is aborted (and the client's response with it). Time while the proxy has paused reading
+        because the client is slow does not count.
+    :ivar send_timeout: seconds the upstream may leave a request body upload stalled before the connection is
+        aborted (504 if no response has started, else the client connection is aborted too). Measured from the
+        moment the connection's write buffer is full and the upload is paused until it has drained; an upstream
+        that reads, but slower than that buffer (64 KiB) per ``send_timeout``, counts as stalled.
     """
 
     max_idle: int = 32
     idle_timeout: float = 30.0
     connect_timeout: float = 5.0
+    read_timeout: float = 60.0
+    send_timeout: float = 60.0
 
 
 class ResponseReceiver(TypingProtocol):
@@ -71,7 +99,15 @@ class ResponseReceiver(TypingProtocol):
 
     def responseEnd(self) -> None: ...
 
-    def upstreamFailed(self, reason: str, retryable: bool) -> None: ...
+    def upstreamFailed(self, reason: str, retryable: bool, status: int = 502) -> None:
+        """
+        The upstream failed; ``status`` is what to answer if nothing was sent to the client yet (504 for timeouts).
+        """
+
+    def upstreamAbandoned(self, reason: str) -> None:
+        """
+        The connection was closed by the proxy itself (shutting down), not by the upstream.
+        """
 
 
 class UpstreamProtocol(Protocol):
@@ -83,6 +119,8 @@ class UpstreamProtocol(Protocol):
     """
 
     idle_call: IDelayedCall | None = None
+    _read_call: IDelayedCall | None = None
+    _last_read = 0.0
 
     def __init__(self, pool: UpstreamPool, address: UpstreamAddress) -> None:
         self.pool = pool
@@ -162,13 +200,43 @@ class UpstreamProtocol(Protocol):
     def resumeReading(self) -> None:
         if self._paused and self.state != "dead":
             self._paused = False
+            if self.state == "body":
+                # The paused time was the client's; the upstream's silence is counted from now.
+                self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
+                if self._read_call is None:
+                    self._armReadDeadline(self.pool.config.read_timeout)
             self.transport.resumeProducing()
+
+    # -- the mid-body read deadline --------------------------------------------------------------------------
+    #
+    # Cheap on the hot path: each body read only stores the time. One DelayedCall per response checks it when it
+    # fires and re-arms itself for the remainder; while reading is paused it lapses, and resumeReading re-arms it.
+
+    def _armReadDeadline(self, delay: float) -> None:
+        self._read_call = self.pool.reactor.callLater(delay, self._checkReadDeadline)  # type: ignore[attr-defined]
+
+    def _checkReadDeadline(self) -> None:
+        self._read_call = None
+        if self.state != "body" or self._paused:
+            return
+        timeout = self.pool.config.read_timeout
+        remaining = self._last_read + timeout - self.pool.reactor.seconds()  # type: ignore[attr-defined]
+        if remaining > TIMER_SLACK:
+            self._armReadDeadline(remaining)
+        else:
+            self._fail(f"upstream sent nothing for {timeout:g}s mid-body (read timeout)", status=504)
+
+    def _stopReadDeadline(self) -> None:
+        call, self._read_call = self._read_call, None
+        if call is not None and call.active():
+            call.cancel()
 
     def abort(self) -> None:
         """
         Drop the connection now: the request is abandoned and the connection is never reused.
         """
         self._receiver = None
+        self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
             self.transport.abortConnection()
@@ -179,6 +247,7 @@ class UpstreamProtocol(Protocol):
         self._got_bytes = True
         state = self.state
         if state == "body":
+            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
             self._bodyReceived(data)
         elif state == "head":
             self._headReceived(data)
@@ -189,16 +258,17 @@ class UpstreamProtocol(Protocol):
         buffer = self._buffer + data if self._buffer else data
         while True:
             end = buffer.find(b"\r\n\r\n")
+            if end + 4 > MAX_RESPONSE_HEAD or (end < 0 and len(buffer) >= MAX_RESPONSE_HEAD):
+                self._fail("response head too large")
+                return
             if end < 0:
-                if len(buffer) > MAX_RESPONSE_HEAD:
-                    self._fail("response head too large")
-                elif buffer.count(b"\n") != buffer.count(b"\r\n"):
+                if buffer.count(b"\n") != buffer.count(b"\r\n"):
                     self._fail("bare LF in response head")
                 else:
                     self._buffer = buffer
                 return
             try:
-                head = parse_response_head(buffer[:end])
+                head = parse_response_head(buffer[:end], max_headers=MAX_RESPONSE_HEADERS)
             except InvalidResponse as e:
                 self._fail(str(e))
                 return
@@ -237,6 +307,9 @@ class UpstreamProtocol(Protocol):
                 self._bodyReceived(buffer)
         elif buffer:
             self._deliver(buffer)
+        if self.state == "body" and self._read_call is None:
+            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
+            self._armReadDeadline(self.pool.config.read_timeout)
 
     def _deliver(self, data: bytes) -> None:
         if self._receiver is not None:
@@ -273,6 +346,7 @@ class UpstreamProtocol(Protocol):
         """
         receiver, self._receiver = self._receiver, None
         self._decoder = None
+        self._stopReadDeadline()
         reusable = self._keep_alive and self._request_done and not extra
         if reusable:
             self.state = "idle"
@@ -286,21 +360,26 @@ class UpstreamProtocol(Protocol):
         if receiver is not None:
             receiver.responseEnd()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, status: int = 502) -> None:
         receiver, self._receiver = self._receiver, None
+        self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
             self.transport.abortConnection()
         if receiver is not None:
-            receiver.upstreamFailed(reason, retryable=False)
+            receiver.upstreamFailed(reason, retryable=False, status=status)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         state, self.state = self.state, "dead"
+        self._stopReadDeadline()
         self.pool.forget(self)
         receiver, self._receiver = self._receiver, None
         if receiver is None:
             return
-        if state == "body" and self._framing is not None and self._framing.kind is Kind.CLOSE:
+        if self.pool.closed:
+            # The pool was closed (the proxy is stopping): this connection was dropped by us, not the upstream.
+            receiver.upstreamAbandoned("the proxy is shutting down")
+        elif state == "body" and self._framing is not None and self._framing.kind is Kind.CLOSE:
             receiver.responseEnd()
         elif state == "head":
             # A kept-alive connection closed by the upstream just as it was reused: safe to retry elsewhere.
@@ -356,6 +435,7 @@ class UpstreamPool:
         self.reactor = reactor
         self.config = config
         self.opened = 0
+        self.closed = False
         self._idle: dict[UpstreamAddress, list[UpstreamProtocol]] = {}
 
     def acquire(self, address: UpstreamAddress) -> defer.Deferred[UpstreamProtocol]:
@@ -386,17 +466,29 @@ class UpstreamPool:
 
     def release(self, proto: UpstreamProtocol) -> None:
         """
-        Take back a clean connection, or close it if the pool for its address is full.
+        Take back a clean connection, or close it if the pool for its address is full or the pool is closed.
         """
         idle = self._idle.setdefault(proto.address, [])
-        if len(idle) >= self.config.max_idle:
+        if self.closed or len(idle) >= self.config.max_idle:
             proto.state = "dead"
             proto.transport.loseConnection()
             return
         idle.append(proto)
-        proto.idle_call = self.reactor.callLater(  # type: ignore[attr-defined]
-            self.config.idle_timeout, proto.transport.loseConnection
-        )
+        proto.idle_call = self.reactor.callLater(self.config.idle_timeout, self._expire, proto)  # type: ignore[attr-defined]
+
+    def _expire(self, proto: UpstreamProtocol) -> None:
+        """
+        An idle connection's time is up: take it out of the pool at once, then close it.
+
+        ``loseConnection`` only starts the close; until ``connectionLost`` the connection must not be handed out, or
+        a request would be sent on it and our own close reported as the upstream's.
+        """
+        proto.idle_call = None
+        idle = self._idle.get(proto.address)
+        if idle and proto in idle:
+            idle.remove(proto)
+        proto.state = "dead"
+        proto.transport.loseConnection()
 
     def forget(self, proto: UpstreamProtocol) -> None:
         """
@@ -414,8 +506,10 @@ class UpstreamPool:
 
     def close(self) -> None:
         """
-        Close every idle connection (at shutdown).
+        Close every idle connection (at shutdown). Connections still carrying a request are left to finish or to be
+        dropped with the reactor; their relays are then told the proxy is stopping, not that the upstream failed.
         """
+        self.closed = True
         for idle in self._idle.values():
             for proto in list(idle):
                 proto.state = "dead"

@@ -115,6 +115,22 @@ class Options(usage.Options):
             "Seconds to stop accepting connections when the process runs out of file descriptors.",
             _seconds,
         ],
+        [
+            "upstream-read-timeout",
+            None,
+            60.0,
+            "Seconds the upstream may send nothing mid-response-body before the upstream and client connections are "
+            "aborted (time paused for a slow client does not count).",
+            _seconds,
+        ],
+        [
+            "upstream-send-timeout",
+            None,
+            60.0,
+            "Seconds the upstream may leave a request body upload stalled before it is aborted: 504, or the client "
+            "connection aborted if the response has started.",
+            _seconds,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -203,6 +219,8 @@ class Options(usage.Options):
                 max_idle=self["pool-size"],
                 idle_timeout=self["pool-idle-timeout"],
                 connect_timeout=self["connect-timeout"],
+                read_timeout=self["upstream-read-timeout"],
+                send_timeout=self["upstream-send-timeout"],
             ),
         )
 

@@ -29,6 +29,12 @@ Endpoints (query parameters are plain ``name=value`` pairs separated by ``&``):
     ``Content-Length: N`` (default 1000) but only ``M`` (default 100) body bytes, then the connection is closed.
 ``/truncate?chunked=1``
     chunked framing: three chunks, then the connection is closed without the final ``0`` chunk.
+``/silent?declared=N&send=M``
+    ``Content-Length: N`` (default 1000) and only ``M`` (default 100) body bytes, then silence: the connection is
+    closed only when the peer closes it (counted in ``/stats`` as ``silent_started`` and ``silent_closed``).
+``/raw?data=BYTES``
+    writes ``BYTES`` (percent-decoded byte for byte; ``+`` is a plus) as the whole response, then closes the
+    connection: a way to send any malformed response.
 ``/hang``
     reads the request and never answers; it waits for the peer to close the connection (counted in ``/stats`` as
     ``hang_started`` and ``hang_closed``).
@@ -37,7 +43,7 @@ Endpoints (query parameters are plain ``name=value`` pairs separated by ``&``):
     it describes the representation, not this message). ``ETag: "v1"`` is always sent.
 ``/stats``
     200, JSON ``{"accepted", "closed", "requests", "bytes_written", "hang_started", "hang_closed", "stall_started",
-    "stall_closed", "timed_out"}``:
+    "stall_closed", "silent_started", "silent_closed", "timed_out"}``:
     connections accepted and closed so far (including this request's own connection), requests answered, and so on.
     Before answering it can wait, server side, bounded by ``timeout=SECONDS`` (default 10), after which it answers
     anyway with ``"timed_out": true``:
@@ -56,7 +62,7 @@ import socketserver
 import sys
 import threading
 import time
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 _MAX_LINE = 65536
 _BLOCK = bytes(range(256)) * 256  # 64 KiB; every slice starting at a multiple of 256 continues the pattern
@@ -72,6 +78,8 @@ _stats = {
     "hang_closed": 0,
     "stall_started": 0,
     "stall_closed": 0,
+    "silent_started": 0,
+    "silent_closed": 0,
 }
 
 
@@ -294,6 +302,28 @@ class Handler(socketserver.StreamRequestHandler):
         elif path == "/truncate":
             self.read_body(request)
             self.do_truncate(request)
+        elif path == "/silent":
+            self.read_body(request)
+            declared = int(request.query.get("declared", "1000"))
+            send = int(request.query.get("send", "100"))
+            self.send_head("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(declared))])
+            self.connection.sendall(_BLOCK[:send])
+            _bump("silent_started")
+            try:
+                self.wait_for_peer_close()
+            finally:
+                _bump("silent_closed")
+            raise _Close()
+        elif path == "/raw":
+            self.read_body(request)
+            pairs = [p.partition("=") for p in urlsplit(request.target).query.split("&")]
+            data = next((unquote_to_bytes(value) for name, _, value in pairs if name == "data"), b"")
+            self.connection.sendall(data)
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            raise _Close()
         elif path == "/hang":
             self.read_body(request)
             _bump("hang_started")

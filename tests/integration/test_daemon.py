@@ -14,8 +14,10 @@ import json
 import re
 import socket
 import subprocess
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import pytest
 
@@ -611,3 +613,74 @@ def test_demo_serves_the_logged_url(proxy_factory: Callable[..., Proxy]) -> None
         body = response.read()
         assert response.status == 200, (url, body)
         assert body
+
+
+# -- upstream deadlines and invalid upstream responses ----------------------------------------------------------------
+
+
+def test_upstream_silent_mid_body_is_cut_off(proxy_factory: Callable[..., Proxy], origin: Origin) -> None:
+    """With --upstream-read-timeout 1, an origin silent after 100 of 1000 bytes gets the client connection closed short."""
+    proxy = proxy_factory("--upstream-read-timeout", "1")
+    sock = connect(proxy.port, timeout=10)
+    sock.sendall(f"GET /silent?declared=1000&send=100 HTTP/1.1\r\nHost: {proxy.host}\r\n\r\n".encode("ascii"))
+    data = read_until_closed(sock)
+    assert not is_complete_response(data), data
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert re.search(rb"(?im)^content-length: *1000\r?$", head), head
+    assert len(body) == 100
+    proxy.wait_for_log(r"sent nothing for 1s mid-body \(read timeout\)")
+    stats = origin.stats(min_silent_closed=1, timeout=5)
+    assert stats["silent_closed"] == 1, stats
+
+
+def test_upload_the_upstream_stops_reading_gets_504(proxy_factory: Callable[..., Proxy], origin: Origin) -> None:
+    """With --upstream-send-timeout 1, an upload to an origin that never reads it is answered 504 and logged."""
+    proxy = proxy_factory("--upstream-send-timeout", "1")
+    n = 32 * MiB  # far more than the socket buffers between the proxy and the origin hold
+    sock = connect(proxy.port, timeout=15)
+    sock.sendall(f"POST /stall-upload HTTP/1.1\r\nHost: {proxy.host}\r\nContent-Length: {n}\r\n\r\n".encode("ascii"))
+
+    def upload() -> None:
+        try:
+            for _ in range(n // len(_BLOCK)):
+                sock.sendall(_BLOCK)
+        except OSError:
+            pass
+
+    sender = threading.Thread(target=upload, daemon=True)
+    sender.start()
+    status, headers = read_head(sock.makefile("rb"))
+    assert status == 504
+    proxy.wait_for_log(r"stopped reading the request body for 1s \(send timeout\)")
+    stats = origin.stats(min_stall_closed=1, timeout=5)
+    assert stats["stall_closed"] == 1, stats
+    sender.join(15)  # the proxy reads and discards the rest of the body
+    assert not sender.is_alive()
+
+
+_INVALID_RESPONSES = {
+    "content-length-and-chunked": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "both Transfer-Encoding and Content-Length",
+    ),
+    "bare-lf-status-line": (b"HTTP/1.1 200 OK\nContent-Length: 2\r\n\r\nok", "bare LF"),
+    "gzip-before-chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "unsupported transfer coding",
+    ),
+    "conflicting-lengths": (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok", "conflicting"),
+}
+
+
+@pytest.mark.parametrize("raw, reason", _INVALID_RESPONSES.values(), ids=_INVALID_RESPONSES.keys())
+def test_malformed_upstream_response_is_502(proxy: Proxy, raw: bytes, reason: str) -> None:
+    """A malformed origin response reaches the client as a short 502, with the reason logged."""
+    connection = proxy.connection(timeout=10)
+    response = send(connection, "GET", "/raw?data=" + quote(raw, safe=""))
+    body = response.read()
+    assert response.status == 502, body
+    assert response.headers["Content-Type"].startswith("text/plain")
+    proxy.wait_for_log(re.escape(reason))
+    response = send(connection, "GET", "/echo/after")  # the client connection is still usable
+    assert json.loads(response.read())["target"] == "/echo/after"
