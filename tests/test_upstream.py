@@ -5,6 +5,7 @@ The upstream connection pool and protocol, in memory.
 from __future__ import annotations
 
 import pytest
+from twisted.web.server import Site
 from _harness import CapturedLog, Harness, head_and_body
 
 from txrevproxy import PoolConfig, ProxyConfig
@@ -182,9 +183,20 @@ def test_paused_reading_does_not_count_toward_the_read_deadline():
     assert up.transport.disconnected and h.client.disconnected
 
 
-def test_silent_before_any_body_byte_is_504():
-    """A response head followed by silence, nothing yet written to the client: the client gets a 504, not the head."""
+def test_silent_after_head_aborts_the_client():
+    """In ProxySite a response head goes out as soon as it is in; silence after it ends with an abort, not a 504."""
     h = Harness(ProxyConfig(pool=PoolConfig(read_timeout=5)))
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+    assert h.response().startswith(b"HTTP/1.1 200 OK\r\n")
+    h.reactor.advance(5.1)
+    assert up.transport.disconnected and h.client.disconnected
+
+
+def test_silent_before_any_body_byte_is_504_in_a_plain_site():
+    """In a plain Site (head written with the first body byte), silence after the head gives the client a 504."""
+    h = Harness(ProxyConfig(pool=PoolConfig(read_timeout=5)), site_class=Site)
     h.send(GET)
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nSet-Cookie: s=1\r\n\r\n")

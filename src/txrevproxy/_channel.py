@@ -24,10 +24,11 @@ from io import BytesIO
 from attrs import field, frozen
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
-from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http import NO_BODY_CODES, RESPONSES, HTTPChannel, datetimeToString
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
+from ._accesslog import AccessLog
 from ._body import StreamingBody
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
 from ._gate import ConnectionGate, RefusedConnection
@@ -100,6 +101,7 @@ class ProxyRequest(Request):
         self.path = target.split(b"?", 1)[0]
         self.args = {}
         self.proxy_body = StreamingBody(framing, self.channel.upload_reading)
+        self.started = self.channel._clock.seconds()
         self.process()
 
     def handleContentChunk(self, data: bytes) -> None:
@@ -114,12 +116,106 @@ class ProxyRequest(Request):
             self._cleanup_pending = False
             Request._cleanup(self)
 
+    started: float | None = None  # when the head was complete (for the access log)
+    _head: bytes | None = None  # a response head written by writeHead and not yet sent
+
+    def writeHead(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        """
+        Prepare the response head in one piece, held until the first body bytes (so that both go out in one
+        write) or :meth:`flushHead`: the relay's path, instead of ``responseHeaders`` and a first ``write``.
+        ``length`` is the body's ``Content-Length``, or ``None`` to chunk the body (HTTP/1.1) or end it by closing
+        the connection (HTTP/1.0). ``Date`` is added when the upstream sent none.
+        """
+        self.code, self.code_message = status, reason or RESPONSES.get(status, b"Unknown")
+        channel = self.channel
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, self.code_message)]
+        has_date = False
+        for name, value in headers:
+            out.append(b"%s: %s\r\n" % (name, value))
+            if not has_date and len(name) == 4 and name.lower() == b"date":
+                has_date = True
+        if not has_date:
+            out.append(b"Date: %s\r\n" % (http_date(channel._clock.seconds()),))
+        if length is not None:
+            out.append(b"Content-Length: %d\r\n" % (length,))
+        elif self.method == b"HEAD" or status in NO_BODY_CODES:
+            pass
+        elif self.clientproto == b"HTTP/1.1":
+            out.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunked = 1
+        else:
+            channel.persistent = False  # an HTTP/1.0 client: the body ends with the connection
+        if not channel.persistent:
+            out.append(b"Connection: close\r\n")
+        out.append(b"\r\n")
+        self._head = b"".join(out)
+
+    def flushHead(self) -> None:
+        """
+        Send a held response head now (no body bytes are at hand yet).
+        """
+        head, self._head = self._head, None
+        if head is not None and not self._disconnected:
+            self.startedWriting = 1
+            self.channel.transport.write(head)
+
+    def dropHead(self) -> None:
+        """
+        Forget a held response head (the response failed before any of it was sent).
+        """
+        self._head = None
+        self.chunked = 0
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is None:
+            Request.write(self, data)
+            return
+        self._head = None
+        self.startedWriting = 1
+        if self._disconnected:
+            return
+        if self.method == b"HEAD" or self.code in NO_BODY_CODES:
+            self.channel.transport.write(head)
+            return
+        self.sentLength += len(data)
+        if not data:
+            self.channel.transport.write(head)
+        elif self.chunked:
+            self.channel.transport.writeSequence([head, b"%x\r\n" % (len(data),), data, b"\r\n"])
+        else:
+            self.channel.transport.writeSequence([head, data])
+
+    def finish(self) -> None:
+        head = self._head
+        if head is not None and not self._disconnected:
+            self._head = None
+            self.startedWriting = 1
+            if self.chunked:
+                self.chunked = 0  # the last chunk goes with the head
+                head += b"0\r\n\r\n"
+            self.channel.transport.write(head)
+        Request.finish(self)
+
     def _cleanup(self) -> None:
         if self.proxy_body is not None and not self.proxy_body.complete:
             # Responded before the body finished: leave the channel's queue once the body has been drained.
             self._cleanup_pending = True
             return
         Request._cleanup(self)
+
+
+_date_cache: list[object] = [None, b""]
+
+
+def http_date(seconds: float) -> bytes:
+    """
+    The IMF-fixdate for ``seconds`` since the epoch (RFC 9110 section 5.6.7), computed once per second.
+    """
+    whole = int(seconds)
+    if _date_cache[0] != whole:
+        _date_cache[:] = [whole, datetimeToString(whole)]
+    return _date_cache[1]  # type: ignore[return-value]
 
 
 @implementer(IPushProducer)
@@ -169,6 +265,14 @@ class ProxyChannel(HTTPChannel):
         self._idle_timeout: float | None = None
 
     # -- connection ----------------------------------------------------------------------------------------
+
+    _host: object = None
+
+    def getHost(self) -> object:
+        # Asked for by every Request; the socket's own address does not change, so ask the system once.
+        if self._host is None:
+            self._host = self.transport.getHost()
+        return self._host
 
     def connectionMade(self) -> None:
         self._idle_timeout = self.timeOut
@@ -501,6 +605,7 @@ class ProxySite(Site):
     A ``Site`` for proxying: request heads validated, bodies streamed to the upstream as they arrive.
 
     :param client: limits and deadlines for client connections.
+    :param access_log: where answered requests are logged (none when ``None``).
     :param timeout: seconds a connection may sit idle between requests (default :data:`IDLE_TIMEOUT`).
     """
 
@@ -519,12 +624,23 @@ class ProxySite(Site):
         *args: object,
         client: ClientConfig | None = None,
         gate: ConnectionGate | None = None,
+        access_log: AccessLog | None = None,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
         super().__init__(resource, *args, **kwargs)
         self.client = client or ClientConfig()
         self.gate = gate
+        self.access_log = access_log
+
+    def log(self, request: object) -> None:
+        if self.access_log is not None:
+            self.access_log.log(request)
+
+    def stopFactory(self) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()
+        super().stopFactory()
 
     def buildProtocol(self, addr: object) -> object:
         """

@@ -131,7 +131,11 @@ class Relay:
         request = self.request
         request.defaultContentType = None  # type: ignore[attr-defined]
         request.notifyFinish().addErrback(self._clientGone)  # type: ignore[attr-defined]
-        self._connect(self.pool.acquire(self.address))
+        proto = self.pool.take(self.address)
+        if proto is not None:
+            self._connected(proto)
+        else:
+            self._connect(self.pool.connect(self.address))
 
     def _connect(self, d: defer.Deferred[UpstreamProtocol]) -> None:
         self._connecting = d
@@ -254,17 +258,29 @@ class Relay:
             return
         self.state = "streaming"
         request = self.request
-        request.setResponseCode(head.status, head.reason or None)  # type: ignore[attr-defined]
-        grouped: dict[bytes, list[bytes]] = {}
-        for name, value in end_to_end(head.headers, REBUILT_RESPONSE):
-            grouped.setdefault(name, []).append(value)
+        relayed = end_to_end(head.headers, REBUILT_RESPONSE)
         length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
-        if length is not None:
-            grouped[b"Content-Length"] = [b"%d" % (length,)]
-        headers = request.responseHeaders  # type: ignore[attr-defined]
-        for name, values in grouped.items():
-            headers.setRawHeaders(name, values)
+        write_head = getattr(request, "writeHead", None)
+        if write_head is not None:
+            # The proxy's own request (ProxySite): the head goes out now, in one write.
+            write_head(head.status, head.reason, relayed, length)
+        else:
+            request.setResponseCode(head.status, head.reason or None)  # type: ignore[attr-defined]
+            grouped: dict[bytes, list[bytes]] = {}
+            for name, value in relayed:
+                grouped.setdefault(name, []).append(value)
+            if length is not None:
+                grouped[b"Content-Length"] = [b"%d" % (length,)]
+            headers = request.responseHeaders  # type: ignore[attr-defined]
+            for name, values in grouped.items():
+                headers.setRawHeaders(name, values)
         request.registerProducer(self._download, True)  # type: ignore[attr-defined]
+
+    def responseWaiting(self) -> None:
+        # The head is in and no body bytes are at hand: a head held back for them goes to the client now.
+        flush = getattr(self.request, "flushHead", None)
+        if flush is not None and self.state == "streaming":
+            flush()
 
     def responseData(self, data: bytes) -> None:
         if self.state == "streaming":
@@ -300,6 +316,9 @@ class Relay:
                 # has reached the client, so it can still get a proper error instead of an aborted connection.
                 request.unregisterProducer()  # type: ignore[attr-defined]
                 request.responseHeaders = Headers()  # type: ignore[attr-defined]
+                drop = getattr(request, "dropHead", None)
+                if drop is not None:
+                    drop()
                 self._respondError(status, reason)
                 return
             self.state = "done"

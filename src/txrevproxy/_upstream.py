@@ -95,6 +95,11 @@ class ResponseReceiver(TypingProtocol):
 
     def responseHead(self, head: ResponseHead, framing: Framing) -> None: ...
 
+    def responseWaiting(self) -> None:
+        """
+        The head (and any body bytes that came with it) has been delivered; more body bytes are awaited.
+        """
+
     def responseData(self, data: bytes) -> None: ...
 
     def responseEnd(self) -> None: ...
@@ -310,6 +315,8 @@ class UpstreamProtocol(Protocol):
         if self.state == "body" and self._read_call is None:
             self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
             self._armReadDeadline(self.pool.config.read_timeout)
+        if self.state == "body" and self._receiver is not None:
+            self._receiver.responseWaiting()
 
     def _deliver(self, data: bytes) -> None:
         if self._receiver is not None:
@@ -442,6 +449,15 @@ class UpstreamPool:
         """
         An idle connection to ``address``, or a new one; fails with the connection error.
         """
+        proto = self.take(address)
+        if proto is not None:
+            return defer.succeed(proto)
+        return self.connect(address)
+
+    def take(self, address: UpstreamAddress) -> UpstreamProtocol | None:
+        """
+        An idle connection to ``address`` taken out of the pool, or ``None`` when there is none.
+        """
         idle = self._idle.get(address)
         while idle:
             proto = idle.pop()
@@ -449,8 +465,8 @@ class UpstreamPool:
                 proto.idle_call.cancel()
             proto.idle_call = None
             if proto.state == "idle":
-                return defer.succeed(proto)
-        return self.connect(address)
+                return proto
+        return None
 
     def connect(self, address: UpstreamAddress) -> defer.Deferred[UpstreamProtocol]:
         """

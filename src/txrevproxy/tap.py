@@ -7,6 +7,7 @@ options) or 1 (cannot listen), never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -17,6 +18,7 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._access import AccessPolicy
+from ._accesslog import AccessLog, write_all
 from ._channel import ClientConfig, ProxySite
 from ._fdlimit import (
     DEFAULT_ACCEPT_BACKOFF,
@@ -81,6 +83,7 @@ class Options(usage.Options):
     ]
     optParameters = [
         ["upstream", "u", None, "The upstream to relay to: http://host:port[/base-path]."],
+        ["access-log", None, "-", "Where to log each request: - (standard output), a file path, or off."],
         ["connect-timeout", None, 5.0, "Seconds to connect to the upstream before answering 504.", _seconds],
         [
             "response-timeout",
@@ -255,6 +258,22 @@ def _listen_now(reactor: object, description: str, factory: object) -> object:
     return results[0]
 
 
+def _open_access_log(where: str, reactor: object) -> AccessLog | None:
+    """
+    The access log for ``--access-log``: ``-`` for standard output, ``off`` for none, else a file appended to.
+    """
+    if where == "off":
+        return None
+    if where == "-":
+        return AccessLog(write_all(1), reactor)
+    try:
+        fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        print(f"txrevproxy: error: cannot open --access-log {where}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return AccessLog(write_all(fd), reactor)
+
+
 def _url_of(port: object) -> str:
     address = port.getHost()  # type: ignore[attr-defined]
     host = getattr(address, "host", None)
@@ -277,6 +296,7 @@ class ProxyService(service.Service):
         self.resource: PassThroughProxyResource | None = None
         self.ports: list[object] = []
         self.backoffs: list[AcceptBackoff] = []
+        self.access_log: AccessLog | None = None
         self.gate: ConnectionGate | None = None
 
     def privilegedStartService(self) -> None:
@@ -295,12 +315,14 @@ class ProxyService(service.Service):
             log.info("demo origin listening on {url}", url=upstream)
         self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
         self.gate = ConnectionGate(self.gate_config(), self.reactor)
+        self.access_log = _open_access_log(options["access-log"], self.reactor)
         site = ProxySite(
             self.resource,
             timeout=options["idle-timeout"],
             reactor=self.reactor,
             client=options.client_config(),
             gate=self.gate,
+            access_log=self.access_log,
         )
         for description in options["listen"]:
             port = _listen_now(self.reactor, description, site)
@@ -322,6 +344,8 @@ class ProxyService(service.Service):
 
     def stopService(self) -> object:
         service.Service.stopService(self)
+        if self.access_log is not None:
+            self.access_log.flush()
         for backoff in self.backoffs:
             backoff.stop()
         if self.resource is not None:

@@ -1,0 +1,155 @@
+"""
+The access log: one line per answered request in the combined log format, written in batches.
+
+Twisted's ``Site.log`` formats each line through ``twisted.logger`` (an event, observers, a timestamp formatted per
+line) and was a fifth of the daemon's time per request. :class:`AccessLog` formats a line with one string
+operation, keeps the date text for a whole second, and writes what has gathered at most every
+:data:`FLUSH_INTERVAL` seconds (or once :data:`FLUSH_SIZE` bytes are waiting) with a single write.
+
+Line format (nginx's ``combined``, plus the time from the end of the request head to the end of the response, in
+milliseconds)::
+
+    127.0.0.1 - - [23/Nov/2026:10:00:00 +0000] "GET /path HTTP/1.1" 200 12 "referer" "user-agent" 0.512
+
+Bytes that could break a line or a field (controls, ``"``, ``\\``, non-ASCII) are written as ``\\xHH``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from twisted.internet.interfaces import IDelayedCall
+
+#: Seconds lines may wait before they are written.
+FLUSH_INTERVAL = 0.2
+#: Bytes of waiting lines that trigger a write at once.
+FLUSH_SIZE = 65536
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_ESCAPES = {i: f"\\x{i:02X}" for i in [*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)]}
+
+
+def escape(value: bytes) -> str:
+    """
+    ``value`` as log text: printable ASCII as is, anything else as ``\\xHH``.
+    """
+    return value.decode("latin-1").translate(_ESCAPES)
+
+
+def log_date(seconds: float) -> str:
+    """
+    ``[dd/Mon/yyyy:hh:mm:ss +0000]`` for ``seconds`` since the epoch, in UTC.
+    """
+    t = time.gmtime(seconds)
+    return "[%02d/%s/%d:%02d:%02d:%02d +0000]" % (t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def combined_line(
+    client: str,
+    date: str,
+    method: bytes,
+    target: bytes,
+    version: bytes,
+    status: int,
+    length: int,
+    referrer: bytes | None,
+    agent: bytes | None,
+    duration: float,
+) -> str:
+    """
+    One access-log line (with its newline).
+    """
+    return '%s - - %s "%s %s %s" %d %d "%s" "%s" %.3f\n' % (
+        client,
+        date,
+        escape(method),
+        escape(target),
+        escape(version),
+        status,
+        length,
+        "-" if referrer is None else escape(referrer),
+        "-" if agent is None else escape(agent),
+        duration * 1000,
+    )
+
+
+def write_all(fd: int) -> Callable[[bytes], None]:
+    """
+    A ``write`` for :class:`AccessLog` that writes everything to the descriptor ``fd``.
+    """
+
+    def write(data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    return write
+
+
+class AccessLog:
+    """
+    Gathers access-log lines and hands them to ``write`` in batches.
+
+    :param write: takes the bytes of one or more whole lines (e.g. ``os.write`` on a descriptor, bound).
+    :param clock: an ``IReactorTime`` (``seconds`` for the dates, ``callLater`` for the batching).
+    """
+
+    def __init__(self, write: Callable[[bytes], object], clock: object) -> None:
+        self._write = write
+        self._clock = clock
+        self._lines: list[str] = []
+        self._size = 0
+        self._flush_call: IDelayedCall | None = None
+        self._second = -1
+        self._date = ""
+
+    def date(self) -> str:
+        now = int(self._clock.seconds())  # type: ignore[attr-defined]
+        if now != self._second:
+            self._second, self._date = now, log_date(now)
+        return self._date
+
+    def log(self, request: object) -> None:
+        """
+        Record an answered ``twisted.web`` request.
+        """
+        headers = request.requestHeaders  # type: ignore[attr-defined]
+        referrer = headers.getRawHeaders(b"referer")
+        agent = headers.getRawHeaders(b"user-agent")
+        peer = request.client  # type: ignore[attr-defined]
+        started = getattr(request, "started", None)
+        self.add(
+            combined_line(
+                getattr(peer, "host", None) or "-",
+                self.date(),
+                request.method,  # type: ignore[attr-defined]
+                request.uri,  # type: ignore[attr-defined]
+                request.clientproto,  # type: ignore[attr-defined]
+                request.code,  # type: ignore[attr-defined]
+                request.sentLength,  # type: ignore[attr-defined]
+                referrer[0] if referrer else None,
+                agent[0] if agent else None,
+                self._clock.seconds() - started if started is not None else 0.0,  # type: ignore[attr-defined]
+            )
+        )
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= FLUSH_SIZE:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self._clock.callLater(FLUSH_INTERVAL, self.flush)  # type: ignore[attr-defined]
+
+    def flush(self) -> None:
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        if self._lines:
+            data = "".join(self._lines).encode("latin-1")
+            self._lines = []
+            self._size = 0
+            self._write(data)
