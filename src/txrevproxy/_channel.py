@@ -118,6 +118,7 @@ class ProxyRequest(Request):
 
     started: float | None = None  # when the head was complete (for the access log)
     _head: bytes | None = None  # a response head written by writeHead and not yet sent
+    _relaying = False  # writeHead was called: body writes are framed here
 
     def writeHead(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
         """
@@ -149,6 +150,7 @@ class ProxyRequest(Request):
             out.append(b"Connection: close\r\n")
         out.append(b"\r\n")
         self._head = b"".join(out)
+        self._relaying = True
 
     def flushHead(self) -> None:
         """
@@ -164,37 +166,38 @@ class ProxyRequest(Request):
         Forget a held response head (the response failed before any of it was sent).
         """
         self._head = None
+        self._relaying = False
         self.chunked = 0
 
     def write(self, data: bytes) -> None:
-        head = self._head
-        if head is None:
+        if not self._relaying:
             Request.write(self, data)
             return
-        self._head = None
+        head, self._head = self._head, None
         self.startedWriting = 1
         if self._disconnected:
             return
         if self.method == b"HEAD" or self.code in NO_BODY_CODES:
-            self.channel.transport.write(head)
-            return
-        self.sentLength += len(data)
-        if not data:
-            self.channel.transport.write(head)
-        elif self.chunked:
-            self.channel.transport.writeSequence([head, b"%x\r\n" % (len(data),), data, b"\r\n"])
-        else:
-            self.channel.transport.writeSequence([head, data])
+            data = b""
+        elif data:
+            self.sentLength += len(data)
+            if self.chunked:
+                data = b"%x\r\n%s\r\n" % (len(data), data)
+        if head is not None:
+            data = head + data
+        if data:
+            self.channel.transport.write(data)
 
     def finish(self) -> None:
-        head = self._head
-        if head is not None and not self._disconnected:
-            self._head = None
-            self.startedWriting = 1
-            if self.chunked:
-                self.chunked = 0  # the last chunk goes with the head
-                head += b"0\r\n\r\n"
-            self.channel.transport.write(head)
+        if self._relaying and not self._disconnected:
+            last = b"0\r\n\r\n" if self.chunked else b""
+            self.chunked = 0  # the last chunk is written here
+            head, self._head = self._head, None
+            if head is not None:
+                self.startedWriting = 1
+                last = head + last
+            if last:
+                self.channel.transport.write(last)
         Request.finish(self)
 
     def _cleanup(self) -> None:

@@ -178,13 +178,13 @@ class UpstreamProtocol(Protocol):
         elif self._chunked_upload:
             out.append(b"Transfer-Encoding: chunked\r\n")
         out.append(b"\r\n")
-        self.transport.writeSequence(out)
+        self.transport.write(b"".join(out))
 
     def writeBody(self, data: bytes) -> None:
         if self.state == "dead" or not data:
             return
         if self._chunked_upload:
-            self.transport.writeSequence(encode_chunk(data))
+            self.transport.write(b"".join(encode_chunk(data)))
         else:
             self.transport.write(data)
 
