@@ -115,9 +115,8 @@ class AccessLog:
         """
         Record an answered ``twisted.web`` request.
         """
-        headers = request.requestHeaders  # type: ignore[attr-defined]
-        referrer = headers.getRawHeaders(b"referer")
-        agent = headers.getRawHeaders(b"user-agent")
+        referrer = request.getHeader(b"referer")  # type: ignore[attr-defined]
+        agent = request.getHeader(b"user-agent")  # type: ignore[attr-defined]
         peer = request.client  # type: ignore[attr-defined]
         started = getattr(request, "started", None)
         self.add(
@@ -129,8 +128,8 @@ class AccessLog:
                 request.clientproto,  # type: ignore[attr-defined]
                 request.code,  # type: ignore[attr-defined]
                 request.sentLength,  # type: ignore[attr-defined]
-                referrer[0] if referrer else None,
-                agent[0] if agent else None,
+                referrer,
+                agent,
                 self._clock.seconds() - started if started is not None else 0.0,  # type: ignore[attr-defined]
             )
         )

@@ -25,6 +25,7 @@ from attrs import field, frozen
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.web.http import NO_BODY_CODES, RESPONSES, HTTPChannel, datetimeToString
+from twisted.web.http_headers import Headers
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
@@ -33,7 +34,7 @@ from ._body import StreamingBody
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
 from ._gate import ConnectionGate, RefusedConnection
 from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
-from ._headers import values_of
+from ._headers import connection_tokens, values_of
 from ._relay import error_body
 from ._validate import Rejection, validate_request
 
@@ -84,10 +85,78 @@ def error_response(status: int, connection_close: bool = True) -> bytes:
 class ProxyRequest(Request):
     """
     A request that is rendered when its head is complete; its body streams through :attr:`proxy_body`.
+
+    Its headers are kept as the list of ``(name, value)`` pairs that was received (:meth:`headerList`, which the
+    relay forwards); Twisted's ``requestHeaders`` object is built from it only when something asks for it, and is
+    from then on what :meth:`headerList` reports. Cookies are parsed on the first ``getCookie``.
     """
 
     proxy_body: StreamingBody | None = None
     _cleanup_pending = False
+    _header_list: list[tuple[bytes, bytes]] | None = None
+    _headers: Headers | None = None
+    _cookies_parsed = False
+    _when_lost: Callable[[object], object] | None = None
+
+    @property  # type: ignore[override]
+    def requestHeaders(self) -> Headers:
+        headers = self._headers
+        if headers is None:
+            headers = self._headers = Headers()
+            if self._header_list is not None:
+                add = headers.addRawHeader
+                for name, value in self._header_list:
+                    add(name, value)
+                self._header_list = None  # the Headers object is the truth from now on
+        return headers
+
+    @requestHeaders.setter
+    def requestHeaders(self, headers: Headers) -> None:
+        self._headers, self._header_list = headers, None
+
+    def setHeaderList(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """
+        The request's headers, as parsed by the channel.
+        """
+        self._headers, self._header_list = None, headers
+
+    def headerList(self) -> list[tuple[bytes, bytes]]:
+        """
+        The request headers as ``(name, value)`` pairs in order: as received, unless changed through
+        ``requestHeaders``.
+        """
+        if self._header_list is not None:
+            return self._header_list
+        return [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
+
+    def getHeader(self, key: bytes) -> bytes | None:  # type: ignore[override]
+        if self._header_list is None or not isinstance(key, bytes):
+            return Request.getHeader(self, key)
+        key = key.lower()
+        found = None
+        for name, value in self._header_list:
+            if name.lower() == key:
+                found = value
+        return found
+
+    def getCookie(self, key: bytes) -> bytes | None:
+        if not self._cookies_parsed:
+            self._cookies_parsed = True
+            self.parseCookies()
+        return Request.getCookie(self, key)
+
+    def whenLost(self, callback: Callable[[object], object]) -> None:
+        """
+        Call ``callback(reason)`` if the connection is lost before the response is finished (a lighter
+        ``notifyFinish().addErrback``).
+        """
+        self._when_lost = callback
+
+    def connectionLost(self, reason: object) -> None:
+        callback, self._when_lost = self._when_lost, None
+        Request.connectionLost(self, reason)
+        if callback is not None and not self.finished:
+            callback(reason)
 
     def gotLength(self, length: int | None) -> None:
         # Nothing of the body is stored: it is relayed as it arrives.
@@ -270,6 +339,13 @@ class ProxyChannel(HTTPChannel):
     # -- connection ----------------------------------------------------------------------------------------
 
     _host: object = None
+    _secure: bool | None = None
+
+    def isSecure(self) -> bool:
+        # Asked for by every request (X-Forwarded-Proto); a connection does not change.
+        if self._secure is None:
+            self._secure = HTTPChannel.isSecure(self)
+        return self._secure
 
     def getHost(self) -> object:
         # Asked for by every Request; the socket's own address does not change, so ask the system once.
@@ -368,11 +444,10 @@ class ProxyChannel(HTTPChannel):
         assert framing is not None
         request = self.requestFactory(self, len(self.requests))
         self.requests.append(request)
-        add = request.requestHeaders.addRawHeader
-        for name, value in head.headers:
-            add(name, value)
-        request.parseCookies()
-        self.persistent = self.checkPersistence(request, head.version)
+        request.setHeaderList(head.headers)
+        self.persistent = head.version == b"HTTP/1.1" and b"close" not in connection_tokens(head.headers)
+        if not self.persistent and head.version == b"HTTP/1.1":
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
         request.gotLength(framing.length if framing.kind is Kind.LENGTH else None)
         self._head = head
         self._body_size = 0

@@ -129,28 +129,10 @@ def forwarding_headers(incoming: Sequence[tuple[bytes, bytes]], ctx: ForwardingC
     ``X-Forwarded-Proto``/``-Host`` are kept; from anyone else all of them are replaced. ``Via`` is end to end and
     always appended to (RFC 9110 section 7.6.3).
     """
-    ip = ctx.client_ip.encode("ascii")
-    element = b"for=" + _forwarded_node(ctx.client_ip) + b";proto=" + ctx.proto
-    if ctx.host is not None:
-        element += b";host=" + _forwarded_value(ctx.host)
+    return _rebuild(incoming, ctx, b"")[1]
 
-    xff = [ip]
-    forwarded = [element]
-    proto = ctx.proto
-    host = ctx.host
-    if ctx.trusted:
-        xff = values_of(incoming, b"x-forwarded-for") + xff
-        forwarded = values_of(incoming, b"forwarded") + forwarded
-        proto = (values_of(incoming, b"x-forwarded-proto") or [proto])[-1]
-        host = (values_of(incoming, b"x-forwarded-host") or [host])[-1]
 
-    out: HeaderList = [(b"X-Forwarded-For", b", ".join(xff)), (b"X-Forwarded-Proto", proto)]
-    if host is not None:
-        out.append((b"X-Forwarded-Host", host))
-    out.append((b"Forwarded", b", ".join(forwarded)))
-    via = values_of(incoming, b"via") + [ctx.version + b" " + VIA_NAME]
-    out.append((b"Via", b", ".join(via)))
-    return out
+_FORWARDING = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"via"})
 
 
 def upstream_request_headers(
@@ -160,7 +142,48 @@ def upstream_request_headers(
     The complete header list for the upstream request, before framing headers: ``Host`` first, then the client's
     end-to-end headers, then the forwarding headers.
     """
-    return [(b"Host", host), *end_to_end(incoming, REBUILT_REQUEST), *forwarding_headers(incoming, ctx)]
+    kept, forwarding = _rebuild(incoming, ctx, host)
+    kept += forwarding
+    return kept
+
+
+def _rebuild(
+    incoming: Sequence[tuple[bytes, bytes]], ctx: ForwardingContext, host: bytes
+) -> tuple[HeaderList, HeaderList]:
+    # One pass over the client's headers (this runs for every request): the end-to-end ones to keep, with Host
+    # first, and the forwarding headers built from the ones seen.
+    lowered = [name.lower() for name, _ in incoming]
+    drop = HOP_BY_HOP | REBUILT_REQUEST
+    if b"connection" in lowered:
+        drop = drop | connection_tokens(incoming)
+    kept: HeaderList = [(b"Host", host)]
+    seen: dict[bytes, list[bytes]] = {}
+    for lower, header in zip(lowered, incoming):
+        if lower in _FORWARDING:
+            seen.setdefault(lower, []).append(header[1])
+        if lower not in drop:
+            kept.append(header)
+
+    ip = ctx.client_ip.encode("ascii")
+    element = b"for=" + _forwarded_node(ctx.client_ip) + b";proto=" + ctx.proto
+    if ctx.host is not None:
+        element += b";host=" + _forwarded_value(ctx.host)
+    xff = [ip]
+    forwarded = [element]
+    proto = ctx.proto
+    forwarded_host = ctx.host
+    if ctx.trusted:
+        xff = seen.get(b"x-forwarded-for", []) + xff
+        forwarded = seen.get(b"forwarded", []) + forwarded
+        proto = seen.get(b"x-forwarded-proto", [proto])[-1]
+        forwarded_host = seen.get(b"x-forwarded-host", [forwarded_host])[-1]
+    out: HeaderList = [(b"X-Forwarded-For", b", ".join(xff)), (b"X-Forwarded-Proto", proto)]
+    if forwarded_host is not None:
+        out.append((b"X-Forwarded-Host", forwarded_host))
+    out.append((b"Forwarded", b", ".join(forwarded)))
+    via = seen.get(b"via", []) + [ctx.version + b" " + VIA_NAME]
+    out.append((b"Via", b", ".join(via)))
+    return kept, out
 
 
 def host_header(host: str, port: int, scheme: str = "http") -> bytes:

@@ -68,6 +68,12 @@ class _Producer:
 
 
 def request_header_list(request: object) -> list[tuple[bytes, bytes]]:
+    """
+    A request's headers as ``(name, value)`` pairs in order.
+    """
+    header_list = getattr(request, "headerList", None)
+    if header_list is not None:
+        return header_list()  # type: ignore[no-any-return]
     return [(name, v) for name, values in request.requestHeaders.getAllRawHeaders() for v in values]  # type: ignore[attr-defined]
 
 
@@ -130,7 +136,11 @@ class Relay:
     def start(self) -> None:
         request = self.request
         request.defaultContentType = None  # type: ignore[attr-defined]
-        request.notifyFinish().addErrback(self._clientGone)  # type: ignore[attr-defined]
+        when_lost = getattr(request, "whenLost", None)
+        if when_lost is not None:
+            when_lost(self._clientGone)
+        else:
+            request.notifyFinish().addErrback(self._clientGone)  # type: ignore[attr-defined]
         proto = self.pool.take(self.address)
         if proto is not None:
             self._connected(proto)
