@@ -27,7 +27,7 @@ def test_defaults():
     assert options["listen"] == ["tcp:8080"]
     config = options.config()
     assert (config.response_timeout, config.preserve_host) == (30.0, False)
-    assert (config.pool.connect_timeout, config.pool.max_idle, config.pool.idle_timeout) == (5.0, 32, 30.0)
+    assert (config.pool.connect_timeout, config.pool.max_idle, config.pool.idle_timeout) == (5.0, 128, 30.0)
     assert options["idle-timeout"] == 60.0
 
 

@@ -26,7 +26,10 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from twisted.web.http import NO_BODY_CODES, RESPONSES, HTTPChannel, datetimeToString
 from twisted.web.http_headers import Headers
-from twisted.web.server import Request, Site
+from twisted.python.failure import Failure
+from twisted.web import resource
+from twisted.web.server import Request, Site, unquote
+from twisted.web.server import version as twisted_web_version
 from zope.interface import implementer
 
 from ._accesslog import AccessLog
@@ -238,8 +241,33 @@ class ProxyRequest(Request):
         self._relaying = False
         self.chunked = 0
 
+    def process(self) -> None:
+        # twisted.web.server.Request.process, less the Server and Date headers it sets on every response (a
+        # relayed response carries the upstream's, writeHead adding Date when missing; write() adds both to others).
+        self.site = self.channel.site
+        self.prepath = []
+        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resrc = self.site.getResourceFor(self)
+            if resource._IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(Failure())
+
     def write(self, data: bytes) -> None:
         if not self._relaying:
+            if not self.startedWriting:
+                headers = self.responseHeaders
+                if not headers.hasHeader(b"server"):
+                    headers.setRawHeaders(b"Server", [twisted_web_version])
+                if not headers.hasHeader(b"date"):
+                    headers.setRawHeaders(b"Date", [http_date(self.channel._clock.seconds())])
             Request.write(self, data)
             return
         head, self._head = self._head, None

@@ -81,7 +81,7 @@ class PoolConfig:
         that reads, but slower than that buffer (64 KiB) per ``send_timeout``, counts as stalled.
     """
 
-    max_idle: int = 32
+    max_idle: int = 128
     idle_timeout: float = 30.0
     connect_timeout: float = 5.0
     read_timeout: float = 60.0

@@ -122,9 +122,9 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
     Parse a response head (status line and header lines, without the final blank line) strictly: CRLF line ends
     only, no obs-fold, no whitespace before a colon, token names, no control bytes in values.
     """
-    lines = head.split(b"\r\n")
-    if b"\n" in head.replace(b"\r\n", b""):
+    if head.count(b"\n") != head.count(b"\r\n"):
         raise InvalidResponse("bare LF in response head")
+    lines = head.split(b"\r\n")
     match = _STATUS_LINE.match(lines[0])
     if match is None:
         raise InvalidResponse("malformed status line")

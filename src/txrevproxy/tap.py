@@ -92,7 +92,7 @@ class Options(usage.Options):
             "Seconds from sending the request until the upstream's response starts, before answering 504.",
             _seconds,
         ],
-        ["pool-size", None, 32, "Idle keep-alive connections kept per upstream.", _number(int, 0)],
+        ["pool-size", None, 128, "Idle keep-alive connections kept per upstream.", _number(int, 0)],
         ["pool-idle-timeout", None, 30.0, "Seconds an idle upstream connection is kept.", _seconds],
         ["idle-timeout", None, 60.0, "Seconds an idle client connection is kept open.", _seconds],
         ["head-timeout", None, 10.0, "Seconds from a request's first byte until its head is complete (else 408).", _seconds],
