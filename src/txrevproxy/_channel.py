@@ -39,6 +39,7 @@ from ._gate import ConnectionGate, RefusedConnection
 from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
 from ._headers import connection_tokens, values_of
 from ._relay import error_body
+from ._sending import send
 from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
@@ -231,7 +232,7 @@ class ProxyRequest(Request):
         head, self._head = self._head, None
         if head is not None and not self._disconnected:
             self.startedWriting = 1
-            self.channel.transport.write(head)
+            send(self.channel.transport, head)
 
     def dropHead(self) -> None:
         """
@@ -283,7 +284,7 @@ class ProxyRequest(Request):
         if head is not None:
             data = head + data
         if data:
-            self.channel.transport.write(data)
+            send(self.channel.transport, data)
 
     def finish(self) -> None:
         if self._relaying and not self._disconnected:
@@ -294,7 +295,7 @@ class ProxyRequest(Request):
                 self.startedWriting = 1
                 last = head + last
             if last:
-                self.channel.transport.write(last)
+                send(self.channel.transport, last)
         Request.finish(self)
 
     def _cleanup(self) -> None:
@@ -490,7 +491,7 @@ class ProxyChannel(HTTPChannel):
         else:
             self._decoder = ChunkedDecoder(self._bodyData, status=400)
         if head.version == b"HTTP/1.1" and values_of(head.headers, b"expect"):
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            send(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
         self._enter(BODY)
         request.headersReceived(head.method, head.target, head.version, framing)
 

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 
 from ._framing import LAST_CHUNK, ChunkedDecoder, Framing, FramingError, Kind, encode_chunk, response_framing
 from ._headers import connection_tokens
+from ._sending import send
 from ._validate import InvalidResponse, ResponseHead, parse_response_head
 
 log = Logger(namespace="txrevproxy.upstream")
@@ -178,21 +179,21 @@ class UpstreamProtocol(Protocol):
         elif self._chunked_upload:
             out.append(b"Transfer-Encoding: chunked\r\n")
         out.append(b"\r\n")
-        self.transport.write(b"".join(out))
+        send(self.transport, b"".join(out))
 
     def writeBody(self, data: bytes) -> None:
         if self.state == "dead" or not data:
             return
         if self._chunked_upload:
-            self.transport.write(b"".join(encode_chunk(data)))
+            send(self.transport, b"".join(encode_chunk(data)))
         else:
-            self.transport.write(data)
+            send(self.transport, data)
 
     def endBody(self) -> None:
         if self.state == "dead":
             return
         if self._chunked_upload:
-            self.transport.write(LAST_CHUNK)
+            send(self.transport, LAST_CHUNK)
         self._request_done = True
 
     # -- flow control --------------------------------------------------------------------------------------
