@@ -8,16 +8,19 @@ options) or 1 (cannot listen), never a traceback.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Callable
 
 from twisted.application import service
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
 from ._access import AccessPolicy
+from ._workers import TWISTD, Inherited, ParentWatch, Supervisor, family_name, reuseport_sockets
 from ._accesslog import AccessLog, write_all
 from ._channel import ClientConfig, ProxySite
 from ._fdlimit import (
@@ -134,6 +137,15 @@ class Options(usage.Options):
             "connection aborted if the response has started.",
             _seconds,
         ],
+        [
+            "workers",
+            None,
+            1,
+            "Processes serving the listening sockets; with more than 1, a supervisor starts them, restarts any that "
+            "exits and stops them on SIGTERM/SIGINT.",
+            _number(int, 1),
+        ],
+        ["worker-index", None, 0, "(internal) This worker's number, given by the supervisor.", _number(int, 0)],
     ]
 
     def __init__(self) -> None:
@@ -142,6 +154,7 @@ class Options(usage.Options):
         self["trusted-proxy"] = []
         self["allow"] = []
         self["deny"] = []
+        self["inherit"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """
@@ -149,7 +162,7 @@ class Options(usage.Options):
         """
         try:
             serverFromString(None, endpoint)
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, OSError) as e:
             raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}") from None
         self["listen"].append(endpoint)
 
@@ -161,6 +174,15 @@ class Options(usage.Options):
         (repeatable; default none).
         """
         self["trusted-proxy"].append(cidr)
+
+    def opt_inherit(self, listener: str) -> None:
+        """
+        (internal) A listening socket inherited from the supervisor, FD:FAMILY:DESCRIPTION (repeatable).
+        """
+        try:
+            self["inherit"].append(Inherited.parse(listener))
+        except ValueError as e:
+            raise usage.UsageError(f"--inherit: {e}") from None
 
     def opt_allow(self, cidr: str) -> None:
         """
@@ -324,6 +346,10 @@ class ProxyService(service.Service):
             gate=self.gate,
             access_log=self.access_log,
         )
+        if options["inherit"]:
+            self._adopt(site)
+            service.Service.privilegedStartService(self)
+            return
         for description in options["listen"]:
             port = _listen_now(self.reactor, description, site)
             self.ports.append(port)
@@ -341,6 +367,28 @@ class ProxyService(service.Service):
             if options["demo"]:
                 log.info("demo: try  curl -i {url}/", url=_url_of(port))
         service.Service.privilegedStartService(self)
+
+    def _adopt(self, site: ProxySite) -> None:
+        """
+        A worker: serve the listening sockets inherited from the supervisor, and stop when the supervisor is gone.
+        """
+        from twisted.internet.stdio import StandardIO
+
+        for listener in self.options["inherit"]:
+            port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, site)  # type: ignore[attr-defined]
+            os.close(listener.fd)
+            self.ports.append(port)
+            backoff = guard_accepts(port, self.reactor, self.options["accept-backoff"])
+            if backoff is not None:
+                self.backoffs.append(backoff)
+            log.info(
+                "worker {index} (pid {pid}) serving {url} ({description})",
+                index=self.options["worker-index"],
+                pid=os.getpid(),
+                url=_url_of(port),
+                description=listener.description,
+            )
+        StandardIO(ParentWatch(self.reactor.stop), reactor=self.reactor)  # type: ignore[attr-defined]
 
     def stopService(self) -> object:
         service.Service.stopService(self)
@@ -378,5 +426,131 @@ class ProxyService(service.Service):
         return GateConfig(access=options["access"], max_connections=cap)
 
 
+#: Options a worker does not get from the supervisor as they are (it gets ``--upstream`` and ``--inherit``).
+_SUPERVISOR_ONLY = frozenset({"listen", "demo", "workers", "worker-index", "inherit", "upstream"})
+_REPEATED = ("trusted-proxy", "allow", "deny")
+
+
+def worker_args(options: Options, upstream: str, inherited: list[Inherited], index: int) -> list[str]:
+    """
+    The ``txrevproxy`` arguments of worker ``index``: every option of the supervisor that is not at its default,
+    the upstream (the demo origin's URL with ``--demo``) and one ``--inherit`` per listening socket.
+    """
+    args = []
+    for name, _short, default, *_ in options.optParameters:
+        value = options[name]
+        if name not in _SUPERVISOR_ONLY and value is not None and value != default:
+            args.append(f"--{name}={value}")
+    for name, *_ in options.optFlags:
+        if name not in _SUPERVISOR_ONLY and options[name]:
+            args.append(f"--{name}")
+    for name in _REPEATED:
+        args += [f"--{name}={value}" for value in options[name]]
+    args.append(f"--upstream={upstream}")
+    args += [f"--inherit={listener}" for listener in inherited]
+    args.append(f"--worker-index={index}")
+    return args
+
+
+class SupervisorService(service.MultiService):
+    """
+    ``--workers N`` (N > 1): binds every ``--listen`` endpoint (in ``privilegedStartService``), never accepts on
+    them, and runs N workers that do, under a :class:`~txrevproxy._workers.Supervisor`.
+    """
+
+    def __init__(self, options: Options, reactor: object = None) -> None:
+        super().__init__()
+        self.options = options
+        self.reactor = reactor
+        self.ports: list[object] = []
+        self.sockets: list[socket.socket] = []
+
+    def privilegedStartService(self) -> None:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = reactor
+        options = self.options
+        upstream = options["upstream"]
+        if options["demo"]:
+            from ._demo import demo_site
+
+            origin = _listen_now(self.reactor, "tcp:0:interface=127.0.0.1", demo_site())
+            self.ports.append(origin)
+            upstream = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
+            log.info("demo origin listening on {url}", url=upstream)
+        raise_open_file_limit()  # inherited by the workers
+        count = options["workers"]
+        inherited: list[Inherited] = []
+        per_worker: list[list[int]] = []  # for each listener, the supervisor fd of each worker's socket
+        for description in options["listen"]:
+            fd = 3 + len(inherited)
+            fds, family, url = self._listen(description, count)
+            per_worker.append(fds)
+            inherited.append(Inherited(fd, family, description))
+            log.info(
+                "txrevproxy listening on {url} ({description}), relaying to {upstream}, {workers} workers",
+                url=url,
+                description=description,
+                upstream=upstream,
+                workers=count,
+            )
+        command = [*TWISTD, "txrevproxy"]
+        supervisor = Supervisor(
+            count,
+            lambda index: [*command, *worker_args(options, upstream, inherited, index)],
+            lambda index: {3 + i: fds[index - 1] for i, fds in enumerate(per_worker)},
+            self.reactor,
+        )
+        supervisor.setServiceParent(self)
+        service.MultiService.privilegedStartService(self)
+
+    def _listen(self, description: str, count: int) -> tuple[list[int], str, str]:
+        """
+        Bind ``description`` for ``count`` workers: the descriptor of each worker's socket, the address family and
+        the URL. TCP gets a socket per worker (``SO_REUSEPORT``); a UNIX socket is shared. Exits with a one-line
+        error when the endpoint cannot be bound or handed to a worker (TLS, for now).
+        """
+        endpoint = serverFromString(self.reactor, description)
+        if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+            # The endpoint's own parse of the description; these attributes have been stable for a decade.
+            family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
+            try:
+                sockets = reuseport_sockets(family, endpoint._interface, endpoint._port, endpoint._backlog, count)
+            except OSError as e:
+                print(f"txrevproxy: error: cannot listen on {description}: {e.strerror}", file=sys.stderr)
+                raise SystemExit(1) from None
+            self.sockets += sockets
+            host, port = sockets[0].getsockname()[:2]
+            url = f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
+            return [sock.fileno() for sock in sockets], family_name(family) or "", url
+        factory = Factory.forProtocol(Protocol)
+        factory.noisy = False
+        port = _listen_now(self.reactor, description, factory)
+        self.ports.append(port)
+        port.stopReading()  # type: ignore[attr-defined]  # the workers accept, never the supervisor
+        family_text = family_name(getattr(getattr(port, "socket", None), "family", -1))
+        if family_text is None or _wraps(port, factory):
+            print(
+                f"txrevproxy: error: --workers cannot share --listen {description} (tcp, tcp6 and unix endpoints "
+                "only)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        return [port.fileno()] * count, family_text, _url_of(port)  # type: ignore[attr-defined]
+
+    def stopService(self) -> object:
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        for sock in self.sockets:
+            sock.close()
+        stopped = maybeDeferred(service.MultiService.stopService, self)
+        return stopped.addCallback(
+            lambda _: gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
+        )
+
+
 def makeService(options: Options) -> service.IService:
+    if options["workers"] > 1 and not options["inherit"]:
+        return SupervisorService(options)
     return ProxyService(options)

@@ -1,0 +1,122 @@
+"""
+``--workers 2`` through a real supervisor and worker processes on loopback: both workers serve, a killed worker is
+replaced, SIGTERM stops everything cleanly, and workers do not outlive a killed supervisor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+
+from test_daemon_access import _self_signed_pem as self_signed_pem
+
+TIMEOUT = 15.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) counts as gone.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_gone(pids: list[int]) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running: {[p for p in pids if _alive(p)]}"
+        time.sleep(0.05)
+
+
+def _worker_pids(proxy, count: int) -> dict[int, int]:
+    pids: dict[int, int] = {}
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        for line in proxy.log_lines():
+            match = re.search(r"worker (\d+) \(pid (\d+)\) serving", line)
+            if match:
+                pids[int(match.group(1))] = int(match.group(2))
+        if len(pids) >= count:
+            return pids
+        assert time.monotonic() < deadline, "\n".join(proxy.log_lines())
+        time.sleep(0.05)
+
+
+def _sockets_of(pid: int) -> int:
+    return sum(1 for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:"))
+
+
+def _get(proxy, path: str = "/echo") -> int:
+    connection = proxy.connection(timeout=TIMEOUT)
+    connection.request("GET", path)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response.status
+
+
+def test_both_workers_accept(proxy_factory):
+    """Connections are spread over both workers: each ends up holding client connections."""
+    proxy = proxy_factory("--workers", "2")
+    pids = _worker_pids(proxy, 2)
+    before = {index: _sockets_of(pid) for index, pid in pids.items()}
+    clients = [socket.create_connection(("127.0.0.1", proxy.port), timeout=TIMEOUT) for _ in range(60)]
+    try:
+        for sock in clients:
+            sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+        for sock in clients:
+            assert sock.recv(12) == b"HTTP/1.1 200"
+        gained = {index: _sockets_of(pid) - before[index] for index, pid in pids.items()}
+        assert all(n > 0 for n in gained.values()), gained
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+def test_killed_worker_is_replaced_and_sigterm_stops_all(proxy_factory):
+    """A worker killed with SIGKILL is restarted; SIGTERM to the supervisor stops it and every worker, status 0."""
+    proxy = proxy_factory("--workers", "2")
+    pids = _worker_pids(proxy, 2)
+    assert _get(proxy) == 200
+    os.kill(pids[1], signal.SIGKILL)
+    proxy.wait_for_log(rf"worker 1 \(pid {pids[1]}\) exited after .*killed by SIGKILL; restarting", TIMEOUT)
+    replacement = int(proxy.wait_for_log(rf"worker 1 \(pid (?!{pids[1]}\))(\d+)\) serving", TIMEOUT).group(1))
+    for _ in range(10):
+        assert _get(proxy) == 200
+    proxy.process.send_signal(signal.SIGTERM)
+    # twistd stops cleanly, then exits by the signal that stopped it (so the status shows SIGTERM).
+    assert proxy.process.wait(TIMEOUT) in (0, -signal.SIGTERM)
+    proxy.wait_for_log(r"Server Shut Down", TIMEOUT)
+    _wait_gone([pids[1], pids[2], replacement])
+
+
+def test_workers_stop_when_the_supervisor_is_killed(proxy_factory):
+    """Workers notice their supervisor is gone (their stdin pipe closes) and stop on their own."""
+    proxy = proxy_factory("--workers", "2")
+    pids = _worker_pids(proxy, 2)
+    proxy.process.send_signal(signal.SIGKILL)
+    proxy.process.wait(TIMEOUT)
+    _wait_gone(list(pids.values()))
+
+
+def test_tls_listener_is_a_clear_error(run_daemon, tmp_path):
+    """--workers with a listener it cannot hand to workers (TLS, for now) ends with one line and status 2."""
+    pem = tmp_path / "server.pem"
+    self_signed_pem(pem)
+    result = run_daemon("--demo", "--workers", "2", "--listen", f"ssl:0:interface=127.0.0.1:privateKey={pem}")
+    assert result.returncode == 2
+    # (twistd has sent stderr into its log, on stdout, by then)
+    assert "txrevproxy: error: --workers cannot share --listen ssl:" in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_key_file_is_a_clear_error(run_daemon, tmp_path):
+    """An ssl: listener whose key file does not exist is a one-line option error, not a traceback."""
+    result = run_daemon("--demo", "--listen", f"ssl:0:privateKey={tmp_path}/missing.pem")
+    assert result.returncode == 2
+    assert "invalid --listen endpoint" in result.stderr and "Traceback" not in result.stderr
