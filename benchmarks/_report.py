@@ -166,6 +166,20 @@ def _metric(
     return result[field]
 
 
+def _scaling_rows(data: dict[str, Any]) -> list[list[str]]:
+    by_key = {(r["scenario"], r["proxy"]): r for r in data["load"]}
+    rows = []
+    for scenario in data["settings"]["load_scenarios"]:
+        key = scenario["key"]
+        field, label = ("mib_per_s", "MiB/s") if scenario["body_bytes"] >= 1 << 20 else ("requests_per_s", "req/s")
+        one, two = by_key.get((key, "txrevproxy")), by_key.get((key, "txrevproxy --workers 2"))
+        if one is None or two is None:
+            continue
+        a, b = _metric(one, field, None), _metric(two, field, None)
+        rows.append([scenario["title"], label, _number(a), _number(b), _ratio(b, a)])
+    return rows
+
+
 def _memory_rows(data: dict[str, Any]) -> list[list[str]]:
     by_key = {(r["scenario"], r["proxy"]): r for r in data["memory"]}
     rows = []
@@ -208,7 +222,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             f"{m['cpu_model']}, {m['cores']} cores, {m['os']}; {m['python']}, Twisted {m['twisted']}, "
             f"txrevproxy {m['txrevproxy']} ({m['txrevproxy_commit']}); {m['nginx']}; {m['wrk']}. "
             f"wrk -t1, {s['load_seconds']:g} s per run after {s['warmup_seconds']:g} s warm-up; "
-            "every server is one process / one worker on 127.0.0.1."
+            "every server is one process / one worker on 127.0.0.1 (but txrevproxy --workers 2)."
         ),
         "",
     ]
@@ -221,6 +235,10 @@ def render_markdown(data: dict[str, Any]) -> str:
             "txrevproxy ÷ nginx",
         ]
         out += ["### Load (wrk)", "", _table(header, _load_rows(data)), ""]
+        scaling = _scaling_rows(data)
+        if scaling:
+            header = ["scenario", "metric", "1 process", "--workers 2", "scaling"]
+            out += ["### Scaling (txrevproxy --workers)", "", _table(header, scaling), ""]
     if data["memory"]:
         out += [
             "### Memory (RSS of the proxy process)",

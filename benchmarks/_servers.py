@@ -28,6 +28,7 @@ LISTENING = r"listening on http://127\.0\.0\.1:(\d+)"
 
 DIRECT = "direct"
 TXREVPROXY = "txrevproxy"
+TXREVPROXY_2 = "txrevproxy --workers 2"
 TWISTED = "twisted.web.proxy"
 NGINX = "nginx"
 PROXIES = (TXREVPROXY, TWISTED, NGINX)
@@ -153,7 +154,7 @@ def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int) -> C
     """
     Start one proxy of ``kind`` (``PROXIES``) in front of 127.0.0.1:``upstream_port`` and wait until it listens.
     """
-    if kind == TXREVPROXY:
+    if kind in (TXREVPROXY, TXREVPROXY_2):
         # ``python -m twisted.scripts.twistd`` is a silent no-op (that module has no __main__ block), so call
         # its run() ourselves: the same interpreter and the same twistd command line as the documented daemon.
         argv = [
@@ -162,7 +163,9 @@ def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int) -> C
             "--listen", "tcp:0:interface=127.0.0.1",
             "--upstream", f"http://127.0.0.1:{upstream_port}",
         ]  # fmt: skip
-        return _start_reporting_port(kind, argv, workdir / "txrevproxy.log")
+        if kind == TXREVPROXY_2:
+            argv += ["--workers", "2"]
+        return _start_reporting_port(kind, argv, workdir / ("txrevproxy.log" if kind == TXREVPROXY else "txrevproxy-2.log"))
     if kind == TWISTED:
         argv = [sys.executable, str(HERE / "twisted_web_proxy.py"), str(upstream_port)]
         return _start_reporting_port(kind, argv, workdir / "twisted-web-proxy.log")

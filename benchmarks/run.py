@@ -34,7 +34,7 @@ import _procs
 import _report
 import _servers
 import _wrk
-from _servers import DIRECT, NGINX, TWISTED, TXREVPROXY, Tools
+from _servers import DIRECT, NGINX, TWISTED, TXREVPROXY, TXREVPROXY_2, Tools
 
 MiB = 1 << 20
 RATE = 2 * MiB  # the slow client's and the slow origin's pace, bytes per second
@@ -270,7 +270,7 @@ class Lab:
 
 def run_load(lab: Lab) -> None:
     settings = lab.run.settings
-    for proxy in (DIRECT, TXREVPROXY, TWISTED, NGINX):
+    for proxy in (DIRECT, TXREVPROXY, TXREVPROXY_2, TWISTED, NGINX):
         try:
             with lab.serving(proxy, "load") as target:
                 for scenario in settings.load_scenarios:

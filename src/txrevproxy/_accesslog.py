@@ -17,6 +17,7 @@ Bytes that could break a line or a field (controls, ``"``, ``\\``, non-ASCII) ar
 from __future__ import annotations
 
 import os
+import select
 import time
 from collections.abc import Callable
 
@@ -75,15 +76,35 @@ def combined_line(
     )
 
 
+def line_batches(data: bytes, size: int = select.PIPE_BUF) -> list[bytes]:
+    """
+    ``data`` (whole lines) cut into pieces of whole lines of at most ``size`` bytes (a longer line alone), so that
+    each piece is one atomic write to a pipe even when several processes write to it.
+    """
+    pieces = []
+    start = 0
+    while start < len(data):
+        end = start + size
+        if end >= len(data):
+            end = len(data)
+        else:
+            cut = data.rfind(b"\n", start, end)
+            end = cut + 1 if cut >= start else (data.find(b"\n", end) + 1 or len(data))
+        pieces.append(data[start:end])
+        start = end
+    return pieces
+
+
 def write_all(fd: int) -> Callable[[bytes], None]:
     """
-    A ``write`` for :class:`AccessLog` that writes everything to the descriptor ``fd``.
+    A ``write`` for :class:`AccessLog` that writes everything to the descriptor ``fd``, in :func:`line_batches`.
     """
 
     def write(data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        for piece in line_batches(data):
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view) :]
 
     return write
 

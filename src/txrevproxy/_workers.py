@@ -253,5 +253,4 @@ class ParentWatch(Protocol):
         self._stop = stop
 
     def connectionLost(self, reason: object = None) -> None:
-        log.warn("the supervisor went away; stopping")
         self._stop()

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 from twisted.application import service
+from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
@@ -388,7 +389,16 @@ class ProxyService(service.Service):
                 url=_url_of(port),
                 description=listener.description,
             )
-        StandardIO(ParentWatch(self.reactor.stop), reactor=self.reactor)  # type: ignore[attr-defined]
+        StandardIO(ParentWatch(self._supervisorGone), reactor=self.reactor)  # type: ignore[attr-defined]
+
+    def _supervisorGone(self) -> None:
+        # The pipe from the supervisor also closes when everything is stopping together: stop only if running.
+        if self.running:
+            log.warn("the supervisor went away; stopping")
+            try:
+                self.reactor.stop()  # type: ignore[attr-defined]
+            except ReactorNotRunning:
+                pass
 
     def stopService(self) -> object:
         service.Service.stopService(self)
