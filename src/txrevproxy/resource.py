@@ -159,21 +159,25 @@ class ReverseProxyResource(Resource):
             )
         return decision.allowed
 
+    _upstream_cache: tuple[str, int, UpstreamAddress, bytes] | None = None
+
+    def _upstream(self) -> tuple[UpstreamAddress, bytes]:
+        # The upstream's address and Host value, made once (host and port stay public attributes, as in Twisted).
+        cache = self._upstream_cache
+        if cache is None or cache[0] != self.host or cache[1] != self.port:
+            cache = self._upstream_cache = (
+                self.host, self.port, UpstreamAddress(self.host, self.port), host_header(self.host, self.port)
+            )
+        return cache[2], cache[3]
+
     def render(self, request: object) -> object:
         if not self.client_allowed(request):
             respond_error(request, 403)
             return NOT_DONE_YET
         pool = self.pool
-        address = UpstreamAddress(self.host, self.port)
+        address, host = self._upstream()
         relay = Relay(
-            request,
-            pool,
-            address,
-            self.upstream_target(request),
-            host_header(self.host, self.port),
-            body_of(request),
-            self.config,
-            pool.reactor,
+            request, pool, address, self.upstream_target(request), host, body_of(request), self.config, pool.reactor
         )
         relay.start()
         return NOT_DONE_YET
