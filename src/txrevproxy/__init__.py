@@ -3,8 +3,9 @@ txrevproxy: a streaming reverse proxy on Twisted, as a daemon (``twistd -n txrev
 """
 
 from ._access import AccessPolicy
-from ._channel import ClientConfig, ProxyChannel, ProxyRequest, ProxySite
+from ._channel import ClientConfig, ProxyChannel, ProxySite
 from ._head import HeadLimits
+from ._request import ProxyRequest
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
 from ._upstream import PoolConfig, UpstreamPool

@@ -19,26 +19,21 @@ discarding the rest of its body, so the next request is parsed from the right pl
 from __future__ import annotations
 
 from collections.abc import Callable
-from io import BytesIO
 
 from attrs import field, frozen
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
-from twisted.web.http import NO_BODY_CODES, RESPONSES, HTTPChannel, datetimeToString
-from twisted.web.http_headers import Headers
-from twisted.python.failure import Failure
-from twisted.web import resource
-from twisted.web.server import Request, Site, unquote
-from twisted.web.server import version as twisted_web_version
+from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from ._accesslog import AccessLog
-from ._body import StreamingBody
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
 from ._gate import ConnectionGate, RefusedConnection
 from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
 from ._headers import connection_tokens, values_of
 from ._relay import error_body
+from ._request import ProxyRequest
 from ._sending import send
 from ._validate import Rejection, validate_request
 
@@ -84,239 +79,6 @@ def error_response(status: int, connection_close: bool = True) -> bytes:
             body,
         ]
     )
-
-
-class ProxyRequest(Request):
-    """
-    A request that is rendered when its head is complete; its body streams through :attr:`proxy_body`.
-
-    Its headers are kept as the list of ``(name, value)`` pairs that was received (:meth:`headerList`, which the
-    relay forwards); Twisted's ``requestHeaders`` object is built from it only when something asks for it, and is
-    from then on what :meth:`headerList` reports. Cookies are parsed on the first ``getCookie``.
-    """
-
-    proxy_body: StreamingBody | None = None
-    _cleanup_pending = False
-    _header_list: list[tuple[bytes, bytes]] | None = None
-    _headers: Headers | None = None
-    _cookies_parsed = False
-    _when_lost: Callable[[object], object] | None = None
-
-    @property  # type: ignore[override]
-    def requestHeaders(self) -> Headers:
-        headers = self._headers
-        if headers is None:
-            headers = self._headers = Headers()
-            if self._header_list is not None:
-                add = headers.addRawHeader
-                for name, value in self._header_list:
-                    add(name, value)
-                self._header_list = None  # the Headers object is the truth from now on
-        return headers
-
-    @requestHeaders.setter
-    def requestHeaders(self, headers: Headers) -> None:
-        self._headers, self._header_list = headers, None
-
-    def setHeaderList(self, headers: list[tuple[bytes, bytes]]) -> None:
-        """
-        The request's headers, as parsed by the channel.
-        """
-        self._headers, self._header_list = None, headers
-
-    def headerList(self) -> list[tuple[bytes, bytes]]:
-        """
-        The request headers as ``(name, value)`` pairs in order: as received, unless changed through
-        ``requestHeaders``.
-        """
-        if self._header_list is not None:
-            return self._header_list
-        return [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
-
-    def getHeader(self, key: bytes) -> bytes | None:  # type: ignore[override]
-        if self._header_list is None or not isinstance(key, bytes):
-            return Request.getHeader(self, key)
-        key = key.lower()
-        found = None
-        for name, value in self._header_list:
-            if name.lower() == key:
-                found = value
-        return found
-
-    def getCookie(self, key: bytes) -> bytes | None:
-        if not self._cookies_parsed:
-            self._cookies_parsed = True
-            self.parseCookies()
-        return Request.getCookie(self, key)
-
-    def whenLost(self, callback: Callable[[object], object]) -> None:
-        """
-        Call ``callback(reason)`` if the connection is lost before the response is finished (a lighter
-        ``notifyFinish().addErrback``).
-        """
-        self._when_lost = callback
-
-    def connectionLost(self, reason: object) -> None:
-        callback, self._when_lost = self._when_lost, None
-        Request.connectionLost(self, reason)
-        if callback is not None and not self.finished:
-            callback(reason)
-
-    def gotLength(self, length: int | None) -> None:
-        # Nothing of the body is stored: it is relayed as it arrives.
-        self.content = BytesIO()
-
-    def headersReceived(self, command: bytes, target: bytes, version: bytes, framing: Framing) -> None:
-        """
-        The head is complete and valid: render now.
-        """
-        self.method, self.uri, self.clientproto = command, target, version
-        self.path = target.split(b"?", 1)[0]
-        self.args = {}
-        self.proxy_body = StreamingBody(framing, self.channel.upload_reading)
-        self.started = self.channel._clock.seconds()
-        self.process()
-
-    def handleContentChunk(self, data: bytes) -> None:
-        assert self.proxy_body is not None
-        self.proxy_body.feed(data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        # The whole body has arrived (rendering happened at the end of the head).
-        assert self.proxy_body is not None
-        self.proxy_body.end()
-        if self._cleanup_pending:
-            self._cleanup_pending = False
-            Request._cleanup(self)
-
-    started: float | None = None  # when the head was complete (for the access log)
-    _head: bytes | None = None  # a response head written by writeHead and not yet sent
-    _relaying = False  # writeHead was called: body writes are framed here
-
-    def writeHead(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
-        """
-        Prepare the response head in one piece, held until the first body bytes (so that both go out in one
-        write) or :meth:`flushHead`: the relay's path, instead of ``responseHeaders`` and a first ``write``.
-        ``length`` is the body's ``Content-Length``, or ``None`` to chunk the body (HTTP/1.1) or end it by closing
-        the connection (HTTP/1.0). ``Date`` is added when the upstream sent none.
-        """
-        self.code, self.code_message = status, reason or RESPONSES.get(status, b"Unknown")
-        channel = self.channel
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, self.code_message)]
-        has_date = False
-        for name, value in headers:
-            out.append(b"%s: %s\r\n" % (name, value))
-            if not has_date and len(name) == 4 and name.lower() == b"date":
-                has_date = True
-        if not has_date:
-            out.append(b"Date: %s\r\n" % (http_date(channel._clock.seconds()),))
-        if length is not None:
-            out.append(b"Content-Length: %d\r\n" % (length,))
-        elif self.method == b"HEAD" or status in NO_BODY_CODES:
-            pass
-        elif self.clientproto == b"HTTP/1.1":
-            out.append(b"Transfer-Encoding: chunked\r\n")
-            self.chunked = 1
-        else:
-            channel.persistent = False  # an HTTP/1.0 client: the body ends with the connection
-        if not channel.persistent:
-            out.append(b"Connection: close\r\n")
-        out.append(b"\r\n")
-        self._head = b"".join(out)
-        self._relaying = True
-
-    def flushHead(self) -> None:
-        """
-        Send a held response head now (no body bytes are at hand yet).
-        """
-        head, self._head = self._head, None
-        if head is not None and not self._disconnected:
-            self.startedWriting = 1
-            send(self.channel.transport, head)
-
-    def dropHead(self) -> None:
-        """
-        Forget a held response head (the response failed before any of it was sent).
-        """
-        self._head = None
-        self._relaying = False
-        self.chunked = 0
-
-    def process(self) -> None:
-        # twisted.web.server.Request.process, less the Server and Date headers it sets on every response (a
-        # relayed response carries the upstream's, writeHead adding Date when missing; write() adds both to others).
-        self.site = self.channel.site
-        self.prepath = []
-        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
-        if self.path == b"*":
-            self._handleStar()
-            return
-        try:
-            resrc = self.site.getResourceFor(self)
-            if resource._IEncodingResource.providedBy(resrc):
-                encoder = resrc.getEncoder(self)
-                if encoder is not None:
-                    self._encoder = encoder
-            self.render(resrc)
-        except BaseException:
-            self.processingFailed(Failure())
-
-    def write(self, data: bytes) -> None:
-        if not self._relaying:
-            if not self.startedWriting:
-                headers = self.responseHeaders
-                if not headers.hasHeader(b"server"):
-                    headers.setRawHeaders(b"Server", [twisted_web_version])
-                if not headers.hasHeader(b"date"):
-                    headers.setRawHeaders(b"Date", [http_date(self.channel._clock.seconds())])
-            Request.write(self, data)
-            return
-        head, self._head = self._head, None
-        self.startedWriting = 1
-        if self._disconnected:
-            return
-        if self.method == b"HEAD" or self.code in NO_BODY_CODES:
-            data = b""
-        elif data:
-            self.sentLength += len(data)
-            if self.chunked:
-                data = b"%x\r\n%s\r\n" % (len(data), data)
-        if head is not None:
-            data = head + data
-        if data:
-            send(self.channel.transport, data)
-
-    def finish(self) -> None:
-        if self._relaying and not self._disconnected:
-            last = b"0\r\n\r\n" if self.chunked else b""
-            self.chunked = 0  # the last chunk is written here
-            head, self._head = self._head, None
-            if head is not None:
-                self.startedWriting = 1
-                last = head + last
-            if last:
-                send(self.channel.transport, last)
-        Request.finish(self)
-
-    def _cleanup(self) -> None:
-        if self.proxy_body is not None and not self.proxy_body.complete:
-            # Responded before the body finished: leave the channel's queue once the body has been drained.
-            self._cleanup_pending = True
-            return
-        Request._cleanup(self)
-
-
-_date_cache: list[object] = [None, b""]
-
-
-def http_date(seconds: float) -> bytes:
-    """
-    The IMF-fixdate for ``seconds`` since the epoch (RFC 9110 section 5.6.7), computed once per second.
-    """
-    whole = int(seconds)
-    if _date_cache[0] != whole:
-        _date_cache[:] = [whole, datetimeToString(whole)]
-    return _date_cache[1]  # type: ignore[return-value]
 
 
 @implementer(IPushProducer)

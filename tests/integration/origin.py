@@ -59,7 +59,6 @@ import json
 import select
 import socket
 import socketserver
-import sys
 import threading
 import time
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit

@@ -6,7 +6,6 @@ the upstream (a recording listener proves it), and slow-header connections do no
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import socket
 import threading
