@@ -375,6 +375,9 @@ class ProxyService(service.Service):
         """
         from twisted.internet.stdio import StandardIO
 
+        # A process group of its own: a signal to the supervisor's group (Ctrl-C in a terminal, a service manager
+        # stopping it) reaches the supervisor alone, which stops each worker once, with SIGTERM.
+        os.setpgid(0, 0)
         for listener in self.options["inherit"]:
             port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, site)  # type: ignore[attr-defined]
             os.close(listener.fd)

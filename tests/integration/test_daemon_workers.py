@@ -93,6 +93,8 @@ def test_killed_worker_is_replaced_and_sigterm_stops_all(proxy_factory):
     assert proxy.process.wait(TIMEOUT) in (0, -signal.SIGTERM)
     proxy.wait_for_log(r"Server Shut Down", TIMEOUT)
     _wait_gone([pids[1], pids[2], replacement])
+    trouble = [line for line in proxy.log_lines() if "Traceback" in line or "#critical]" in line]
+    assert trouble == []
 
 
 def test_workers_stop_when_the_supervisor_is_killed(proxy_factory):
