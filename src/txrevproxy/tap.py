@@ -281,6 +281,22 @@ def _listen_now(reactor: object, description: str, factory: object) -> object:
     return results[0]
 
 
+def _upstream_or_demo(reactor: object, options: Options, ports: list[object]) -> str:
+    """
+    The upstream URL: ``--upstream``, or with ``--demo`` that of a demo origin started now (its port is added to
+    ``ports``).
+    """
+    if not options["demo"]:
+        return options["upstream"]  # type: ignore[no-any-return]
+    from ._demo import demo_site
+
+    origin = _listen_now(reactor, "tcp:0:interface=127.0.0.1", demo_site())
+    ports.append(origin)
+    url = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
+    log.info("demo origin listening on {url}", url=url)
+    return url
+
+
 def _open_access_log(where: str, reactor: object) -> AccessLog | None:
     """
     The access log for ``--access-log``: ``-`` for standard output, ``off`` for none, else a file appended to.
@@ -328,14 +344,7 @@ class ProxyService(service.Service):
 
             self.reactor = reactor
         options = self.options
-        upstream = options["upstream"]
-        if options["demo"]:
-            from ._demo import demo_site
-
-            origin = _listen_now(self.reactor, "tcp:0:interface=127.0.0.1", demo_site())
-            self.ports.append(origin)
-            upstream = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
-            log.info("demo origin listening on {url}", url=upstream)
+        upstream = _upstream_or_demo(self.reactor, options, self.ports)
         self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
         self.gate = ConnectionGate(self.gate_config(), self.reactor)
         self.access_log = _open_access_log(options["access-log"], self.reactor)
@@ -484,14 +493,7 @@ class SupervisorService(service.MultiService):
 
             self.reactor = reactor
         options = self.options
-        upstream = options["upstream"]
-        if options["demo"]:
-            from ._demo import demo_site
-
-            origin = _listen_now(self.reactor, "tcp:0:interface=127.0.0.1", demo_site())
-            self.ports.append(origin)
-            upstream = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
-            log.info("demo origin listening on {url}", url=upstream)
+        upstream = _upstream_or_demo(self.reactor, options, self.ports)
         raise_open_file_limit()  # inherited by the workers
         count = options["workers"]
         inherited: list[Inherited] = []
