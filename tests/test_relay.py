@@ -469,3 +469,32 @@ def test_finished_upload_leaves_no_send_timer():
     assert "_checkSendDeadline" not in [call.func.__name__ for call in h.reactor.getDelayedCalls()]
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert h.response().endswith(b"ok")
+
+
+def test_responses_in_pieces_on_one_connection():
+    """Two responses that arrive in pieces on one keep-alive client connection both stream (the producer is
+    registered while a response is incomplete and unregistered when it ends)."""
+    h = Harness()
+    with CapturedLog() as captured:
+        for n in (1, 2):
+            h.send(b"GET /%d HTTP/1.1\r\nHost: e\r\n\r\n" % n)
+            up = h.upstream().accept() if n == 1 else up
+            up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+            assert h.channel._requestProducer is not None
+            h.channel.pauseProducing()
+            assert up.transport.producerState == "paused"
+            h.channel.resumeProducing()
+            up.respond(b"cd")
+    assert h.response().count(b"\r\n\r\nabcd") == 2
+    assert [e["log_failure"] for e in captured.events if "log_failure" in e] == []
+
+
+def test_whole_response_registers_no_producer():
+    """A response that arrives whole is relayed without registering a producer at all."""
+    h = Harness()
+    h.send(GET)
+    up = h.upstream().accept()
+    calls = []
+    h.channel.registerProducer = lambda producer, streaming: calls.append(producer)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert calls == [] and h.response().endswith(b"\r\n\r\nok")

@@ -128,8 +128,7 @@ class Relay:
         self._retried = False
         self._upload_paused_at: float | None = None
         self._send_timer: IDelayedCall | None = None
-        self._upload = _Producer(self._uploadPaused, self._uploadResumed, self._uploadStopped)
-        self._download = _Producer(self._pauseResponse, self._resumeResponse, self._clientGone)
+        self._downloading = False  # registered as the producer of the client's response
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -162,7 +161,8 @@ class Relay:
         if self.body.framing.kind is Kind.NONE:
             self._requestSent()
         else:
-            proto.transport.registerProducer(self._upload, True)
+            upload = _Producer(self._uploadPaused, self._uploadResumed, self._uploadStopped)
+            proto.transport.registerProducer(upload, True)
             self.body.start(self)
 
     def _connectFailed(self, failure: Failure) -> None:
@@ -284,13 +284,28 @@ class Relay:
             headers = request.responseHeaders  # type: ignore[attr-defined]
             for name, values in grouped.items():
                 headers.setRawHeaders(name, values)
-        request.registerProducer(self._download, True)  # type: ignore[attr-defined]
 
     def responseWaiting(self) -> None:
-        # The head is in and no body bytes are at hand: a head held back for them goes to the client now.
-        flush = getattr(self.request, "flushHead", None)
-        if flush is not None and self.state == "streaming":
+        """
+        The head (and any body bytes that came with it) is in and more body bytes are awaited: a head held back
+        for them goes to the client now, and from now on a slow client pauses the upstream. (A response that
+        arrives whole, the common small case, needs neither.)
+        """
+        if self.state != "streaming":
+            return
+        request = self.request
+        flush = getattr(request, "flushHead", None)
+        if flush is not None:
             flush()
+        if not self._downloading:
+            self._downloading = True
+            download = _Producer(self._pauseResponse, self._resumeResponse, self._clientGone)
+            request.registerProducer(download, True)  # type: ignore[attr-defined]
+
+    def _stopDownloading(self) -> None:
+        if self._downloading:
+            self._downloading = False
+            self.request.unregisterProducer()  # type: ignore[attr-defined]
 
     def responseData(self, data: bytes) -> None:
         if self.state == "streaming":
@@ -303,9 +318,8 @@ class Relay:
         self._proto = None
         self._stopSendDeadline()
         self.body.stop()
-        request = self.request
-        request.unregisterProducer()  # type: ignore[attr-defined]
-        request.finish()  # type: ignore[attr-defined]
+        self._stopDownloading()
+        self.request.finish()  # type: ignore[attr-defined]
 
     def upstreamFailed(self, reason: str, retryable: bool, status: int = 502) -> None:
         self._cancelTimer()
@@ -324,7 +338,7 @@ class Relay:
             if not request.startedWriting:  # type: ignore[attr-defined]
                 # Twisted writes the response head with the first body bytes: nothing of the upstream's response
                 # has reached the client, so it can still get a proper error instead of an aborted connection.
-                request.unregisterProducer()  # type: ignore[attr-defined]
+                self._stopDownloading()
                 request.responseHeaders = Headers()  # type: ignore[attr-defined]
                 drop = getattr(request, "dropHead", None)
                 if drop is not None:
@@ -340,7 +354,7 @@ class Relay:
                 reason=reason,
                 upstream=str(self.address),
             )
-            self.request.unregisterProducer()  # type: ignore[attr-defined]
+            self._stopDownloading()
             self.request.transport.abortConnection()  # type: ignore[attr-defined]
 
     def upstreamAbandoned(self, reason: str) -> None:
@@ -363,7 +377,7 @@ class Relay:
             upstream=str(self.address),
         )
         if streaming:
-            self.request.unregisterProducer()  # type: ignore[attr-defined]
+            self._stopDownloading()
         transport = getattr(self.request, "transport", None)
         if transport is not None:
             transport.abortConnection()
