@@ -74,8 +74,16 @@ def end_to_end(headers: Sequence[tuple[bytes, bytes]], also_drop: frozenset[byte
 
     Order and repeats are kept.
     """
-    drop = HOP_BY_HOP | connection_tokens(headers) | also_drop
-    return [(name, value) for name, value in headers if name.lower() not in drop]
+    lowered = [name.lower() for name, _ in headers]
+    drop = _drop_sets.get(also_drop)
+    if drop is None:
+        drop = _drop_sets[also_drop] = HOP_BY_HOP | also_drop
+    if b"connection" in lowered:
+        drop = drop | connection_tokens(headers)
+    return [header for lower, header in zip(lowered, headers) if lower not in drop]
+
+
+_drop_sets: dict[frozenset[bytes], frozenset[bytes]] = {}
 
 
 def values_of(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
@@ -133,6 +141,7 @@ def forwarding_headers(incoming: Sequence[tuple[bytes, bytes]], ctx: ForwardingC
 
 
 _FORWARDING = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"via"})
+_DROP_REQUEST = HOP_BY_HOP | REBUILT_REQUEST  # (holds every _FORWARDING name)
 
 
 def upstream_request_headers(
@@ -153,16 +162,16 @@ def _rebuild(
     # One pass over the client's headers (this runs for every request): the end-to-end ones to keep, with Host
     # first, and the forwarding headers built from the ones seen.
     lowered = [name.lower() for name, _ in incoming]
-    drop = HOP_BY_HOP | REBUILT_REQUEST
+    drop = _DROP_REQUEST
     if b"connection" in lowered:
         drop = drop | connection_tokens(incoming)
     kept: HeaderList = [(b"Host", host)]
     seen: dict[bytes, list[bytes]] = {}
     for lower, header in zip(lowered, incoming):
-        if lower in _FORWARDING:
-            seen.setdefault(lower, []).append(header[1])
         if lower not in drop:
             kept.append(header)
+        elif lower in _FORWARDING:
+            seen.setdefault(lower, []).append(header[1])
 
     ip = ctx.client_ip.encode("ascii")
     element = b"for=" + _forwarded_node(ctx.client_ip) + b";proto=" + ctx.proto
