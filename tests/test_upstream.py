@@ -374,3 +374,20 @@ def test_closed_pool_keeps_no_connection():
     assert h.response().endswith(b"ok")
     assert busy.transport.disconnecting
     assert h.resource.pool.idle_count(busy.protocol._wrappedProtocol.address) == 0
+
+
+def test_idle_deadline_counts_from_the_last_release():
+    """A pooled connection reused and released again is closed idle_timeout after its last release, not its first."""
+    h = Harness(ProxyConfig(pool=PoolConfig(idle_timeout=30)))
+    h.send(GET)
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # released at t=0
+    h.reactor.advance(10)
+    h.send(GET)  # reused at t=10
+    h.reactor.advance(10)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # released again at t=20
+    h.reactor.advance(10.5)  # t=30.5: the first timer fires, finds it idle for only 10.5 s
+    assert not up.transport.disconnecting and h.attempts == 1
+    h.reactor.advance(20)  # t=50.5
+    assert up.transport.disconnecting
+    assert h.resource.pool.idle_count(up.protocol._wrappedProtocol.address) == 0

@@ -31,7 +31,7 @@ from ._accesslog import AccessLog
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
 from ._gate import ConnectionGate, RefusedConnection
 from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
-from ._headers import connection_tokens, values_of
+from ._headers import values_of
 from ._relay import error_body
 from ._request import ProxyRequest
 from ._sending import send
@@ -236,7 +236,7 @@ class ProxyChannel(HTTPChannel):
         request = self.requestFactory(self, len(self.requests))
         self.requests.append(request)
         request.setHeaderList(head.headers)
-        self.persistent = head.version == b"HTTP/1.1" and b"close" not in connection_tokens(head.headers)
+        self.persistent = head.version == b"HTTP/1.1" and b"close" not in head.connection
         if not self.persistent and head.version == b"HTTP/1.1":
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
         request.gotLength(framing.length if framing.kind is Kind.LENGTH else None)

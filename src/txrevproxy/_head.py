@@ -40,10 +40,15 @@ class HeadLimits:
 
 @frozen
 class RequestHead:
+    """
+    :ivar connection: the lower-cased options named in its ``Connection`` headers (found while parsing).
+    """
+
     method: bytes
     target: bytes
     version: bytes
     headers: list[tuple[bytes, bytes]]
+    connection: frozenset[bytes] = frozenset()
 
 
 def _too_large(what: str) -> Rejection:
@@ -105,14 +110,18 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
     if len(head) - len(request_line) > limits.header_section:
         return _too_large("header section too large")
     headers = []
+    connection: set[bytes] = set()
     for line in lines[1:]:
         if len(line) > limits.header_line:
             return _too_large("header line too long")
         header = parse_header_line(line)
         if isinstance(header, Rejection):
             return header
+        if len(header[0]) == 10 and header[0].lower() == b"connection":
+            connection.update(t.strip().lower() for t in header[1].split(b","))
         headers.append(header)
-    return RequestHead(parsed[0], parsed[1], parsed[2], headers)
+    connection.discard(b"")
+    return RequestHead(parsed[0], parsed[1], parsed[2], headers, frozenset(connection))
 
 
 def incomplete_head_problem(buffer: bytes | bytearray, checked: int, limits: HeadLimits) -> Rejection | None:

@@ -68,18 +68,24 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return frozenset(tokens)
 
 
-def end_to_end(headers: Sequence[tuple[bytes, bytes]], also_drop: frozenset[bytes] = frozenset()) -> HeaderList:
+def end_to_end(
+    headers: Sequence[tuple[bytes, bytes]],
+    also_drop: frozenset[bytes] = frozenset(),
+    connection: frozenset[bytes] | None = None,
+) -> HeaderList:
     """
     The headers to relay: all but hop-by-hop ones, those named in ``Connection``, and ``also_drop``.
 
-    Order and repeats are kept.
+    Order and repeats are kept. ``connection``: the ``Connection`` options when already known.
     """
     lowered = [name.lower() for name, _ in headers]
     drop = _drop_sets.get(also_drop)
     if drop is None:
         drop = _drop_sets[also_drop] = HOP_BY_HOP | also_drop
-    if b"connection" in lowered:
-        drop = drop | connection_tokens(headers)
+    if connection is None and b"connection" in lowered:
+        connection = connection_tokens(headers)
+    if connection:
+        drop = drop | connection
     return [header for lower, header in zip(lowered, headers) if lower not in drop]
 
 

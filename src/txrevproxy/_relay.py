@@ -268,7 +268,7 @@ class Relay:
             return
         self.state = "streaming"
         request = self.request
-        relayed = end_to_end(head.headers, REBUILT_RESPONSE)
+        relayed = end_to_end(head.headers, REBUILT_RESPONSE, head.connection)
         length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
         write_head = getattr(request, "writeHead", None)
         if write_head is not None:

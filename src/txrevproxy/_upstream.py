@@ -37,7 +37,6 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ._framing import LAST_CHUNK, ChunkedDecoder, Framing, FramingError, Kind, encode_chunk, response_framing
-from ._headers import connection_tokens
 from ._sending import send
 from ._validate import InvalidResponse, ResponseHead, parse_response_head
 
@@ -125,6 +124,7 @@ class UpstreamProtocol(Protocol):
     """
 
     idle_call: IDelayedCall | None = None
+    idle_since: float | None = None  # when it went back into the pool
     _read_call: IDelayedCall | None = None
     _last_read = 0.0
 
@@ -291,7 +291,7 @@ class UpstreamProtocol(Protocol):
         except FramingError as e:
             self._fail(e.reason)
             return
-        tokens = connection_tokens(head.headers)
+        tokens = head.connection
         self._keep_alive = (
             head.version == b"HTTP/1.1" and b"close" not in tokens and framing.kind is not Kind.CLOSE
         )
@@ -462,9 +462,7 @@ class UpstreamPool:
         idle = self._idle.get(address)
         while idle:
             proto = idle.pop()
-            if proto.idle_call is not None and proto.idle_call.active():
-                proto.idle_call.cancel()
-            proto.idle_call = None
+            proto.idle_since = None  # (its idle timer, if any, finds it busy and lapses)
             if proto.state == "idle":
                 return proto
         return None
@@ -491,16 +489,25 @@ class UpstreamPool:
             proto.transport.loseConnection()
             return
         idle.append(proto)
-        proto.idle_call = self.reactor.callLater(self.config.idle_timeout, self._expire, proto)  # type: ignore[attr-defined]
+        proto.idle_since = self.reactor.seconds()  # type: ignore[attr-defined]
+        if proto.idle_call is None:
+            # One timer per connection, re-armed lazily: a connection reused at once costs no timer.
+            proto.idle_call = self.reactor.callLater(self.config.idle_timeout, self._expire, proto)  # type: ignore[attr-defined]
 
     def _expire(self, proto: UpstreamProtocol) -> None:
         """
-        An idle connection's time is up: take it out of the pool at once, then close it.
+        An idle connection's time may be up: if so take it out of the pool at once, then close it.
 
         ``loseConnection`` only starts the close; until ``connectionLost`` the connection must not be handed out, or
         a request would be sent on it and our own close reported as the upstream's.
         """
         proto.idle_call = None
+        if proto.idle_since is None or proto.state != "idle":
+            return  # in use (its next release arms a timer again)
+        remaining = proto.idle_since + self.config.idle_timeout - self.reactor.seconds()  # type: ignore[attr-defined]
+        if remaining > TIMER_SLACK:
+            proto.idle_call = self.reactor.callLater(remaining, self._expire, proto)  # type: ignore[attr-defined]
+            return
         idle = self._idle.get(proto.address)
         if idle and proto in idle:
             idle.remove(proto)

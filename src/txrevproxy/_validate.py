@@ -100,10 +100,15 @@ def validate_request(
 
 @frozen
 class ResponseHead:
+    """
+    :ivar connection: the lower-cased options named in its ``Connection`` headers (found while parsing).
+    """
+
     version: bytes
     status: int
     reason: bytes
     headers: list[tuple[bytes, bytes]]
+    connection: frozenset[bytes] = frozenset()
 
 
 class InvalidResponse(Exception):
@@ -115,6 +120,7 @@ class InvalidResponse(Exception):
 _STATUS_LINE = re.compile(rb"^(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$")
 _FIELD_NAME = _METHOD
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_HEAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # as _BAD_VALUE, less CR and LF
 
 
 def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
@@ -122,7 +128,8 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
     Parse a response head (status line and header lines, without the final blank line) strictly: CRLF line ends
     only, no obs-fold, no whitespace before a colon, token names, no control bytes in values.
     """
-    if head.count(b"\n") != head.count(b"\r\n"):
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf:
         raise InvalidResponse("bare LF in response head")
     lines = head.split(b"\r\n")
     match = _STATUS_LINE.match(lines[0])
@@ -130,7 +137,10 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
         raise InvalidResponse("malformed status line")
     if len(lines) - 1 > max_headers:
         raise InvalidResponse("too many response headers")
+    # Control bytes (a bare CR among them) anywhere in a value: one search over the whole head, not one per line.
+    values_bad = head.count(b"\r") != crlf or _BAD_HEAD_BYTE.search(head, len(lines[0])) is not None
     headers = []
+    connection: set[bytes] = set()
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
@@ -138,7 +148,10 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
         if not _FIELD_NAME.match(name):
             raise InvalidResponse("invalid response header name")
         value = value.strip(b" \t")
-        if _BAD_VALUE.search(value):
+        if values_bad and _BAD_VALUE.search(value):
             raise InvalidResponse("control byte in response header value")
+        if len(name) == 10 and name.lower() == b"connection":
+            connection.update(t.strip().lower() for t in value.split(b","))
         headers.append((name, value))
-    return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers)
+    connection.discard(b"")
+    return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers, frozenset(connection))
