@@ -498,3 +498,21 @@ def test_whole_response_registers_no_producer():
     h.channel.registerProducer = lambda producer, streaming: calls.append(producer)
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert calls == [] and h.response().endswith(b"\r\n\r\nok")
+
+
+def test_response_deadline_on_a_reused_connection():
+    """On a reused upstream connection each request gets its own response_timeout, counted from its sending."""
+    h = Harness(ProxyConfig(response_timeout=30))
+    h.send(GET)
+    up = h.upstream().accept()
+    h.reactor.advance(10)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h.reactor.advance(10)
+    h.send(GET)  # sent at t=20 on the same connection
+    assert h.attempts == 1
+    h.reactor.advance(29.9)  # t=49.9: the first request's timer (t=30) has come and gone
+    assert h.response().count(b"HTTP/1.1 ") == 1
+    h.reactor.advance(0.2)
+    assert h.response().count(b"HTTP/1.1 504 ") == 1
+    assert up.transport.disconnected
+

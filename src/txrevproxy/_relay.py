@@ -124,7 +124,6 @@ class Relay:
         self.headers = upstream_request_headers(incoming, forwarding_context(request, incoming, config.trusted), host)
         self._proto: UpstreamProtocol | None = None
         self._connecting: defer.Deferred[UpstreamProtocol] | None = None
-        self._timer: IDelayedCall | None = None
         self._retried = False
         self._upload_paused_at: float | None = None
         self._send_timer: IDelayedCall | None = None
@@ -213,7 +212,8 @@ class Relay:
         )
 
     def _requestSent(self) -> None:
-        self._timer = self.reactor.callLater(self.config.response_timeout, self._responseTimedOut)  # type: ignore[attr-defined]
+        if self._proto is not None:
+            self._proto.expectResponseWithin(self.config.response_timeout, self._responseTimedOut)
 
     def _uploadStopped(self) -> None:
         self.body.stop()
@@ -254,7 +254,6 @@ class Relay:
             timer.cancel()
 
     def _responseTimedOut(self) -> None:
-        self._timer = None
         if self.state != "sending":
             return
         self._abortUpstream()
@@ -414,10 +413,8 @@ class Relay:
             proto.abort()
 
     def _cancelTimer(self) -> None:
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
+        if self._proto is not None:
+            self._proto.expectResponseWithin(None)
 
     def _respondError(self, status: int, reason: str) -> None:
         self.state = "done"

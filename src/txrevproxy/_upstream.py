@@ -20,7 +20,7 @@ for an upstream silent mid-body (the relay owns ``send_timeout`` for a stalled u
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol as TypingProtocol
 
 from attrs import frozen
@@ -213,6 +213,41 @@ class UpstreamProtocol(Protocol):
                     self._armReadDeadline(self.pool.config.read_timeout)
             self.transport.resumeProducing()
 
+    # -- the response deadline (request sent, no response head yet) ------------------------------------------
+    #
+    # Like the read deadline, one DelayedCall per connection, re-armed lazily: a connection that answers every
+    # request in time costs no timer per request.
+
+    _head_call: IDelayedCall | None = None
+    _head_deadline = 0.0
+    _head_expired: Callable[[], object] | None = None
+
+    def expectResponseWithin(self, seconds: float | None, expired: Callable[[], object] | None = None) -> None:
+        """
+        Call ``expired()`` unless the response head is complete within ``seconds``; ``None`` to stop expecting.
+        """
+        if seconds is None:
+            self._head_expired = None
+            return
+        reactor = self.pool.reactor
+        self._head_deadline = reactor.seconds() + seconds  # type: ignore[attr-defined]
+        self._head_expired = expired
+        if self._head_call is None:
+            self._head_call = reactor.callLater(seconds, self._checkHeadDeadline)  # type: ignore[attr-defined]
+        elif self._head_call.getTime() > self._head_deadline:
+            self._head_call.reset(seconds)
+
+    def _checkHeadDeadline(self) -> None:
+        self._head_call = None
+        if self._head_expired is None or self.state != "head":
+            return
+        remaining = self._head_deadline - self.pool.reactor.seconds()  # type: ignore[attr-defined]
+        if remaining > TIMER_SLACK:
+            self._head_call = self.pool.reactor.callLater(remaining, self._checkHeadDeadline)  # type: ignore[attr-defined]
+            return
+        expired, self._head_expired = self._head_expired, None
+        expired()
+
     # -- the mid-body read deadline --------------------------------------------------------------------------
     #
     # Cheap on the hot path: each body read only stores the time. One DelayedCall per response checks it when it
@@ -242,6 +277,7 @@ class UpstreamProtocol(Protocol):
         Drop the connection now: the request is abandoned and the connection is never reused.
         """
         self._receiver = None
+        self._head_expired = None
         self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
@@ -286,6 +322,7 @@ class UpstreamProtocol(Protocol):
                 break
             # Interim 1xx responses are not relayed; the final response follows.
         self._buffer = b""
+        self._head_expired = None
         try:
             framing = response_framing(self._method, head.status, head.headers)
         except FramingError as e:
@@ -370,6 +407,7 @@ class UpstreamProtocol(Protocol):
 
     def _fail(self, reason: str, status: int = 502) -> None:
         receiver, self._receiver = self._receiver, None
+        self._head_expired = None
         self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
@@ -379,6 +417,10 @@ class UpstreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         state, self.state = self.state, "dead"
+        self._head_expired = None
+        if self._head_call is not None and self._head_call.active():
+            self._head_call.cancel()
+        self._head_call = None
         self._stopReadDeadline()
         self.pool.forget(self)
         receiver, self._receiver = self._receiver, None
