@@ -322,3 +322,15 @@ def test_client_not_reading_is_aborted():
     assert h.client.disconnected
     h.client_closed()
     assert up.transport.disconnected
+
+
+def test_other_resources_in_a_proxy_site():
+    """A resource that is not the proxy answers through ProxySite as in a Site, with Server and Date."""
+    from twisted.web.static import Data
+
+    h = Harness(resource=Data(b"hello", "text/plain"))
+    h.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
+    head, body = head_and_body(h.response())
+    assert head.startswith(b"HTTP/1.1 200 OK") and body == b"hello"
+    lines = header_lines(head)
+    assert b"Server: TwistedWeb" in b"\n".join(lines) and any(line.startswith(b"Date: ") for line in lines)
