@@ -326,9 +326,15 @@ def test_client_not_reading_is_aborted():
 
 def test_other_resources_in_a_proxy_site():
     """A resource that is not the proxy answers through ProxySite as in a Site, with Server and Date."""
-    from twisted.web.static import Data
+    from twisted.web.resource import Resource
 
-    h = Harness(resource=Data(b"hello", "text/plain"))
+    class Hello(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            return b"hello"
+
+    h = Harness(resource=Hello())
     h.send(b"GET / HTTP/1.1\r\n" + HOST + b"\r\n")
     head, body = head_and_body(h.response())
     assert head.startswith(b"HTTP/1.1 200 OK") and body == b"hello"
