@@ -475,10 +475,12 @@ def test_responses_in_pieces_on_one_connection():
     """Two responses that arrive in pieces on one keep-alive client connection both stream (the producer is
     registered while a response is incomplete and unregistered when it ends)."""
     h = Harness()
+    h.send(b"GET /1 HTTP/1.1\r\nHost: e\r\n\r\n")
+    up = h.upstream().accept()
     with CapturedLog() as captured:
         for n in (1, 2):
-            h.send(b"GET /%d HTTP/1.1\r\nHost: e\r\n\r\n" % n)
-            up = h.upstream().accept() if n == 1 else up
+            if n == 2:
+                h.send(b"GET /2 HTTP/1.1\r\nHost: e\r\n\r\n")
             up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
             assert h.channel._requestProducer is not None
             h.channel.pauseProducing()
