@@ -109,6 +109,7 @@ class ProxyChannel(HTTPChannel):
     """
 
     config = ClientConfig()
+    gate: ConnectionGate | None = None  # the site's connection gate, told when this connection ends
 
     def __init__(self) -> None:
         super().__init__()
@@ -153,6 +154,9 @@ class ProxyChannel(HTTPChannel):
         self._arm()
 
     def connectionLost(self, reason: object) -> None:
+        gate, self.gate = self.gate, None
+        if gate is not None:
+            gate.closed()
         self.phase = CLOSED
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -521,5 +525,6 @@ class ProxySite(Site):
         channel = super().buildProtocol(addr)
         channel.config = self.client
         if self.gate is not None:
-            self.gate.track(channel)
+            self.gate.opened()
+            channel.gate = self.gate
         return channel

@@ -86,27 +86,14 @@ class ConnectionGate:
             return False
         return True
 
-    def track(self, protocol: object) -> None:
+    def opened(self) -> None:
         """
-        Count ``protocol``'s connection as open until its ``connectionLost``.
-
-        The protocol's ``connectionLost`` is wrapped on the instance so that the gate works with any channel class
-        and the count drops exactly once, however the connection ends.
+        An admitted connection is being served (its channel calls :meth:`closed` once when it is lost).
         """
         self.open += 1
-        original = protocol.connectionLost  # type: ignore[attr-defined]
-        released = False
 
-        def connectionLost(reason: object) -> None:
-            nonlocal released
-            try:
-                original(reason)
-            finally:
-                if not released:
-                    released = True
-                    self.open -= 1
-
-        protocol.connectionLost = connectionLost  # type: ignore[attr-defined]
+    def closed(self) -> None:
+        self.open -= 1
 
     def _refuse_at_cap(self, host: object) -> None:
         self.refused_at_cap += 1
