@@ -82,8 +82,13 @@ def request_framing(version: bytes, headers: Sequence[tuple[bytes, bytes]]) -> F
     """
     The framing of a request body (RFC 9112 section 6.3, read strictly: anything ambiguous is refused).
     """
-    te = values_of(headers, b"transfer-encoding")
-    cl = values_of(headers, b"content-length")
+    return request_framing_of(version, values_of(headers, b"transfer-encoding"), values_of(headers, b"content-length"))
+
+
+def request_framing_of(version: bytes, te: Sequence[bytes], cl: Sequence[bytes]) -> Framing:
+    """
+    :func:`request_framing`, given the values of ``Transfer-Encoding`` and ``Content-Length`` already collected.
+    """
     if te:
         if cl:
             raise FramingError(400, "both Transfer-Encoding and Content-Length")

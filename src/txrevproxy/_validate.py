@@ -13,8 +13,7 @@ from collections.abc import Sequence
 
 from attrs import frozen
 
-from ._framing import Framing, FramingError, request_framing
-from ._headers import values_of
+from ._framing import Framing, FramingError, request_framing_of
 
 
 @frozen
@@ -76,24 +75,34 @@ def validate_request(
     if not (target.startswith(b"/") or (target == b"*" and method == b"OPTIONS") or authority_of(target)):
         return None, Rejection(400, "request target is not origin-form or absolute-form")
 
-    for name, _ in headers:
-        if b"_" in name and name.lower().replace(b"_", b"-") in _FRAMING_AND_ROUTING:
+    # One pass over the headers (this runs for every request) for the few that decide validity and framing.
+    hosts: list[bytes] = []
+    te: list[bytes] = []
+    cl: list[bytes] = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"host":
+            hosts.append(value)
+        elif lower == b"content-length":
+            cl.append(value)
+        elif lower == b"transfer-encoding":
+            te.append(value)
+        elif b"_" in lower and lower.replace(b"_", b"-") in _FRAMING_AND_ROUTING:
             # CGI/WSGI servers read Content_Length as Content-Length: a disagreement the upstream would resolve.
             return None, Rejection(400, "header name that differs from a framing header only by _")
 
-    hosts = values_of(headers, b"host")
     if len(hosts) > 1:
         return None, Rejection(400, "more than one Host header")
     if not hosts and version == b"HTTP/1.1":
         return None, Rejection(400, "missing Host header")
     if hosts and not _HOST.match(hosts[0]):
         return None, Rejection(400, "malformed Host header")
-    authority = authority_of(target)
+    authority = authority_of(target) if not target.startswith(b"/") else None
     if authority is not None and hosts and authority.lower() != hosts[0].lower():
         return None, Rejection(400, "Host disagrees with the absolute-form target")
 
     try:
-        return request_framing(version, headers), None
+        return request_framing_of(version, te, cl), None
     except FramingError as e:
         return None, Rejection(e.status, e.reason)
 
