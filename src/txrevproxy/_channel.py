@@ -230,9 +230,10 @@ class ProxyChannel(HTTPChannel):
 
     def _headReceived(self, head: RequestHead) -> None:
         framing, rejection = validate_request(head.method, head.target, head.version, head.headers)
+        expect = values_of(head.headers, b"expect")
         if rejection is None:
             assert framing is not None
-            rejection = self._checkBody(head, framing)
+            rejection = self._checkBody(framing, expect)
         if rejection is not None:
             self._reject(rejection)
             return
@@ -256,16 +257,15 @@ class ProxyChannel(HTTPChannel):
             self._decoder = None
         else:
             self._decoder = ChunkedDecoder(self._bodyData, status=400)
-        if head.version == b"HTTP/1.1" and values_of(head.headers, b"expect"):
+        if head.version == b"HTTP/1.1" and expect:
             send(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
         self._enter(BODY)
         request.headersReceived(head.method, head.target, head.version, framing)
 
-    def _checkBody(self, head: RequestHead, framing: Framing) -> Rejection | None:
+    def _checkBody(self, framing: Framing, expect: list[bytes]) -> Rejection | None:
         """
         The proxy's own rules on a request body, beyond framing: its size and ``Expect``.
         """
-        expect = values_of(head.headers, b"expect")
         if expect and (len(expect) > 1 or expect[0].lower() != b"100-continue"):
             return Rejection(417, "unsupported expectation")
         cap = self.config.max_body

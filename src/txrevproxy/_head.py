@@ -18,6 +18,7 @@ import re
 
 from attrs import frozen
 
+from ._headers import connection_options
 from ._validate import Rejection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -110,7 +111,7 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
     if len(head) - len(request_line) > limits.header_section:
         return _too_large("header section too large")
     headers = []
-    connection: set[bytes] = set()
+    connection: list[bytes] = []
     for line in lines[1:]:
         if len(line) > limits.header_line:
             return _too_large("header line too long")
@@ -118,10 +119,9 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
         if isinstance(header, Rejection):
             return header
         if len(header[0]) == 10 and header[0].lower() == b"connection":
-            connection.update(t.strip().lower() for t in header[1].split(b","))
+            connection.append(header[1])
         headers.append(header)
-    connection.discard(b"")
-    return RequestHead(parsed[0], parsed[1], parsed[2], headers, frozenset(connection))
+    return RequestHead(parsed[0], parsed[1], parsed[2], headers, connection_options(connection))
 
 
 def incomplete_head_problem(buffer: bytes | bytearray, checked: int, limits: HeadLimits) -> Rejection | None:

@@ -60,10 +60,14 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     """
     The lower-cased option names listed in every ``Connection`` header (RFC 9110 section 7.6.1).
     """
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
+    return connection_options(value for name, value in headers if name.lower() == b"connection")
+
+
+def connection_options(values: Iterable[bytes]) -> frozenset[bytes]:
+    """
+    The lower-cased option names in these ``Connection`` header values.
+    """
+    tokens = {t.strip().lower() for value in values for t in value.split(b",")}
     tokens.discard(b"")
     return frozenset(tokens)
 

@@ -197,19 +197,7 @@ class Relay:
         """
         The client's body was refused part-way (the channel answers the client): abandon the upstream request.
         """
-        if self.state == "done":
-            return
-        self.state = "done"
-        self._cancelTimer()
-        if self._connecting is not None:
-            self._connecting.cancel()
-        self._abortUpstream()
-        log.info(
-            "{method} {target}: request body refused ({reason}); upstream request aborted",
-            method=_text(self.method),
-            target=_text(self.target),
-            reason=reason,
-        )
+        self._abandon(f"request body refused ({reason})")
 
     def _requestSent(self) -> None:
         if self._proto is not None:
@@ -392,6 +380,12 @@ class Relay:
             self._proto.resumeReading()
 
     def _clientGone(self, reason: object = None) -> None:
+        self._abandon("client went away")
+
+    def _abandon(self, why: str) -> None:
+        """
+        The client side ended the request: stop everything and drop the upstream request, whatever its step.
+        """
         if self.state == "done":
             return
         self.state = "done"
@@ -402,9 +396,10 @@ class Relay:
             self._connecting.cancel()
         self._abortUpstream()
         log.info(
-            "{method} {target}: client went away; upstream request aborted",
+            "{method} {target}: {why}; upstream request aborted",
             method=_text(self.method),
             target=_text(self.target),
+            why=why,
         )
 
     def _abortUpstream(self) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from attrs import frozen
 
 from ._framing import Framing, FramingError, request_framing_of
+from ._headers import connection_options
 
 
 @frozen
@@ -149,7 +150,7 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
     # Control bytes (a bare CR among them) anywhere in a value: one search over the whole head, not one per line.
     values_bad = head.count(b"\r") != crlf or _BAD_HEAD_BYTE.search(head, len(lines[0])) is not None
     headers = []
-    connection: set[bytes] = set()
+    connection: list[bytes] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
@@ -160,7 +161,6 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
         if values_bad and _BAD_VALUE.search(value):
             raise InvalidResponse("control byte in response header value")
         if len(name) == 10 and name.lower() == b"connection":
-            connection.update(t.strip().lower() for t in value.split(b","))
+            connection.append(value)
         headers.append((name, value))
-    connection.discard(b"")
-    return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers, frozenset(connection))
+    return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers, connection_options(connection))

@@ -365,9 +365,7 @@ class ProxyService(service.Service):
             self.ports.append(port)
             if _wraps(port, site):
                 site.refuse_by_closing = True
-            backoff = guard_accepts(port, self.reactor, options["accept-backoff"])
-            if backoff is not None:
-                self.backoffs.append(backoff)
+            self._guard(port)
             log.info(
                 "txrevproxy listening on {url} ({description}), relaying to {upstream}",
                 url=_url_of(port),
@@ -377,6 +375,12 @@ class ProxyService(service.Service):
             if options["demo"]:
                 log.info("demo: try  curl -i {url}/", url=_url_of(port))
         service.Service.privilegedStartService(self)
+
+    def _guard(self, port: object) -> None:
+        # Pause accepting on this port when descriptors run out (see _fdlimit.AcceptBackoff).
+        backoff = guard_accepts(port, self.reactor, self.options["accept-backoff"])
+        if backoff is not None:
+            self.backoffs.append(backoff)
 
     def _adopt(self, site: ProxySite) -> None:
         """
@@ -391,9 +395,7 @@ class ProxyService(service.Service):
             port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, site)  # type: ignore[attr-defined]
             os.close(listener.fd)
             self.ports.append(port)
-            backoff = guard_accepts(port, self.reactor, self.options["accept-backoff"])
-            if backoff is not None:
-                self.backoffs.append(backoff)
+            self._guard(port)
             log.info(
                 "worker {index} (pid {pid}) serving {url} ({description})",
                 index=self.options["worker-index"],
