@@ -23,3 +23,14 @@ def test_plugin_is_discoverable():
 
     makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker)}
     assert makers["txrevproxy"].options is txrevproxy.tap.Options
+
+
+def test_testing_exports():
+    """txrevproxy.testing exports the helpers themselves, and the pytest plugin module defines the fixtures."""
+    from txrevproxy import _recording, _threaded, pytest_plugin, testing
+
+    assert testing.start_proxy is _threaded.start_proxy
+    assert testing.RunningProxy is _threaded.RunningProxy
+    assert testing.SeenRequest is _recording.SeenRequest
+    assert all(hasattr(testing, name) for name in testing.__all__)
+    assert callable(pytest_plugin.txrevproxy_to_url) and callable(pytest_plugin.txrevproxy_to_resource)

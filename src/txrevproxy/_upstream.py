@@ -146,6 +146,8 @@ class UpstreamProtocol(Protocol):
         self._paused = False
 
     def connectionMade(self) -> None:
+        self.pool.connected += 1
+        self.pool.open += 1
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
 
@@ -422,6 +424,7 @@ class UpstreamProtocol(Protocol):
             self._head_call.cancel()
         self._head_call = None
         self._stopReadDeadline()
+        self.pool.open -= 1
         self.pool.forget(self)
         receiver, self._receiver = self._receiver, None
         if receiver is None:
@@ -477,14 +480,16 @@ class UpstreamPool:
     Keep-alive connections per upstream address.
 
     A connection enters the pool only after a complete response, with the whole request sent, no stray bytes and
-    no ``Connection: close``; the most recently used idle connection is handed out first. ``opened`` counts
-    connections ever made, for tests and metrics.
+    no ``Connection: close``; the most recently used idle connection is handed out first. For tests and metrics,
+    ``opened`` counts connection attempts, ``connected`` the connections made and ``open`` those still open.
     """
 
     def __init__(self, reactor: object, config: PoolConfig = PoolConfig()) -> None:
         self.reactor = reactor
         self.config = config
         self.opened = 0
+        self.connected = 0
+        self.open = 0
         self.closed = False
         self._idle: dict[UpstreamAddress, list[UpstreamProtocol]] = {}
 

@@ -1,0 +1,151 @@
+"""
+What the test helpers record: the requests a proxy (or a fake origin) saw, and the connections it served, so that a
+test can look at them and so that stopping closes every one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from twisted.web.server import Site
+
+from ._channel import ProxySite
+from ._relay import request_header_list
+
+
+@dataclass(frozen=True)
+class SeenRequest:
+    """
+    One request as a server received it.
+
+    :ivar method: ``"GET"``, ...
+    :ivar target: the request target as sent (``"/path?query"``).
+    :ivar headers: every header in order, as ``(name, value)`` text pairs (latin-1 decoded).
+    :ivar client: the client's address, ``"host:port"``.
+    :ivar status: the status of the response sent, once sent (``None`` before).
+    :ivar body: the request body, at a fake origin (``None`` at the proxy, which streams bodies and keeps nothing).
+    """
+
+    method: str
+    target: str
+    headers: tuple[tuple[str, str], ...]
+    client: str
+    status: int | None = None
+    body: bytes | None = None
+
+    def header(self, name: str) -> str | None:
+        """
+        The last value of header ``name`` (any case), or ``None``.
+        """
+        values = self.header_values(name)
+        return values[-1] if values else None
+
+    def header_values(self, name: str) -> list[str]:
+        """
+        Every value of header ``name`` (any case), in order.
+        """
+        name = name.lower()
+        return [value for key, value in self.headers if key.lower() == name]
+
+
+def _seen(request: object, body: bytes | None) -> SeenRequest:
+    peer = request.getClientAddress()  # type: ignore[attr-defined]
+    return SeenRequest(
+        method=request.method.decode("latin-1"),  # type: ignore[attr-defined]
+        target=request.uri.decode("latin-1"),  # type: ignore[attr-defined]
+        headers=tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in request_header_list(request)),
+        client=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
+        body=body,
+    )
+
+
+def transport_of(channel: object) -> object:
+    """
+    The transport of a served connection (``Site`` wraps its ``HTTPChannel`` in a protocol that picks HTTP/1.1 or
+    HTTP/2); ``None`` before it is connected.
+    """
+    return getattr(getattr(channel, "_channel", channel), "transport", None)
+
+
+def _closed(channel: object) -> bool:
+    transport = transport_of(channel)
+    return transport is not None and bool(getattr(transport, "disconnected", False))
+
+
+class _Recording:
+    """
+    Mixed into a ``Site``: records each request that reaches its resource and the status answered, and keeps the
+    connections it serves.
+    """
+
+    def start_recording(self) -> None:
+        self.seen: list[SeenRequest] = []
+        self.channels: list[object] = []
+
+    def request_body(self, request: object) -> bytes | None:
+        return None
+
+    def buildProtocol(self, addr: object) -> object:
+        channel = super().buildProtocol(addr)  # type: ignore[misc]
+        if channel is not None:
+            self.channels = self.open_channels()
+            self.channels.append(channel)
+        return channel
+
+    def getResourceFor(self, request: object) -> object:
+        request._seen_index = len(self.seen)  # type: ignore[attr-defined]
+        self.seen.append(_seen(request, self.request_body(request)))
+        return super().getResourceFor(request)  # type: ignore[misc]
+
+    def log(self, request: object) -> None:
+        index = getattr(request, "_seen_index", None)
+        if index is not None:
+            self.seen[index] = replace(self.seen[index], status=request.code)  # type: ignore[attr-defined]
+        super().log(request)  # type: ignore[misc]
+
+    def open_channels(self) -> list[object]:
+        """
+        The connections served that are not closed yet (including those not yet connected).
+        """
+        return [channel for channel in self.channels if not _closed(channel)]
+
+    def abort_all(self) -> None:
+        """
+        Abort every open connection (a test is over).
+        """
+        for channel in self.open_channels():
+            transport = transport_of(channel)
+            if transport is not None:
+                transport.abortConnection()  # type: ignore[attr-defined]
+
+
+class RecordingProxySite(_Recording, ProxySite):
+    """
+    A :class:`~txrevproxy.ProxySite` that records what it serves.
+    """
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.start_recording()
+
+
+class RecordingOriginSite(_Recording, Site):
+    """
+    A plain ``twisted.web`` ``Site`` serving a fake origin resource, recording the requests (with their bodies).
+    """
+
+    noisy = False
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.start_recording()
+
+    def request_body(self, request: object) -> bytes | None:
+        content = request.content  # type: ignore[attr-defined]
+        if content is None:
+            return b""
+        position = content.tell()
+        content.seek(0)
+        body = content.read()
+        content.seek(position)
+        return body  # type: ignore[no-any-return]
