@@ -38,6 +38,9 @@ class Origin(Resource):
         request.setHeader(b"content-type", b"text/plain")  # type: ignore[attr-defined]
         return b"hello from the origin"
 
+    def render_PUT(self, request: object) -> bytes:
+        return b"x" * 4_000_000
+
     def render_POST(self, request: object) -> bytes:
         return request.content.read()  # type: ignore[attr-defined, no-any-return]
 
@@ -167,3 +170,17 @@ class MemoryProxyTests(SynchronousTestCase):
         self.assertFalse(client.closed)
         client.close()
         self.assertTrue(client.closed)
+
+    def test_slow_client_backpressure(self) -> None:
+        """A client that stops reading gets the proxy to stop reading the origin: little is buffered on the way."""
+        client = self.proxy.connect()
+        client.pause()
+        client.send(b"PUT /big HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+        ports = {connection.server.host.port: connection for connection in self.proxy.network.connections}
+        to_client, to_origin = ports[MemoryProxy.PORT], ports[MemoryProxy.ORIGIN_PORT]
+        # The proxy's writes to the client wait unread; the proxy has stopped reading the origin's.
+        self.assertLess(len(to_client.server.outgoing), 1_000_000)
+        self.assertFalse(to_origin.client.reading)
+        self.assertGreater(len(to_origin.server.outgoing), 2_000_000)
+        client.resume()
+        self.assertEqual(client.received().partition(b"\r\n\r\n")[2], b"x" * 4_000_000)

@@ -173,6 +173,22 @@ class MemoryClient:
         """
         return self.data
 
+    def pause(self) -> None:
+        """
+        Stop reading, like a slow client: what the proxy sends waits in the network (and backpressure follows).
+        """
+        assert self.protocol is not None and self.protocol.transport is not None, "not connected"
+        self.protocol.transport.pauseProducing()
+        self.proxy.flush()
+
+    def resume(self) -> None:
+        """
+        Read again.
+        """
+        assert self.protocol is not None and self.protocol.transport is not None, "not connected"
+        self.protocol.transport.resumeProducing()
+        self.proxy.flush()
+
     def close(self) -> None:
         assert self.protocol is not None and self.protocol.transport is not None, "not connected"
         self.protocol.transport.loseConnection()

@@ -183,3 +183,20 @@ class ListenProxyTests(TestCase):
         await self.proxy.stop()
         await deferLater(self.reactor, 0, lambda: None)
         self.assertTrue(refused(self.proxy.port))
+
+
+class StartProxyFromTwistedTests(TestCase):
+    """
+    ``start_proxy`` (what the pytest fixtures use) from a test running the global reactor: two reactors, real sockets.
+    """
+
+    async def test_agent_to_a_threaded_proxy(self) -> None:
+        """A Twisted client on the test's reactor talks to the proxy on its own reactor thread."""
+        from twisted.internet import reactor
+
+        proxy = start_proxy(origin=hello_site())
+        self.addCleanup(proxy.stop)
+        response = await Agent(reactor).request(b"GET", (proxy.url + "/hello").encode())
+        self.assertEqual(await readBody(response), b"hello from the origin")
+        self.assertIsNot(proxy.reactor, reactor)
+        self.assertEqual([seen.status for seen in proxy.requests], [200])
