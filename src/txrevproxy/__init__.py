@@ -8,6 +8,7 @@ from ._head import HeadLimits
 from ._request import ProxyRequest
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
+from ._tls import UpstreamTLS
 from ._upstream import PoolConfig, UpstreamPool
 from .resource import PassThroughProxyResource, ReverseProxyResource
 
@@ -24,4 +25,5 @@ __all__ = [
     "ReverseProxyResource",
     "TrustedNetworks",
     "UpstreamPool",
+    "UpstreamTLS",
 ]

@@ -506,6 +506,13 @@ class ProxySite(Site):
         self.gate = gate
         self.access_log = access_log
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """
+        What TLS listeners offer over ALPN: HTTP/1.1 only (``Site`` would also offer ``h2``, which the proxy's
+        channel does not speak).
+        """
+        return [b"http/1.1"]
+
     def log(self, request: object) -> None:
         if self.access_log is not None:
             self.access_log.log(request)

@@ -30,6 +30,7 @@ from twisted.internet.endpoints import (
     HostnameEndpoint,
     TCP4ClientEndpoint,
     TCP6ClientEndpoint,
+    wrapClientTLS,
 )
 from twisted.internet.interfaces import IDelayedCall, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -38,6 +39,7 @@ from twisted.python.failure import Failure
 
 from ._framing import LAST_CHUNK, ChunkedDecoder, Framing, FramingError, Kind, encode_chunk, response_framing
 from ._sending import send
+from ._tls import ClientTLS, UpstreamTLS, tls_failure
 from ._validate import InvalidResponse, ResponseHead, parse_response_head
 
 log = Logger(namespace="txrevproxy.upstream")
@@ -79,6 +81,7 @@ class PoolConfig:
         aborted (504 if no response has started, else the client connection is aborted too). Measured from the
         moment the connection's write buffer is full and the upload is paused until it has drained; an upstream
         that reads, but slower than that buffer (64 KiB) per ``send_timeout``, counts as stalled.
+    :ivar tls: how ``https://`` upstreams are verified (see :class:`~txrevproxy._tls.UpstreamTLS`).
     """
 
     max_idle: int = 128
@@ -86,6 +89,7 @@ class PoolConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     send_timeout: float = 60.0
+    tls: UpstreamTLS = UpstreamTLS()
 
 
 class ResponseReceiver(TypingProtocol):
@@ -434,12 +438,19 @@ class UpstreamProtocol(Protocol):
             receiver.upstreamAbandoned("the proxy is shutting down")
         elif state == "body" and self._framing is not None and self._framing.kind is Kind.CLOSE:
             receiver.responseEnd()
+        elif state == "head" and not self._got_bytes and (problem := self._tlsProblem(reason)):
+            receiver.upstreamFailed(f"TLS with upstream failed: {problem}", retryable=False)
         elif state == "head":
             # A kept-alive connection closed by the upstream just as it was reused: safe to retry elsewhere.
             retryable = self.requests_sent > 1 and not self._got_bytes
             receiver.upstreamFailed("upstream closed the connection before responding", retryable)
         elif state == "body":
             receiver.upstreamFailed("upstream closed the connection mid-body", retryable=False)
+
+    def _tlsProblem(self, reason: Failure | None) -> str | None:
+        if self.address.scheme != "https" or reason is None:
+            return None
+        return tls_failure(reason, self.transport, self.address.host)
 
 
 class ConnectTimeout(Exception):
@@ -466,13 +477,17 @@ class _OneShot(Factory):
         return self._proto
 
 
-def _endpoint(reactor: object, address: UpstreamAddress, timeout: float) -> object:
+def _endpoint(reactor: object, address: UpstreamAddress, timeout: float, tls: ClientTLS) -> object:
     host = address.host
     if isIPAddress(host):
-        return TCP4ClientEndpoint(reactor, host, address.port, timeout=timeout)
-    if isIPv6Address(host):
-        return TCP6ClientEndpoint(reactor, host, address.port, timeout=timeout)
-    return HostnameEndpoint(reactor, host.encode("idna"), address.port, timeout=timeout)
+        endpoint = TCP4ClientEndpoint(reactor, host, address.port, timeout=timeout)
+    elif isIPv6Address(host):
+        endpoint = TCP6ClientEndpoint(reactor, host, address.port, timeout=timeout)
+    else:
+        endpoint = HostnameEndpoint(reactor, host.encode("idna"), address.port, timeout=timeout)
+    if address.scheme == "https":
+        return wrapClientTLS(tls.creator(host), endpoint)
+    return endpoint
 
 
 class UpstreamPool:
@@ -487,6 +502,7 @@ class UpstreamPool:
     def __init__(self, reactor: object, config: PoolConfig = PoolConfig()) -> None:
         self.reactor = reactor
         self.config = config
+        self.tls = ClientTLS(config.tls)
         self.opened = 0
         self.connected = 0
         self.open = 0
@@ -522,7 +538,7 @@ class UpstreamPool:
         timeout = self.config.connect_timeout
         proto = UpstreamProtocol(self, address)
         # The endpoint's own timeout is a backstop; ours decides, and names itself.
-        d = _endpoint(self.reactor, address, timeout + 1).connect(_OneShot(proto))  # type: ignore[attr-defined]
+        d = _endpoint(self.reactor, address, timeout + 1, self.tls).connect(_OneShot(proto))  # type: ignore[attr-defined]
         d.addTimeout(timeout, self.reactor, onTimeoutCancel=_connect_timed_out)
         return d
 

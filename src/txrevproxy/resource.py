@@ -25,7 +25,7 @@ log = Logger(namespace="txrevproxy")
 
 def parse_upstream_url(url: str) -> tuple[UpstreamAddress, bytes]:
     """
-    ``http://host:port[/base-path]`` → the upstream address and base path (no trailing slash).
+    ``http[s]://host:port[/base-path]`` → the upstream address and base path (no trailing slash).
 
     Raises ``ValueError`` with a one-line message for anything else.
     """
@@ -34,8 +34,8 @@ def parse_upstream_url(url: str) -> tuple[UpstreamAddress, bytes]:
         port = parts.port
     except ValueError as e:
         raise ValueError(f"invalid upstream URL {url!r}: {e}") from None
-    if parts.scheme != "http":
-        raise ValueError(f"invalid upstream URL {url!r}: the scheme must be http")
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"invalid upstream URL {url!r}: the scheme must be http or https")
     if not parts.hostname:
         raise ValueError(f"invalid upstream URL {url!r}: no host")
     if parts.query or parts.fragment or parts.username or parts.password:
@@ -43,7 +43,8 @@ def parse_upstream_url(url: str) -> tuple[UpstreamAddress, bytes]:
     path = parts.path.rstrip("/").encode("ascii", "strict") if parts.path.isascii() else None
     if path is None:
         raise ValueError(f"invalid upstream URL {url!r}: the path must be ASCII (percent-encoded)")
-    return UpstreamAddress(parts.hostname, port or 80), path
+    default_port = 443 if parts.scheme == "https" else 80
+    return UpstreamAddress(parts.hostname, port or default_port, parts.scheme), path
 
 
 def _default_reactor() -> object:
@@ -70,6 +71,7 @@ class ReverseProxyResource(Resource):
     :param port: the upstream's port.
     :param path: the base path (``bytes``) the request path is appended to; no trailing slash.
     :param reactor: the reactor to connect with; the global one when ``None``.
+    :param scheme: ``"http"``, or ``"https"`` for TLS to the upstream (verified as ``config.pool.tls`` says).
     :param config: relay settings (timeouts, forwarding headers, pool); defaults when ``None``.
     :param access: the per-route access hook: clients this policy refuses are answered ``403`` with a short
         plain-text body and a log line, before anything is sent upstream. ``None`` (the default) lets every client
@@ -87,12 +89,14 @@ class ReverseProxyResource(Resource):
         config: ProxyConfig | None = None,
         pool: UpstreamPool | None = None,
         access: AccessPolicy | None = None,
+        scheme: str = "http",
     ) -> None:
         Resource.__init__(self)
         self.host = host
         self.port = port
         self.path = path
         self.reactor = reactor
+        self.scheme = scheme
         self.config = config or ProxyConfig()
         self._pool = pool
         self.access = access
@@ -107,10 +111,10 @@ class ReverseProxyResource(Resource):
         access: AccessPolicy | None = None,
     ) -> ReverseProxyResource:
         """
-        A resource relaying to the upstream named by ``http://host:port[/base-path]``.
+        A resource relaying to the upstream named by ``http[s]://host:port[/base-path]``.
         """
         address, path = parse_upstream_url(url)
-        return cls(address.host, address.port, path, reactor, config=config, access=access)
+        return cls(address.host, address.port, path, reactor, config=config, access=access, scheme=address.scheme)
 
     @property
     def pool(self) -> UpstreamPool:
@@ -129,6 +133,7 @@ class ReverseProxyResource(Resource):
             config=self.config,
             pool=self.pool,
             access=self.access,
+            scheme=self.scheme,
         )
         return child
 
@@ -164,9 +169,10 @@ class ReverseProxyResource(Resource):
     def _upstream(self) -> tuple[UpstreamAddress, bytes]:
         # The upstream's address and Host value, made once (host and port stay public attributes, as in Twisted).
         cache = self._upstream_cache
-        if cache is None or cache[0] != self.host or cache[1] != self.port:
+        if cache is None or cache[0] != self.host or cache[1] != self.port or cache[2].scheme != self.scheme:
+            address = UpstreamAddress(self.host, self.port, self.scheme)
             cache = self._upstream_cache = (
-                self.host, self.port, UpstreamAddress(self.host, self.port), host_header(self.host, self.port)
+                self.host, self.port, address, host_header(self.host, self.port, self.scheme)
             )
         return cache[2], cache[3]
 

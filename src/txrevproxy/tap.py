@@ -36,6 +36,7 @@ from ._gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 from ._head import HeadLimits
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
+from ._tls import ClientTLS, UpstreamTLS, check_listener, is_tls_port
 from ._upstream import PoolConfig
 from .resource import PassThroughProxyResource, parse_upstream_url
 
@@ -84,9 +85,26 @@ class Options(usage.Options):
     optFlags = [
         ["demo", None, "Start an embedded demo origin in this process and proxy to it."],
         ["preserve-host", None, "Send the client's Host header upstream instead of the upstream's."],
+        [
+            "upstream-insecure",
+            None,
+            "Do not verify an https:// upstream's certificate or name (logs a warning at start).",
+        ],
     ]
     optParameters = [
-        ["upstream", "u", None, "The upstream to relay to: http://host:port[/base-path]."],
+        ["upstream", "u", None, "The upstream to relay to: http[s]://host:port[/base-path]."],
+        [
+            "upstream-ca",
+            None,
+            None,
+            "PEM file of the CA certificates an https:// upstream is verified against (default: the system's).",
+        ],
+        [
+            "upstream-client-cert",
+            None,
+            None,
+            "PEM file with a private key and certificate offered to an https:// upstream (mutual TLS).",
+        ],
         ["access-log", None, "-", "Where to log each request: - (standard output), a file path, or off."],
         ["connect-timeout", None, 5.0, "Seconds to connect to the upstream before answering 504.", _seconds],
         [
@@ -163,6 +181,7 @@ class Options(usage.Options):
         """
         try:
             serverFromString(None, endpoint)
+            check_listener(endpoint)
         except (ValueError, KeyError, TypeError, OSError) as e:
             raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}") from None
         self["listen"].append(endpoint)
@@ -206,14 +225,36 @@ class Options(usage.Options):
             raise usage.UsageError("--upstream URL is required (or --demo)")
         if self["upstream"]:
             try:
-                parse_upstream_url(self["upstream"])
+                address, _ = parse_upstream_url(self["upstream"])
             except ValueError as e:
                 raise usage.UsageError(str(e)) from None
+            self._check_upstream_tls(address.scheme)
         try:
             self["trusted"] = TrustedNetworks.parse(self["trusted-proxy"])
         except ValueError as e:
             raise usage.UsageError(f"--trusted-proxy: {e}") from None
         self["access"] = _access_policy(self["allow"], self["deny"])
+
+    def upstream_tls(self) -> UpstreamTLS:
+        return UpstreamTLS(
+            ca_file=self["upstream-ca"],
+            client_cert=self["upstream-client-cert"],
+            insecure=bool(self["upstream-insecure"]),
+        )
+
+    def _check_upstream_tls(self, scheme: str) -> None:
+        tls = self.upstream_tls()
+        if scheme != "https":
+            for flag in ("upstream-ca", "upstream-client-cert", "upstream-insecure"):
+                if self[flag]:
+                    raise usage.UsageError(f"--{flag} needs an https:// upstream")
+            return
+        if tls.insecure and tls.ca_file:
+            raise usage.UsageError("give either --upstream-ca or --upstream-insecure, not both")
+        try:
+            ClientTLS(tls)
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         try:
@@ -247,6 +288,7 @@ class Options(usage.Options):
                 connect_timeout=self["connect-timeout"],
                 read_timeout=self["upstream-read-timeout"],
                 send_timeout=self["upstream-send-timeout"],
+                tls=self.upstream_tls(),
             ),
         )
 
@@ -320,7 +362,8 @@ def _url_of(port: object) -> str:
         return str(address)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{address.port}"
+    scheme = "https" if is_tls_port(port) else "http"
+    return f"{scheme}://{host}:{address.port}"
 
 
 class ProxyService(service.Service):
@@ -346,6 +389,12 @@ class ProxyService(service.Service):
         options = self.options
         upstream = _upstream_or_demo(self.reactor, options, self.ports)
         self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
+        if options["upstream-insecure"]:
+            log.warn(
+                "--upstream-insecure: the certificate and name of {upstream} are not verified; anyone on the path "
+                "can impersonate it",
+                upstream=upstream,
+            )
         self.gate = ConnectionGate(self.gate_config(), self.reactor)
         self.access_log = _open_access_log(options["access-log"], self.reactor)
         site = ProxySite(

@@ -218,7 +218,7 @@ def test_refused_client_on_a_tls_listener_is_closed_cleanly(
     pem = tmp_path / "server.pem"
     _self_signed_pem(pem)
     proxy = proxy_factory("--listen", f"ssl:0:interface=127.0.0.1:privateKey={pem}", "--deny", "127.0.0.0/8")
-    tls_port = int(proxy.wait_for_log(r"listening on http://127\.0\.0\.1:(\d+) \(ssl:").group(1))
+    tls_port = int(proxy.wait_for_log(r"listening on https://127\.0\.0\.1:(\d+) \(ssl:").group(1))
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection(("127.0.0.1", tls_port), timeout=SOCKET_TIMEOUT) as raw:
