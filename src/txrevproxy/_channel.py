@@ -31,10 +31,11 @@ from ._accesslog import AccessLog
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
 from ._gate import ConnectionGate, RefusedConnection
 from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
-from ._headers import values_of
+from ._headers import upgrade_offer, values_of
 from ._relay import error_body
 from ._request import ProxyRequest
 from ._sending import send
+from ._tunnel import Tunnel
 from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
@@ -100,7 +101,7 @@ class _UploadReading:
         pass
 
 
-IDLE, HEAD, BODY, WAITING, CLOSED = "idle", "head", "body", "waiting", "closed"
+IDLE, HEAD, BODY, WAITING, TUNNEL, CLOSED = "idle", "head", "body", "waiting", "tunnel", "closed"
 
 
 class ProxyChannel(HTTPChannel):
@@ -127,6 +128,7 @@ class ProxyChannel(HTTPChannel):
         self._send_paused_since: float | None = None
         self._timer: IDelayedCall | None = None
         self._idle_timeout: float | None = None
+        self._tunnel: Tunnel | None = None
 
     # -- connection ----------------------------------------------------------------------------------------
 
@@ -154,6 +156,8 @@ class ProxyChannel(HTTPChannel):
         self._arm()
 
     def connectionLost(self, reason: object) -> None:
+        if self._tunnel is not None:
+            self._tunnel.clientLost()
         gate, self.gate = self.gate, None
         if gate is not None:
             gate.closed()
@@ -165,6 +169,9 @@ class ProxyChannel(HTTPChannel):
 
     def dataReceived(self, data: bytes) -> None:
         if self.phase is CLOSED:
+            return
+        if self.phase is TUNNEL:
+            self._tunnel.fromClient(data)  # type: ignore[union-attr]
             return
         if self.phase is BODY and not self._in and not self._busy:
             # The common case of a body arriving: no copy through the buffer.
@@ -249,6 +256,10 @@ class ProxyChannel(HTTPChannel):
         self._body_size = 0
         if framing.kind is Kind.NONE:
             self._enter(WAITING)
+            request.upgrade = upgrade_offer(head.version, head.connection, head.headers)
+            if request.upgrade is not None:
+                # What follows may be the new protocol's bytes: nothing more is read until the answer says.
+                self._pauseReading("upgrade")
             request.headersReceived(head.method, head.target, head.version, framing)
             self._bodyComplete(request)
             return
@@ -362,9 +373,34 @@ class ProxyChannel(HTTPChannel):
             self.loseConnection()
             return
         self._enter(IDLE)
+        self._resumeReading("upgrade")
         self._resumeReading("pipeline")
         if self._in and not self._busy:
             self._process()
+
+    def switchProtocols(self, request: ProxyRequest, head: bytes, upstream: object, idle_timeout: float) -> Tunnel:
+        """
+        The upstream answered ``request`` with ``101``: send the client ``head`` and join this connection to the
+        ``upstream`` transport in a :class:`~txrevproxy._tunnel.Tunnel`; no more HTTP is parsed here.
+        """
+        send(self.transport, head)
+        request.code, request.code_message = 101, b"Switching Protocols"
+        self.site.log(request)
+        self.requests.remove(request)
+        self._handlingRequest = False
+        self.persistent = False
+        self.phase = TUNNEL
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        peer = self.transport.getPeer()
+        name = f"{getattr(peer, 'host', peer)} {request.uri.decode('latin-1')}"
+        tunnel = self._tunnel = Tunnel(self.transport, upstream, self._clock, idle_timeout, name)
+        pending, self._in = bytes(self._in), bytearray()
+        self._read_pauses.clear()
+        self.transport.resumeProducing()
+        tunnel.fromClient(pending)
+        return tunnel
 
     # -- reading and writing pauses ------------------------------------------------------------------------
 
@@ -387,6 +423,9 @@ class ProxyChannel(HTTPChannel):
         """
         The client stopped reading (our send buffer is full): pause the response and reading more requests.
         """
+        if self.phase is TUNNEL:
+            self._tunnel.clientFull()  # type: ignore[union-attr]
+            return
         self._waitingForTransport = True
         if self._requestProducer is not None:
             self._requestProducer.pauseProducing()
@@ -396,6 +435,9 @@ class ProxyChannel(HTTPChannel):
             self._arm()
 
     def resumeProducing(self) -> None:
+        if self.phase is TUNNEL:
+            self._tunnel.clientDrained()  # type: ignore[union-attr]
+            return
         self._waitingForTransport = False
         self._send_paused_since = None
         if self._requestProducer is not None:

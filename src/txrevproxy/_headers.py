@@ -237,3 +237,37 @@ class TrustedNetworks:
             return False
         addr = parse_address(ip)
         return addr is not None and first_match(addr, self.networks) is not None
+
+
+# -- protocol upgrades (RFC 9110 section 7.8) --------------------------------------------------------------------
+
+#: Upgrades never relayed: ``h2c`` asks the proxy itself (hop by hop) to switch to HTTP/2.
+NOT_RELAYED_UPGRADES = frozenset({b"h2c"})
+
+
+def upgrade_offer(
+    version: bytes, connection: frozenset[bytes], headers: Iterable[tuple[bytes, bytes]]
+) -> bytes | None:
+    """
+    The protocols an HTTP/1.1 request asks to switch to, as the ``Upgrade`` value to forward (``h2c`` left out), or
+    ``None`` when it asks for none: an ``Upgrade`` header counts only with ``upgrade`` named in ``Connection``.
+    """
+    if version != b"HTTP/1.1" or b"upgrade" not in connection:
+        return None
+    protocols = [p.strip() for value in values_of(headers, b"upgrade") for p in value.split(b",")]
+    kept = [p for p in protocols if p and _protocol_name(p) not in NOT_RELAYED_UPGRADES]
+    return b", ".join(kept) or None
+
+
+def upgrade_accepted(offer: bytes, headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """
+    Whether a ``101`` response's ``Upgrade`` names one protocol, one the request offered (by name; RFC 9110 lets the
+    server pick any version).
+    """
+    answers = [p.strip() for value in values_of(headers, b"upgrade") for p in value.split(b",") if p.strip()]
+    offered = {_protocol_name(p.strip()) for p in offer.split(b",")}
+    return len(answers) == 1 and _protocol_name(answers[0]) in offered
+
+
+def _protocol_name(protocol: bytes) -> bytes:
+    return protocol.split(b"/", 1)[0].strip().lower()

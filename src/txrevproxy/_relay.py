@@ -33,6 +33,7 @@ from ._headers import (
     values_of,
 )
 from ._upstream import TIMER_SLACK, ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
+from ._tunnel import Tunnel
 from ._validate import ResponseHead
 
 log = Logger(namespace="txrevproxy")
@@ -47,12 +48,17 @@ class ProxyConfig:
     :ivar preserve_host: send the client's ``Host`` upstream instead of the upstream's own.
     :ivar trusted: client networks whose ``X-Forwarded-*``/``Forwarded`` headers are appended to.
     :ivar pool: the upstream connection pool's settings.
+    :ivar upgrades: relay protocol upgrades (WebSocket, ...): an upstream's ``101`` turns the connection into a
+        tunnel. Off, ``Upgrade`` is dropped like any hop-by-hop header.
+    :ivar tunnel_idle_timeout: seconds a tunnel may carry no byte either way before both connections are closed.
     """
 
     response_timeout: float = 30.0
     preserve_host: bool = False
     trusted: TrustedNetworks = field(factory=TrustedNetworks)
     pool: PoolConfig = field(factory=PoolConfig)
+    upgrades: bool = True
+    tunnel_idle_timeout: float = 300.0
 
 
 @implementer(IPushProducer)
@@ -122,6 +128,9 @@ class Relay:
         if config.preserve_host:
             host = (values_of(incoming, b"host") or [host])[0]
         self.headers = upstream_request_headers(incoming, forwarding_context(request, incoming, config.trusted), host)
+        self.upgrade: bytes | None = getattr(request, "upgrade", None) if config.upgrades else None
+        if self.upgrade is not None:
+            self.headers += [(b"Connection", b"upgrade"), (b"Upgrade", self.upgrade)]
         self._proto: UpstreamProtocol | None = None
         self._connecting: defer.Deferred[UpstreamProtocol] | None = None
         self._retried = False
@@ -156,7 +165,7 @@ class Relay:
             return
         self.state = "sending"
         self._proto = proto
-        proto.sendRequest(self.method, self.target, self.headers, self.body.framing, self)
+        proto.sendRequest(self.method, self.target, self.headers, self.body.framing, self, self.upgrade)
         if self.body.framing.kind is Kind.NONE:
             self._requestSent()
         else:
@@ -271,6 +280,24 @@ class Relay:
             headers = request.responseHeaders  # type: ignore[attr-defined]
             for name, values in grouped.items():
                 headers.setRawHeaders(name, values)
+
+    def responseSwitching(self, head: ResponseHead) -> Tunnel | None:
+        """
+        ``101`` to a protocol the client offered: the client gets the ``101`` head and both connections become a
+        tunnel (the upstream protocol checked the offer).
+        """
+        self._cancelTimer()
+        if self.state != "sending" or self._proto is None:
+            return None
+        self.state = "done"
+        lines = [b"HTTP/1.1 101 ", head.reason or b"Switching Protocols", b"\r\n"]
+        for name, value in end_to_end(head.headers, REBUILT_RESPONSE, head.connection):
+            lines += (name, b": ", value, b"\r\n")
+        lines += (b"Connection: upgrade\r\nUpgrade: ", values_of(head.headers, b"upgrade")[0], b"\r\n\r\n")
+        channel = self.request.channel  # type: ignore[attr-defined]
+        return channel.switchProtocols(  # type: ignore[no-any-return]
+            self.request, b"".join(lines), self._proto.transport, self.config.tunnel_idle_timeout
+        )
 
     def responseWaiting(self) -> None:
         """

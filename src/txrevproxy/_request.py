@@ -37,6 +37,9 @@ class ProxyRequest(Request):
     """
 
     proxy_body: StreamingBody | None = None
+    #: The protocols the client asks to switch to (its ``Upgrade``, for a bodiless HTTP/1.1 request with
+    #: ``Connection: upgrade``), or ``None``; the channel has paused reading until the answer.
+    upgrade: bytes | None = None
     _cleanup_pending = False
     _header_list: list[tuple[bytes, bytes]] | None = None
     _headers: Headers | None = None

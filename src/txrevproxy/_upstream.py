@@ -39,7 +39,9 @@ from twisted.python.failure import Failure
 
 from ._framing import LAST_CHUNK, ChunkedDecoder, Framing, FramingError, Kind, encode_chunk, response_framing
 from ._sending import send
+from ._headers import upgrade_accepted
 from ._tls import ClientTLS, UpstreamTLS, tls_failure
+from ._tunnel import Tunnel
 from ._validate import InvalidResponse, ResponseHead, parse_response_head
 
 log = Logger(namespace="txrevproxy.upstream")
@@ -113,6 +115,11 @@ class ResponseReceiver(TypingProtocol):
         The upstream failed; ``status`` is what to answer if nothing was sent to the client yet (504 for timeouts).
         """
 
+    def responseSwitching(self, head: ResponseHead) -> Tunnel | None:
+        """
+        The upstream switched protocols (``101``): the tunnel its bytes go to from now on, or ``None`` to drop it.
+        """
+
     def upstreamAbandoned(self, reason: str) -> None:
         """
         The connection was closed by the proxy itself (shutting down), not by the upstream.
@@ -124,11 +131,14 @@ class UpstreamProtocol(Protocol):
     One HTTP/1.1 connection to an upstream, carrying one request at a time.
 
     States: ``idle`` (in the pool or just connected), ``head`` (request sent, reading the response head),
-    ``body`` (reading the response body), ``dead`` (never to be used again).
+    ``body`` (reading the response body), ``tunnel`` (after a ``101``: raw bytes to a tunnel), ``dead`` (never to be
+    used again).
     """
 
     idle_call: IDelayedCall | None = None
     idle_since: float | None = None  # when it went back into the pool
+    tunnel: Tunnel | None = None  # after a 101: where the upstream's bytes go
+    _upgrade: bytes | None = None
     _read_call: IDelayedCall | None = None
     _last_read = 0.0
 
@@ -164,12 +174,15 @@ class UpstreamProtocol(Protocol):
         headers: Sequence[tuple[bytes, bytes]],
         body: Framing,
         receiver: ResponseReceiver,
+        upgrade: bytes | None = None,
     ) -> None:
         """
         Write the request head; the body (if ``body`` says there is one) follows through :meth:`writeBody`.
+        ``upgrade``: the protocols offered in the request's ``Upgrade`` header, to which a ``101`` may switch.
         """
         assert self.state == "idle", self.state
         self.state = "head"
+        self._upgrade = upgrade
         self.requests_sent += 1
         self._receiver = receiver
         self._method = method
@@ -299,6 +312,8 @@ class UpstreamProtocol(Protocol):
             self._bodyReceived(data)
         elif state == "head":
             self._headReceived(data)
+        elif state == "tunnel":
+            self.tunnel.fromUpstream(data)  # type: ignore[union-attr]
         elif state == "idle":
             self._fail("upstream sent data while idle")
 
@@ -322,7 +337,7 @@ class UpstreamProtocol(Protocol):
                 return
             buffer = buffer[end + 4 :]
             if head.status == 101:
-                self._fail("unexpected 101 Switching Protocols")
+                self._switch(head, buffer)
                 return
             if head.status >= 200:
                 break
@@ -361,6 +376,30 @@ class UpstreamProtocol(Protocol):
             self._armReadDeadline(self.pool.config.read_timeout)
         if self.state == "body" and self._receiver is not None:
             self._receiver.responseWaiting()
+
+    def _switch(self, head: ResponseHead, rest: bytes) -> None:
+        """
+        ``101 Switching Protocols``: valid only to a protocol the request offered; the connection then carries the
+        new protocol's bytes, through the tunnel the receiver makes, and never returns to the pool.
+        """
+        if self._upgrade is None:
+            self._fail("unexpected 101 Switching Protocols")
+            return
+        if not upgrade_accepted(self._upgrade, head.headers):
+            self._fail("101 Switching Protocols to a protocol the client did not offer")
+            return
+        self.state = "tunnel"
+        self._buffer = b""
+        self._head_expired = None
+        self._stopReadDeadline()
+        receiver, self._receiver = self._receiver, None
+        assert receiver is not None
+        self.tunnel = receiver.responseSwitching(head)
+        if self.tunnel is None:
+            self.state = "dead"
+            self.transport.abortConnection()
+        elif rest:
+            self.tunnel.fromUpstream(rest)
 
     def _deliver(self, data: bytes) -> None:
         if self._receiver is not None:
@@ -430,6 +469,8 @@ class UpstreamProtocol(Protocol):
         self._stopReadDeadline()
         self.pool.open -= 1
         self.pool.forget(self)
+        if state == "tunnel" and self.tunnel is not None:
+            self.tunnel.upstreamLost()
         receiver, self._receiver = self._receiver, None
         if receiver is None:
             return

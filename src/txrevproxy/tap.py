@@ -85,6 +85,7 @@ class Options(usage.Options):
     optFlags = [
         ["demo", None, "Start an embedded demo origin in this process and proxy to it."],
         ["preserve-host", None, "Send the client's Host header upstream instead of the upstream's."],
+        ["no-upgrade", None, "Do not relay protocol upgrades (WebSocket, ...): Upgrade is dropped as hop-by-hop."],
         [
             "upstream-insecure",
             None,
@@ -154,6 +155,13 @@ class Options(usage.Options):
             60.0,
             "Seconds the upstream may leave a request body upload stalled before it is aborted: 504, or the client "
             "connection aborted if the response has started.",
+            _seconds,
+        ],
+        [
+            "tunnel-idle-timeout",
+            None,
+            300.0,
+            "Seconds an upgraded connection (WebSocket, ...) may carry no bytes either way before it is closed.",
             _seconds,
         ],
         [
@@ -290,6 +298,8 @@ class Options(usage.Options):
                 send_timeout=self["upstream-send-timeout"],
                 tls=self.upstream_tls(),
             ),
+            upgrades=not self["no-upgrade"],
+            tunnel_idle_timeout=self["tunnel-idle-timeout"],
         )
 
 

@@ -1,0 +1,148 @@
+"""
+A byte tunnel between a client and an upstream connection, after a ``101 Switching Protocols`` (WebSocket and
+other upgrades).
+
+Bytes from each side are written to the other as they arrive. Backpressure runs both ways: when one side's send
+buffer is full, reading from the other side pauses until it drains, so nothing is buffered beyond the transports'
+own buffers. When either side closes, the other is closed after what is buffered for it has been sent. No bytes in
+either direction for ``idle_timeout`` seconds abort both (one lazy timer per tunnel, not one per write).
+
+The two ends are plain transports; the owners of the connections feed :meth:`Tunnel.fromClient` /
+:meth:`Tunnel.fromUpstream` and report losses and a full client buffer, so this module knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+log = Logger(namespace="txrevproxy")
+
+#: A deadline DelayedCall that fires this close to its deadline counts as expired.
+TIMER_SLACK = 0.001
+
+
+@implementer(IPushProducer)
+class _ClientReads:
+    """
+    Registered on the upstream transport: its send buffer full pauses reading from the client.
+    """
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+
+    def pauseProducing(self) -> None:
+        self.tunnel.client.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if not self.tunnel.closed:
+            self.tunnel.client.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass  # the upstream's loss is reported through upstreamLost
+
+
+class Tunnel:
+    """
+    Joins the ``client`` and ``upstream`` transports.
+
+    :ivar sent_up: bytes relayed from the client to the upstream.
+    :ivar sent_down: bytes relayed from the upstream to the client.
+    """
+
+    def __init__(self, client: Any, upstream: Any, reactor: Any, idle_timeout: float, name: str = "") -> None:
+        self.client = client
+        self.upstream = upstream
+        self.reactor = reactor
+        self.idle_timeout = idle_timeout
+        self.name = name
+        self.sent_up = 0
+        self.sent_down = 0
+        self.closed = False
+        self._last = reactor.seconds()
+        self._timer: IDelayedCall | None = None
+        upstream.registerProducer(_ClientReads(self), True)
+        if idle_timeout:
+            self._timer = reactor.callLater(idle_timeout, self._checkIdle)
+
+    # -- bytes ---------------------------------------------------------------------------------------------
+
+    def fromClient(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        self._last = self.reactor.seconds()
+        self.sent_up += len(data)
+        self.upstream.write(data)
+
+    def fromUpstream(self, data: bytes) -> None:
+        if self.closed or not data:
+            return
+        self._last = self.reactor.seconds()
+        self.sent_down += len(data)
+        self.client.write(data)
+
+    # -- the client's send buffer ----------------------------------------------------------------------------
+
+    def clientFull(self) -> None:
+        """
+        The client is not keeping up: stop reading from the upstream.
+        """
+        if not self.closed:
+            self.upstream.pauseProducing()
+
+    def clientDrained(self) -> None:
+        if not self.closed:
+            self.upstream.resumeProducing()
+
+    # -- ends ----------------------------------------------------------------------------------------------
+
+    def clientLost(self) -> None:
+        self._close("the client closed the connection", self.upstream)
+
+    def upstreamLost(self) -> None:
+        self._close("the upstream closed the connection", self.client)
+
+    def _close(self, why: str, other: Any) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._stopTimer()
+        self.upstream.unregisterProducer()
+        other.loseConnection()  # after what is buffered for it is sent
+        log.info(
+            "tunnel {name} closed: {why}; {up} bytes up, {down} bytes down",
+            name=self.name,
+            why=why,
+            up=self.sent_up,
+            down=self.sent_down,
+        )
+
+    # -- the idle deadline ------------------------------------------------------------------------------------
+
+    def _checkIdle(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        remaining = self._last + self.idle_timeout - self.reactor.seconds()
+        if remaining > TIMER_SLACK:
+            self._timer = self.reactor.callLater(remaining, self._checkIdle)
+            return
+        self.closed = True
+        self.upstream.unregisterProducer()
+        log.info(
+            "tunnel {name} idle for {timeout:g}s: closed; {up} bytes up, {down} bytes down",
+            name=self.name,
+            timeout=self.idle_timeout,
+            up=self.sent_up,
+            down=self.sent_down,
+        )
+        self.client.abortConnection()
+        self.upstream.abortConnection()
+
+    def _stopTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
