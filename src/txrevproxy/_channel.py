@@ -36,6 +36,7 @@ from ._relay import error_body
 from ._request import ProxyRequest
 from ._sending import send
 from ._tunnel import Tunnel
+from ._h2 import MAX_STREAMS, NegotiatedChannel
 from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
@@ -378,6 +379,19 @@ class ProxyChannel(HTTPChannel):
         if self._in and not self._busy:
             self._process()
 
+    def leaveForHTTP2(self) -> ConnectionGate | None:
+        """
+        ALPN chose HTTP/2 for this TLS connection, before any byte was read: stop serving it (another protocol takes
+        the transport) and hand over the connection gate's slot.
+        """
+        self._networkProducer.unregisterProducer()
+        self.phase = CLOSED
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        gate, self.gate = self.gate, None
+        return gate
+
     def switchProtocols(self, request: ProxyRequest, head: bytes, upstream: object, idle_timeout: float) -> Tunnel:
         """
         The upstream answered ``request`` with ``101``: send the client ``head`` and join this connection to the
@@ -521,6 +535,8 @@ class ProxySite(Site):
 
     :param client: limits and deadlines for client connections.
     :param access_log: where answered requests are logged (none when ``None``).
+    :param http2: offer HTTP/2 over ALPN (for a site served on TLS listeners; see :mod:`txrevproxy._h2`).
+    :param max_streams: HTTP/2 streams a connection may have open at once.
     :param timeout: seconds a connection may sit idle between requests (default :data:`IDLE_TIMEOUT`).
     """
 
@@ -532,6 +548,11 @@ class ProxySite(Site):
     gate: ConnectionGate | None = None
     #: Refuse with a protocol that closes at once instead of ``None`` (needed behind a TLS wrapping factory).
     refuse_by_closing = False
+    #: Serve HTTP/2 to clients that choose it over ALPN: for a site behind TLS listeners only (on plain TCP every
+    #: connection is HTTP/1.1, without the per-connection protocol choice this costs).
+    http2 = False
+    #: HTTP/2 streams one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).
+    max_streams = MAX_STREAMS
 
     def __init__(
         self,
@@ -540,6 +561,8 @@ class ProxySite(Site):
         client: ClientConfig | None = None,
         gate: ConnectionGate | None = None,
         access_log: AccessLog | None = None,
+        http2: bool = False,
+        max_streams: int = MAX_STREAMS,
         **kwargs: object,
     ) -> None:
         kwargs.setdefault("timeout", IDLE_TIMEOUT)
@@ -547,13 +570,14 @@ class ProxySite(Site):
         self.client = client or ClientConfig()
         self.gate = gate
         self.access_log = access_log
+        self.http2 = http2
+        self.max_streams = max_streams
 
     def acceptableProtocols(self) -> list[bytes]:
         """
-        What TLS listeners offer over ALPN: HTTP/1.1 only (``Site`` would also offer ``h2``, which the proxy's
-        channel does not speak).
+        What TLS listeners offer over ALPN: ``h2`` then ``http/1.1`` when :attr:`http2` is on, else ``http/1.1``.
         """
-        return [b"http/1.1"]
+        return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
     def log(self, request: object) -> None:
         if self.access_log is not None:
@@ -576,4 +600,6 @@ class ProxySite(Site):
         if self.gate is not None:
             self.gate.opened()
             channel.gate = self.gate
+        if self.http2:
+            return NegotiatedChannel(channel, self)
         return channel

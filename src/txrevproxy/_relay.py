@@ -83,6 +83,9 @@ def request_header_list(request: object) -> list[tuple[bytes, bytes]]:
     return [(name, v) for name, values in request.requestHeaders.getAllRawHeaders() for v in values]  # type: ignore[attr-defined]
 
 
+_VIA_VERSIONS = {b"HTTP/1.0": b"1.0", b"HTTP/2": b"2"}
+
+
 def forwarding_context(request: object, headers: list[tuple[bytes, bytes]], trusted: TrustedNetworks) -> ForwardingContext:
     peer = request.getClientAddress()  # type: ignore[attr-defined]
     ip = getattr(peer, "host", None) or "unknown"
@@ -92,7 +95,7 @@ def forwarding_context(request: object, headers: list[tuple[bytes, bytes]], trus
         proto=b"https" if request.isSecure() else b"http",  # type: ignore[attr-defined]
         host=hosts[0] if hosts else None,
         trusted=ip in trusted,
-        version=b"1.0" if request.clientproto == b"HTTP/1.0" else b"1.1",  # type: ignore[attr-defined]
+        version=_VIA_VERSIONS.get(request.clientproto, b"1.1"),  # type: ignore[attr-defined]
     )
 
 
@@ -278,6 +281,7 @@ class Relay:
             if length is not None:
                 grouped[b"Content-Length"] = [b"%d" % (length,)]
             headers = request.responseHeaders  # type: ignore[attr-defined]
+            headers.removeHeader(b"server")  # Twisted's own, set before rendering: the upstream's (if any) is relayed
             for name, values in grouped.items():
                 headers.setRawHeaders(name, values)
 
@@ -369,7 +373,7 @@ class Relay:
                 upstream=str(self.address),
             )
             self._stopDownloading()
-            self.request.transport.abortConnection()  # type: ignore[attr-defined]
+            abort_client(self.request)
 
     def upstreamAbandoned(self, reason: str) -> None:
         """
@@ -392,9 +396,7 @@ class Relay:
         )
         if streaming:
             self._stopDownloading()
-        transport = getattr(self.request, "transport", None)
-        if transport is not None:
-            transport.abortConnection()
+        abort_client(self.request)
 
     # -- backpressure and cancellation -------------------------------------------------------------------
 
@@ -451,6 +453,20 @@ class Relay:
             upstream=str(self.address),
         )
         respond_error(self.request, status)
+
+
+def abort_client(request: object) -> None:
+    """
+    End the client's side of ``request`` at once: abort its connection, or on HTTP/2 reset its stream (an HTTP/2
+    request has no transport of its own; its channel is the stream).
+    """
+    transport = getattr(request, "transport", None)
+    if transport is not None:
+        transport.abortConnection()
+        return
+    abort = getattr(getattr(request, "channel", None), "abortConnection", None)
+    if abort is not None:
+        abort()
 
 
 def error_body(status: int) -> bytes:

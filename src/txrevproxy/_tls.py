@@ -45,6 +45,13 @@ def is_tls_port(port: object) -> bool:
     return isinstance(getattr(port, "factory", None), TLSMemoryBIOFactory)
 
 
+def is_tls_endpoint(description: str) -> bool:
+    """
+    Whether a ``--listen`` endpoint string is a TLS one (``ssl:`` or ``tls:``).
+    """
+    return description.partition(":")[0] in ("ssl", "tls")
+
+
 def check_listener(description: str) -> None:
     """
     For a ``tls:DIR`` listener, that ``DIR`` holds at least one private key with its certificate; raises

@@ -36,7 +36,7 @@ from ._gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 from ._head import HeadLimits
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
-from ._tls import ClientTLS, UpstreamTLS, check_listener, is_tls_port
+from ._tls import ClientTLS, UpstreamTLS, check_listener, is_tls_endpoint, is_tls_port
 from ._upstream import PoolConfig
 from .resource import PassThroughProxyResource, parse_upstream_url
 
@@ -85,6 +85,7 @@ class Options(usage.Options):
     optFlags = [
         ["demo", None, "Start an embedded demo origin in this process and proxy to it."],
         ["preserve-host", None, "Send the client's Host header upstream instead of the upstream's."],
+        ["no-http2", None, "Do not offer HTTP/2 (ALPN h2) on TLS listeners: HTTP/1.1 only."],
         ["no-upgrade", None, "Do not relay protocol upgrades (WebSocket, ...): Upgrade is dropped as hop-by-hop."],
         [
             "upstream-insecure",
@@ -157,6 +158,7 @@ class Options(usage.Options):
             "connection aborted if the response has started.",
             _seconds,
         ],
+        ["max-streams", None, 100, "HTTP/2 streams a client connection may have open at once.", _number(int, 1)],
         [
             "tunnel-idle-timeout",
             None,
@@ -419,11 +421,13 @@ class ProxyService(service.Service):
             self._adopt(site)
             service.Service.privilegedStartService(self)
             return
+        tls_site = self._tls_site(site)
         for description in options["listen"]:
-            port = _listen_now(self.reactor, description, site)
+            served = tls_site if is_tls_endpoint(description) else site
+            port = _listen_now(self.reactor, description, served)
             self.ports.append(port)
-            if _wraps(port, site):
-                site.refuse_by_closing = True
+            if _wraps(port, served):
+                served.refuse_by_closing = True
             self._guard(port)
             log.info(
                 "txrevproxy listening on {url} ({description}), relaying to {upstream}",
@@ -434,6 +438,23 @@ class ProxyService(service.Service):
             if options["demo"]:
                 log.info("demo: try  curl -i {url}/", url=_url_of(port))
         service.Service.privilegedStartService(self)
+
+    def _tls_site(self, site: ProxySite) -> ProxySite:
+        """
+        The site for TLS listeners: the same proxy, offering HTTP/2 over ALPN unless ``--no-http2``.
+        """
+        if self.options["no-http2"]:
+            return site
+        return ProxySite(
+            site.resource,
+            timeout=self.options["idle-timeout"],
+            reactor=self.reactor,
+            client=site.client,
+            gate=site.gate,
+            access_log=site.access_log,
+            http2=True,
+            max_streams=self.options["max-streams"],
+        )
 
     def _guard(self, port: object) -> None:
         # Pause accepting on this port when descriptors run out (see _fdlimit.AcceptBackoff).

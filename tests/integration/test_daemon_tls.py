@@ -55,12 +55,13 @@ def get(sock: ssl.SSLSocket, target: str, host: str) -> tuple[int, bytes]:
 
 
 def test_ssl_listener(proxy_factory: Callable[..., object], ca: TestCA) -> None:
-    """An ssl: listener serves its certificate, offers HTTP/1.1 over ALPN and tells the upstream the proto is https."""
+    """An ssl: listener serves its certificate, HTTP/1.1 to a client that asks for it over ALPN, and tells the
+    upstream the proto is https."""
     leaf = ca.issue("localhost")
     proxy = proxy_factory("--listen", f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}")
     port = tls_port(proxy)
     context = ssl.create_default_context(cafile=str(ca.ca_file))
-    context.set_alpn_protocols(["h2", "http/1.1"])
+    context.set_alpn_protocols(["http/1.1"])
     with handshake(port, context, "localhost") as sock:
         assert sock.selected_alpn_protocol() == "http/1.1"
         status, body = get(sock, "/echo", "localhost")
@@ -68,6 +69,17 @@ def test_ssl_listener(proxy_factory: Callable[..., object], ca: TestCA) -> None:
     headers = dict((name.lower(), value) for name, value in json.loads(body)["headers"])
     assert headers["x-forwarded-proto"] == "https"
     assert "proto=https" in headers["forwarded"]
+
+
+@pytest.mark.parametrize(("flags", "chosen"), [((), "h2"), (("--no-http2",), "http/1.1")])
+def test_alpn(proxy_factory: Callable[..., object], ca: TestCA, flags: tuple[str, ...], chosen: str) -> None:
+    """A TLS listener prefers h2 over ALPN, or offers HTTP/1.1 alone with --no-http2."""
+    leaf = ca.issue("localhost")
+    proxy = proxy_factory("--listen", f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}", *flags)
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with handshake(tls_port(proxy), context, "localhost") as sock:
+        assert sock.selected_alpn_protocol() == chosen
 
 
 def test_sni_listener(proxy_factory: Callable[..., object], ca: TestCA, tmp_path: Path) -> None:

@@ -1,0 +1,143 @@
+"""
+HTTP/2 through the real daemon on an ssl: listener, with an h2 client (tests/_h2client.py) in front of the fake
+origin: requests and bodies, many streams on one connection, per-stream backpressure, limits and validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from _certs import TestCA
+from _h2client import H2Client
+
+
+@pytest.fixture
+def h2(proxy_factory: Callable[..., object], tmp_path) -> Iterator[Callable[..., tuple[object, H2Client]]]:
+    ca = TestCA(tmp_path / "ca")
+    leaf = ca.issue("localhost")
+    clients: list[H2Client] = []
+
+    def start(*flags: str, validate: bool = True, **kwargs: object) -> tuple[object, H2Client]:
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}"
+        proxy = proxy_factory("--listen", listen, *flags, **kwargs)
+        port = int(proxy.wait_for_log(r"listening on https://127\.0\.0\.1:(\d+)").group(1))  # type: ignore[attr-defined]
+        client = H2Client(port, str(ca.ca_file), validate=validate)
+        clients.append(client)
+        return proxy, client
+
+    yield start
+    for client in clients:
+        client.close()
+
+
+def echoed(stream: object) -> dict:
+    return json.loads(bytes(stream.data))  # type: ignore[attr-defined]
+
+
+def test_get(h2) -> None:
+    """A GET over HTTP/2 is relayed: Host from :authority, forwarding headers, Via 2, lowercase response headers."""
+    proxy, client = h2()
+    [stream] = client.wait(client.request("GET", "/echo?x=1", [(b"x-test", b"yes")]))
+    assert stream.status == 200 and stream.ended
+    seen = echoed(stream)
+    assert seen["target"] == "/echo?x=1"
+    headers = {name.lower(): value for name, value in seen["headers"]}
+    assert headers["x-forwarded-host"] == client.authority.decode()
+    assert headers["x-forwarded-proto"] == "https" and headers["via"] == "2 txrevproxy"
+    assert headers["x-test"] == "yes"
+    assert all(name == name.lower() for name in stream.headers)
+    assert b"connection" not in stream.headers and b"transfer-encoding" not in stream.headers
+    proxy.wait_for_log(r'"GET /echo\?x=1 HTTP/2" 200 ')  # type: ignore[attr-defined]
+
+
+def test_post_body(h2) -> None:
+    """A request body over several DATA frames reaches the upstream whole."""
+    _, client = h2()
+    body = bytes(range(256)) * 4096  # 1 MiB
+    [stream] = client.wait(client.request("POST", "/upload", [(b"content-length", str(len(body)).encode())], body))
+    assert echoed(stream) == {"body_length": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+
+
+def test_concurrent_streams(h2, origin) -> None:
+    """Twenty streams at once on one connection all get their own answers."""
+    _, client = h2()
+    ids = [client.request("GET", f"/echo/{index}") for index in range(20)]
+    streams = client.wait(*ids)
+    assert [echoed(stream)["target"] for stream in streams] == [f"/echo/{index}" for index in range(20)]
+
+
+def test_slow_reader_pauses_the_upstream(h2, origin) -> None:
+    """A stream whose window stays shut stops the upstream read: the origin has written far less than the body."""
+    _, client = h2()
+    client.acknowledge = False
+    size = 32 * 1024 * 1024
+    stream_id = client.request("GET", f"/bytes?n={size}&sndbuf=65536")
+    client.read_for(stream_id, 65535)  # the initial window's worth
+    written = origin.stats()["bytes_written"]
+    assert written < 8 * 1024 * 1024, written
+    client.acknowledge = True
+    client.conn.acknowledge_received_data(len(client.streams[stream_id].data), stream_id)
+    client._flush()
+    [stream] = client.wait(stream_id)
+    assert len(stream.data) == size and stream.ended
+
+
+def test_truncated_response_resets_the_stream(h2) -> None:
+    """A response the upstream cut short is never ended normally: the stream is reset."""
+    _, client = h2()
+    [stream] = client.wait(client.request("GET", "/truncate?declared=100000&send=50000"))
+    assert stream.reset is not None and not stream.ended
+
+
+def test_body_too_large(h2) -> None:
+    """A body over --max-body-size gets 413 and nothing goes upstream; the connection goes on."""
+    _, client = h2("--max-body-size", "1k")
+    big = client.request("POST", "/upload", [(b"content-length", b"4096")], b"x" * 4096)
+    small = client.request("GET", "/echo")
+    too_large, fine = client.wait(big, small)
+    assert too_large.status == 413 and fine.status == 200
+
+
+def test_no_authority(h2, origin) -> None:
+    """A request with neither :authority nor host ends the connection with PROTOCOL_ERROR; nothing goes upstream."""
+    _, client = h2(validate=False)
+    client.request("GET", "/echo", authority=False)
+    client.wait(*client.streams)
+    assert client.terminated is not None and client.terminated.error_code == 1
+    assert origin.stats()["requests"] == 0
+
+
+def test_connection_specific_header(h2) -> None:
+    """A connection-specific header ends the connection with PROTOCOL_ERROR; nothing goes upstream."""
+    _, client = h2(validate=False)
+    client.request("GET", "/echo", [(b"connection", b"keep-alive")])
+    client.wait(*client.streams)
+    assert client.terminated is not None and client.terminated.error_code == 1
+
+
+def test_content_length_disagreeing(h2, origin) -> None:
+    """A content-length the DATA does not match ends the connection and the request is never relayed."""
+    _, client = h2(validate=False)
+    client.request("POST", "/upload", [(b"content-length", b"10")], b"12345")
+    client.wait(*client.streams)
+    assert client.terminated is not None
+    assert origin.stats()["requests"] == 0
+
+
+def test_settings_announced(h2) -> None:
+    """The stream and header-list limits are announced in SETTINGS."""
+    _, client = h2("--max-streams", "7", "--max-header-size", "16k")
+    client.wait(client.request("GET", "/echo"))
+    assert client.remote_settings[0x3] == 7  # MAX_CONCURRENT_STREAMS
+    assert client.remote_settings[0x6] == 16384  # MAX_HEADER_LIST_SIZE
+
+
+def test_upstream_down(h2) -> None:
+    """An unreachable upstream gets the stream a 502."""
+    _, client = h2(upstream="http://127.0.0.1:9")
+    [stream] = client.wait(client.request("GET", "/"))
+    assert stream.status == 502
