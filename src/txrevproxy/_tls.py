@@ -52,6 +52,24 @@ def is_tls_endpoint(description: str) -> bool:
     return description.partition(":")[0] in ("ssl", "tls")
 
 
+def tls_layers(endpoint: object) -> tuple[object, object] | None:
+    """
+    For a TLS server endpoint (``ssl:`` or ``tls:``), the TCP endpoint under it and what makes its TLS connections
+    (a context factory or a connection creator), so that a socket bound elsewhere (``--workers``) can be served the
+    same way; ``None`` for any other endpoint. Reads the endpoints' own attributes, stable across Twisted releases.
+    """
+    from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+    from twisted.protocols._sni import TLSServerEndpoint
+
+    if isinstance(endpoint, SSL4ServerEndpoint):
+        family = TCP6ServerEndpoint if ":" in endpoint._interface else TCP4ServerEndpoint  # type: ignore[attr-defined]
+        tcp = family(None, endpoint._port, endpoint._backlog, endpoint._interface)  # type: ignore[attr-defined]
+        return tcp, endpoint._sslContextFactory  # type: ignore[attr-defined]
+    if isinstance(endpoint, TLSServerEndpoint):
+        return endpoint.endpoint, endpoint.connectionCreator
+    return None
+
+
 def check_listener(description: str) -> None:
     """
     For a ``tls:DIR`` listener, that ``DIR`` holds at least one private key with its certificate; raises

@@ -18,6 +18,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from ._access import AccessPolicy
@@ -36,7 +37,7 @@ from ._gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 from ._head import HeadLimits
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
-from ._tls import ClientTLS, UpstreamTLS, check_listener, is_tls_endpoint, is_tls_port
+from ._tls import ClientTLS, UpstreamTLS, check_listener, is_tls_endpoint, is_tls_port, tls_layers
 from ._upstream import PoolConfig
 from .resource import PassThroughProxyResource, parse_upstream_url
 
@@ -471,8 +472,14 @@ class ProxyService(service.Service):
         # A process group of its own: a signal to the supervisor's group (Ctrl-C in a terminal, a service manager
         # stopping it) reaches the supervisor alone, which stops each worker once, with SIGTERM.
         os.setpgid(0, 0)
+        tls_site = self._tls_site(site)
         for listener in self.options["inherit"]:
-            port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, site)  # type: ignore[attr-defined]
+            layers = tls_layers(serverFromString(self.reactor, listener.description))
+            served: object = site
+            if layers is not None:
+                tls_site.refuse_by_closing = True
+                served = TLSMemoryBIOFactory(layers[1], False, tls_site)
+            port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, served)  # type: ignore[attr-defined]
             os.close(listener.fd)
             self.ports.append(port)
             self._guard(port)
@@ -605,10 +612,14 @@ class SupervisorService(service.MultiService):
     def _listen(self, description: str, count: int) -> tuple[list[int], str, str]:
         """
         Bind ``description`` for ``count`` workers: the descriptor of each worker's socket, the address family and
-        the URL. TCP gets a socket per worker (``SO_REUSEPORT``); a UNIX socket is shared. Exits with a one-line
-        error when the endpoint cannot be bound or handed to a worker (TLS, for now).
+        the URL. TCP gets a socket per worker (``SO_REUSEPORT``), TLS too (each worker does TLS on its own); a UNIX
+        socket is shared. Exits with a one-line error when the endpoint cannot be bound or handed to a worker.
         """
         endpoint = serverFromString(self.reactor, description)
+        layers = tls_layers(endpoint)
+        scheme = "https" if layers is not None else "http"
+        if layers is not None:
+            endpoint = layers[0]  # the workers bind the TCP socket, and each serves TLS on it itself
         if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
             # The endpoint's own parse of the description; these attributes have been stable for a decade.
             family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
@@ -619,7 +630,7 @@ class SupervisorService(service.MultiService):
                 raise SystemExit(1) from None
             self.sockets += sockets
             host, port = sockets[0].getsockname()[:2]
-            url = f"http://[{host}]:{port}" if family == socket.AF_INET6 else f"http://{host}:{port}"
+            url = f"{scheme}://[{host}]:{port}" if family == socket.AF_INET6 else f"{scheme}://{host}:{port}"
             return [sock.fileno() for sock in sockets], family_name(family) or "", url
         factory = Factory.forProtocol(Protocol)
         factory.noisy = False

@@ -10,6 +10,10 @@ import re
 import signal
 import socket
 import time
+import http.client
+import ssl
+
+from _certs import TestCA
 
 from test_daemon_access import _self_signed_pem as self_signed_pem
 
@@ -106,15 +110,25 @@ def test_workers_stop_when_the_supervisor_is_killed(proxy_factory):
     _wait_gone(list(pids.values()))
 
 
-def test_tls_listener_is_a_clear_error(run_daemon, tmp_path):
-    """--workers with a listener it cannot hand to workers (TLS, for now) ends with one line and status 2."""
-    pem = tmp_path / "server.pem"
-    self_signed_pem(pem)
-    result = run_daemon("--demo", "--workers", "2", "--listen", f"ssl:0:interface=127.0.0.1:privateKey={pem}")
-    assert result.returncode == 2
-    # (twistd has sent stderr into its log, on stdout, by then)
-    assert "txrevproxy: error: --workers cannot share --listen ssl:" in result.stderr + result.stdout
-    assert "Traceback" not in result.stderr + result.stdout
+def test_workers_serve_tls(proxy_factory, tmp_path):
+    """Each worker serves an ssl: listener itself: HTTPS requests are answered and h2 is offered."""
+    ca = TestCA(tmp_path / "ca")
+    leaf = ca.issue("localhost", "127.0.0.1")
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}"
+    proxy = proxy_factory("--workers", "2", "--listen", listen)
+    port = int(proxy.wait_for_log(r"listening on https://127\.0\.0\.1:(\d+) \(ssl:").group(1))
+    assert len(_worker_pids(proxy, 2)) == 2
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT), server_hostname="localhost") as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+    context.set_alpn_protocols(["http/1.1"])
+    for _ in range(10):  # new connections, spread over the workers' sockets
+        connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=TIMEOUT, context=context)
+        connection.request("GET", "/echo")
+        assert connection.getresponse().status == 200
+        connection.close()
+    assert "Traceback" not in "\n".join(proxy.log_lines())
 
 
 def test_missing_key_file_is_a_clear_error(run_daemon, tmp_path):
