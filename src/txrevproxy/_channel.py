@@ -30,13 +30,13 @@ from zope.interface import implementer
 from ._accesslog import AccessLog
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
 from ._gate import ConnectionGate, RefusedConnection
+from ._h2 import MAX_STREAMS, NegotiatedChannel
 from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
 from ._headers import upgrade_offer, values_of
 from ._relay import error_body
 from ._request import ProxyRequest
 from ._sending import send
 from ._tunnel import Tunnel
-from ._h2 import MAX_STREAMS, NegotiatedChannel
 from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
@@ -163,9 +163,7 @@ class ProxyChannel(HTTPChannel):
         if gate is not None:
             gate.closed()
         self.phase = CLOSED
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stopTimer()
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
@@ -386,9 +384,7 @@ class ProxyChannel(HTTPChannel):
         """
         self._networkProducer.unregisterProducer()
         self.phase = CLOSED
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stopTimer()
         gate, self.gate = self.gate, None
         return gate
 
@@ -404,9 +400,7 @@ class ProxyChannel(HTTPChannel):
         self._handlingRequest = False
         self.persistent = False
         self.phase = TUNNEL
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._stopTimer()
         peer = self.transport.getPeer()
         name = f"{getattr(peer, 'host', peer)} {request.uri.decode('latin-1')}"
         tunnel = self._tunnel = Tunnel(self.transport, upstream, self._clock, idle_timeout, name)
@@ -496,6 +490,11 @@ class ProxyChannel(HTTPChannel):
             self._timer = self._clock.callLater(delay, self._check)
         elif self._timer.getTime() > deadline[0]:
             self._timer.reset(delay)
+
+    def _stopTimer(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     def _check(self) -> None:
         self._timer = None
