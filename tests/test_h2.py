@@ -14,7 +14,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from txrevproxy import ClientConfig, ProxyChannel, ProxySite
+from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
 from txrevproxy._gate import ConnectionGate, GateConfig
 from txrevproxy._h2 import NegotiatedChannel, ProxyH2Connection
 
@@ -138,3 +138,25 @@ def test_invalid_host_is_400() -> None:
     [response] = pair.of(h2.events.ResponseReceived, stream)
     assert dict(response.headers)[b":status"] == b"400"  # type: ignore[attr-defined]
     assert pair.h.attempts == 0
+
+
+def test_header_list_over_the_limit() -> None:
+    """A header list over the announced size ends the connection (GOAWAY) and nothing goes upstream."""
+    pair = H2Pair(client=ClientConfig(head=HeadLimits(header_section=4096)))
+    pair.request(b"GET", b"/", [(b"x-big", b"y" * 8000)])
+    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert pair.h.attempts == 0
+
+
+def test_too_many_streams() -> None:
+    """Opening more streams than announced ends the connection; the streams within the limit were relayed."""
+    pair = H2Pair()  # its client has not read the server's SETTINGS yet, so it does not hold itself to 5
+    for _ in range(6):
+        stream = pair.client.get_next_available_stream_id()
+        pair.client.send_headers(
+            stream, [(b":method", b"GET"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")], end_stream=True
+        )
+        pair.protocol.dataReceived(pair.client.data_to_send())
+    pair.pump()
+    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert pair.h.attempts == 5
