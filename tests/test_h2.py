@@ -160,3 +160,21 @@ def test_too_many_streams() -> None:
     pair.pump()
     assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
     assert pair.h.attempts == 5
+
+
+def test_body_after_413_is_dropped() -> None:
+    """The rest of a body refused with 413 is dropped without harm: the connection serves the next stream."""
+    pair = H2Pair(client=ClientConfig(max_body=10))
+    stream = pair.client.get_next_available_stream_id()
+    pseudo = [(b":method", b"POST"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")]
+    pair.client.send_headers(stream, pseudo + [(b"content-length", b"30")])
+    pair.client.send_data(stream, b"x" * 10)
+    pair.send()
+    [response] = pair.of(h2.events.ResponseReceived, stream)
+    assert dict(response.headers)[b":status"] == b"413"  # type: ignore[attr-defined]
+    pair.client.send_data(stream, b"y" * 20, end_stream=True)
+    pair.send()
+    assert not [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    following = pair.request(b"GET", b"/next")
+    assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
+    assert not pair.of(h2.events.StreamReset, following)
