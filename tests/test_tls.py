@@ -62,6 +62,10 @@ def test_client_tls_files(tmp_path: Path) -> None:
         ClientTLS(UpstreamTLS(ca_file=str(empty)))
     with pytest.raises(ValueError, match="needs a private key and a certificate"):
         ClientTLS(UpstreamTLS(client_cert=str(ca.ca_file)))
+    broken = tmp_path / "broken.pem"
+    broken.write_bytes(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    with pytest.raises(ValueError, match="cannot be loaded"):
+        ClientTLS(UpstreamTLS(ca_file=str(broken)))
 
 
 def test_client_tls_creator_per_host(tmp_path: Path) -> None:

@@ -110,9 +110,20 @@ def _read(path: str, what: str) -> bytes:
         raise ValueError(f"cannot read the {what} {path!r}: {e.strerror}") from None
 
 
-def _certificates(pem: bytes) -> list[Certificate]:
-    marker = b"-----BEGIN CERTIFICATE-----"
-    return [Certificate.loadPEM(marker + block) for block in pem.split(marker)[1:]]
+_BEGIN, _END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
+
+
+def _certificates(pem: bytes, where: str) -> list[Certificate]:
+    """
+    Every certificate in a PEM file, in order (other PEM blocks, such as a key, are skipped).
+    """
+    found = []
+    for block in pem.split(_BEGIN)[1:]:
+        try:
+            found.append(Certificate.loadPEM(_BEGIN + block.split(_END, 1)[0] + _END + b"\n"))
+        except Exception as e:
+            raise ValueError(f"a certificate in {where} cannot be loaded: {e}") from None
+    return found
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -143,7 +154,7 @@ class ClientTLS:
         self.settings = settings
         self._trust = None
         if settings.ca_file is not None:
-            authorities = _certificates(_read(settings.ca_file, "CA file"))
+            authorities = _certificates(_read(settings.ca_file, "CA file"), repr(settings.ca_file))
             if not authorities:
                 raise ValueError(f"no certificate in the CA file {settings.ca_file!r}")
             self._trust = authorities
@@ -157,7 +168,7 @@ class ClientTLS:
                 raise ValueError(
                     f"the client certificate {settings.client_cert!r} needs a private key and a certificate: {e}"
                 ) from None
-            self._chain = _certificates(pem)[1:]
+            self._chain = _certificates(pem, repr(settings.client_cert))[1:]
         self._creators: dict[str, object] = {}
 
     def creator(self, hostname: str) -> object:
