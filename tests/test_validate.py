@@ -316,3 +316,12 @@ def test_parse_response_head_default_limit_is_100():
     assert len(parse_response_head(head).headers) == 100
     with pytest.raises(InvalidResponse, match="too many"):
         parse_response_head(head + b"\r\nX: v")
+
+
+def test_response_head_collects_framing_headers() -> None:
+    """Parsing a response head collects Content-Length and Transfer-Encoding values (any case) in the same pass."""
+    head = parse_response_head(
+        b"HTTP/1.1 200 OK\r\ncontent-LENGTH: 5\r\nX: y\r\nContent-Length: 5\r\nTransfer-Encoding: chunked"
+    )
+    assert head.content_length == [b"5", b"5"] and head.transfer_encoding == [b"chunked"]
+    assert parse_response_head(b"HTTP/1.1 204 No Content").content_length == []

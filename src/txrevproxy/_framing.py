@@ -107,16 +107,25 @@ def request_framing_of(version: bytes, te: Sequence[bytes], cl: Sequence[bytes])
     return Framing(Kind.LENGTH, length)
 
 
-def response_framing(request_method: bytes, status: int, headers: Sequence[tuple[bytes, bytes]]) -> Framing:
+def response_framing(
+    request_method: bytes,
+    status: int,
+    headers: Sequence[tuple[bytes, bytes]],
+    te: list[bytes] | None = None,
+    cl: list[bytes] | None = None,
+) -> Framing:
     """
-    The framing of a response body, given the request method it answers (RFC 9112 section 6.3).
+    The framing of a response body, given the request method it answers (RFC 9112 section 6.3). ``te`` and ``cl``:
+    the ``Transfer-Encoding`` and ``Content-Length`` values when already known (else taken from ``headers``).
 
     Errors here mean the upstream sent an ambiguous response (the proxy answers 502).
     """
     if request_method == b"HEAD" or status < 200 or status in (204, 304):
         return NO_BODY
-    te = values_of(headers, b"transfer-encoding")
-    cl = values_of(headers, b"content-length")
+    if te is None:
+        te = values_of(headers, b"transfer-encoding")
+    if cl is None:
+        cl = values_of(headers, b"content-length")
     if te:
         if cl:
             raise FramingError(502, "upstream sent both Transfer-Encoding and Content-Length")

@@ -494,7 +494,8 @@ def _declared_length(head: ResponseHead) -> int | None:
     if head.status == 204 or head.status < 200:
         return None
     try:
-        return parse_content_length(values_of(head.headers, b"content-length"))
+        lengths = head.content_length
+        return parse_content_length(values_of(head.headers, b"content-length") if lengths is None else lengths)
     except FramingError:
         return None
 

@@ -345,7 +345,9 @@ class UpstreamProtocol(Protocol):
         self._buffer = b""
         self._head_expired = None
         try:
-            framing = response_framing(self._method, head.status, head.headers)
+            framing = response_framing(
+                self._method, head.status, head.headers, head.transfer_encoding, head.content_length
+            )
         except FramingError as e:
             self._fail(e.reason)
             return

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from attrs import frozen
+from attrs import field, frozen
 
 from ._framing import Framing, FramingError, request_framing_of
-from ._headers import connection_options
+from ._headers import connection_options, is_token
 
 
 @frozen
@@ -112,6 +112,9 @@ def validate_request(
 class ResponseHead:
     """
     :ivar connection: the lower-cased options named in its ``Connection`` headers (found while parsing).
+    :ivar content_length: the values of its ``Content-Length`` headers, found while parsing (``None``: not looked
+        for; use the headers).
+    :ivar transfer_encoding: the same for ``Transfer-Encoding``.
     """
 
     version: bytes
@@ -119,6 +122,9 @@ class ResponseHead:
     reason: bytes
     headers: list[tuple[bytes, bytes]]
     connection: frozenset[bytes] = frozenset()
+    # Derived from headers, so not part of equality.
+    content_length: list[bytes] | None = field(default=None, eq=False, repr=False)
+    transfer_encoding: list[bytes] | None = field(default=None, eq=False, repr=False)
 
 
 class InvalidResponse(Exception):
@@ -128,7 +134,6 @@ class InvalidResponse(Exception):
 
 
 _STATUS_LINE = re.compile(rb"^(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$")
-_FIELD_NAME = _METHOD
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _BAD_HEAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # as _BAD_VALUE, less CR and LF
 
@@ -151,16 +156,33 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
     values_bad = head.count(b"\r") != crlf or _BAD_HEAD_BYTE.search(head, len(lines[0])) is not None
     headers = []
     connection: list[bytes] = []
+    content_length: list[bytes] = []
+    transfer_encoding: list[bytes] = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
         if not colon:
             raise InvalidResponse("response header line without a colon")
-        if not _FIELD_NAME.match(name):
+        if not is_token(name):
             raise InvalidResponse("invalid response header name")
         value = value.strip(b" \t")
         if values_bad and _BAD_VALUE.search(value):
             raise InvalidResponse("control byte in response header value")
-        if len(name) == 10 and name.lower() == b"connection":
-            connection.append(value)
+        size = len(name)
+        if size == 10 or size == 14 or size == 17:  # the headers the proxy itself acts on, found in this one pass
+            lowered = name.lower()
+            if lowered == b"connection":
+                connection.append(value)
+            elif lowered == b"content-length":
+                content_length.append(value)
+            elif lowered == b"transfer-encoding":
+                transfer_encoding.append(value)
         headers.append((name, value))
-    return ResponseHead(match.group(1), int(match.group(2)), match.group(3) or b"", headers, connection_options(connection))
+    return ResponseHead(
+        match.group(1),
+        int(match.group(2)),
+        match.group(3) or b"",
+        headers,
+        connection_options(connection),
+        content_length,
+        transfer_encoding,
+    )
