@@ -5,6 +5,7 @@ connections made through a ``MemoryReactorClock`` and completed by hand onto ``S
 
 from __future__ import annotations
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -122,3 +123,53 @@ class CapturedLog:
 
     def text(self) -> str:
         return "\n".join(self.lines())
+
+
+class _NoSelect:
+    """
+    The part of a reactor a ``FileDescriptor`` uses: nothing is ever selected, the test drives ``doWrite``.
+    """
+
+    def addReader(self, reader: object) -> None:
+        pass
+
+    def removeReader(self, reader: object) -> None:
+        pass
+
+    def addWriter(self, writer: object) -> None:
+        pass
+
+    def removeWriter(self, writer: object) -> None:
+        pass
+
+
+class SocketlessTransport(FileDescriptor):
+    """
+    Twisted's own ``FileDescriptor`` write buffer and producer logic (which ``StringTransport`` does not model: a
+    paused producer holds a ``loseConnection`` open) over a "socket" that takes only :attr:`room` more bytes.
+    :meth:`drain` is the reactor finding it writable; it returns what ``doWrite`` returned (``CONNECTION_DONE``
+    once the connection may close).
+    """
+
+    def __init__(self, peer: str = "10.0.0.1") -> None:
+        super().__init__(_NoSelect())
+        self.connected = 1
+        self.room = 0
+        self.sent = bytearray()
+        self.peer = IPv4Address("TCP", peer, 50000)
+
+    def writeSomeData(self, data: bytes) -> int:
+        taken = bytes(data[: self.room])
+        self.sent += taken
+        self.room -= len(taken)
+        return len(taken)
+
+    def drain(self) -> object:
+        self.room = 1 << 62
+        return self.doWrite()
+
+    def getPeer(self) -> IPv4Address:
+        return self.peer
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 8080)

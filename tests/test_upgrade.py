@@ -1,18 +1,24 @@
 """
-Protocol upgrades in memory: which requests offer one, what goes upstream, the 101 hand-off to a tunnel and the
-tunnel itself (bytes, backpressure, closing, the idle deadline).
+Protocol upgrades through the proxy in memory: which requests offer one, what goes upstream, the 101 rules, the
+hand-off from HTTP to a tunnel on both connections, deadlines, shutdown and bounded buffers (the tunnel module on
+its own is tested in test_tunnel.py).
 """
 
 from __future__ import annotations
 
-from _harness import CapturedLog, Harness, head_and_body, header_lines
-from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.main import CONNECTION_DONE
+from twisted.internet.protocol import Factory, Protocol
+from twisted.web.server import Site
+from zope.interface import implementer
 
+from _harness import CapturedLog, Harness, SocketlessTransport, head_and_body, header_lines
 from txrevproxy import ProxyConfig
+from txrevproxy._channel import ClientConfig, ProxyChannel
 from txrevproxy._headers import upgrade_accepted, upgrade_offer
-from txrevproxy._tunnel import Tunnel
-from txrevproxy._upstream import UpstreamAddress
+from txrevproxy._memory import HIGH_WATER, SEGMENT, MemoryTransport
+from txrevproxy._upstream import UpstreamAddress, UpstreamProtocol
+from txrevproxy.testing import MemoryProxy
 
 UPGRADE = (
     b"GET /chat HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n"
@@ -148,45 +154,150 @@ def test_tunnel_idle_timeout() -> None:
     assert up.transport.disconnecting and h.client.disconnecting
 
 
-def make_tunnel(idle: float = 10) -> tuple[Tunnel, StringTransport, StringTransport, Clock]:
-    client, upstream, clock = StringTransport(), StringTransport(), Clock()
-    return Tunnel(client, upstream, clock, idle, "test"), client, upstream, clock
+def test_client_deadlines_do_not_fire_in_a_tunnel() -> None:
+    """The client's idle, head, body and send timeouts do not apply to a tunnel; only its idle timeout does."""
+    config = ClientConfig(head_timeout=1, body_timeout=1, send_timeout=1)
+    h = Harness(ProxyConfig(response_timeout=1, tunnel_idle_timeout=0), client=config)
+    h.send(UPGRADE)
+    up = h.upstream().accept()
+    up.respond(SWITCHED)
+    h.send(b"GET / HTTP/1.1\r\n")  # a partial "head", now just bytes
+    h.client.producer.pauseProducing()  # a client not reading: its transport pauses the producer registered on it
+    h.reactor.advance(10**5)
+    assert not h.client.disconnecting and not up.transport.disconnecting
+    assert h.reactor.getDelayedCalls() == []
 
 
-def test_tunnel_backpressure() -> None:
-    """A full client buffer pauses upstream reads; a full upstream buffer pauses client reads; both resume."""
-    tunnel, client, upstream, _ = make_tunnel()
-    tunnel.clientFull()
-    assert upstream.producerState == "paused"
-    tunnel.clientDrained()
-    assert upstream.producerState == "producing"
-    upstream.producer.pauseProducing()  # what the upstream transport does when its buffer is full
-    assert client.producerState == "paused"
-    upstream.producer.resumeProducing()
-    assert client.producerState == "producing"
-
-
-def test_tunnel_counts_and_closes_once() -> None:
-    """Bytes are counted each way; a close is done once and later bytes are dropped."""
-    tunnel, client, upstream, _ = make_tunnel()
-    tunnel.fromClient(b"abc")
-    tunnel.fromUpstream(b"de")
-    assert (tunnel.sent_up, tunnel.sent_down) == (3, 2)
-    assert (upstream.value(), client.value()) == (b"abc", b"de")
+def test_pool_close_closes_tunnels() -> None:
+    """Closing the pool (the proxy stopping) closes every tunnel, both sides, and forgets it once the upstream is gone."""
+    h, up = switched()
+    pool = h.resource.pool
+    assert len(pool.tunnelled) == 1
     with CapturedLog() as captured:
-        tunnel.upstreamLost()
-        tunnel.clientLost()
-    tunnel.fromClient(b"late")
-    assert client.disconnecting and upstream.value() == b"abc"
-    assert captured.text().count("tunnel test closed: the upstream closed the connection; 3 bytes up, 2 bytes down") == 1
+        pool.close()
+    assert h.client.disconnecting and up.transport.disconnecting
+    assert "closed: the proxy is shutting down" in captured.text()
+    up.close()
+    assert not pool.tunnelled
 
 
-def test_tunnel_idle_is_lazy() -> None:
-    """The idle deadline counts from the last byte, either way, with one timer at a time."""
-    tunnel, client, upstream, clock = make_tunnel(idle=10)
-    clock.advance(9)
-    tunnel.fromUpstream(b"x")
-    clock.advance(9.9)
-    assert len(clock.getDelayedCalls()) == 1 and not client.disconnecting
-    clock.advance(0.1)
-    assert client.disconnecting and upstream.disconnecting
+def test_101_while_stopping_closes_at_once() -> None:
+    """A 101 arriving after the pool was closed still reaches the client, then the tunnel is closed."""
+    h = Harness()
+    h.send(UPGRADE)
+    up = h.upstream().accept()
+    h.resource.pool.close()
+    up.respond(SWITCHED + b"hello")
+    assert h.response().startswith(b"HTTP/1.1 101 ") and h.response().endswith(b"hello")
+    assert h.client.disconnecting and up.transport.disconnecting
+
+
+def test_plain_site_drops_upgrades() -> None:
+    """Under a plain twisted.web Site, Upgrade is dropped and a 101 is a 502, as before upgrades were relayed."""
+    h = Harness(site_class=Site)
+    h.send(UPGRADE)
+    up = h.upstream().accept()
+    assert b"Upgrade" not in up.received() and b"upgrade" not in up.received()
+    up.respond(SWITCHED)
+    assert h.response().startswith(b"HTTP/1.1 502 ")
+
+
+def test_slow_client_gets_everything_then_closes() -> None:
+    """On a real Twisted transport, a tunnel whose upstream closes while the client is not reading sends the client
+    every byte and then closes its connection (the HTTP channel no longer holds it open as a paused producer)."""
+    h = Harness()
+    client = SocketlessTransport()
+    channel = h.site.buildProtocol(None)
+    channel.makeConnection(client)
+    channel.dataReceived(UPGRADE)
+    up = h.upstream().accept()
+    data = bytes(range(256)) * 1024  # 256 KiB: past the transport's 64 KiB buffer
+    up.respond(SWITCHED + data)
+    assert client.producerPaused and up.transport.producerState == "paused"
+    up.close()
+    assert client.drain() is CONNECTION_DONE
+    assert client.sent.endswith(data) and client.sent.startswith(b"HTTP/1.1 101 ")
+
+
+# -- bounded buffers, through the proxy over TCP in memory ------------------------------------------------------
+
+CHUNK = bytes(range(256)) * 256  # 64 KiB
+
+
+@implementer(IPushProducer)
+class RawOrigin(Protocol):
+    """
+    Answers an upgrade with 101, then pushes ``chunks`` chunks down as fast as its transport takes them (a streaming
+    producer, as a WebSocket server would be) and keeps what comes up.
+    """
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks = chunks
+        self.pushed = 0
+        self.paused = False
+        self.switched = False
+        self.received = bytearray()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.switched:
+            self.received += data
+            return
+        self.switched = True  # the request head (sent alone)
+        self.transport.write(SWITCHED)
+        self.transport.registerProducer(self, True)
+        self.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        while not self.paused and self.pushed < self.chunks:
+            self.pushed += 1
+            self.transport.write(CHUNK)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+def proxy_transports(proxy: MemoryProxy) -> tuple[MemoryTransport, MemoryTransport]:
+    """The proxy's transport to the client, and its transport to the origin."""
+    ends = [end for connection in proxy.network.open_connections() for end in (connection.client, connection.server)]
+    [to_client] = [end for end in ends if isinstance(end.protocol, ProxyChannel)]
+    [to_origin] = [end for end in ends if isinstance(getattr(end.protocol, "_wrappedProtocol", None), UpstreamProtocol)]
+    return to_client, to_origin
+
+
+def test_slow_client_bounds_the_proxy_buffers() -> None:
+    """A client that stops reading stops the origin: the proxy buffers at most about 64 KiB for it; all arrives later."""
+    origin = RawOrigin(chunks=64)  # 4 MiB
+    proxy = MemoryProxy()
+    proxy.network.listen(proxy.ORIGIN_HOST, proxy.ORIGIN_PORT, Factory.forProtocol(lambda: origin))
+    client = proxy.connect()
+    client.pause()
+    client.send(UPGRADE)
+    to_client, to_origin = proxy_transports(proxy)
+    assert origin.paused and origin.pushed < 8
+    assert len(to_client.outgoing) <= HIGH_WATER + SEGMENT + len(SWITCHED)
+    assert not to_origin.reading
+    client.resume()
+    head, body = head_and_body(client.received())
+    assert head.startswith(b"HTTP/1.1 101 ") and origin.pushed == 64 and body == CHUNK * 64
+
+
+def test_slow_origin_bounds_the_proxy_buffers() -> None:
+    """An origin that stops reading stops the client's upload: the proxy buffers at most about 64 KiB for it."""
+    origin = RawOrigin(chunks=0)
+    proxy = MemoryProxy()
+    proxy.network.listen(proxy.ORIGIN_HOST, proxy.ORIGIN_PORT, Factory.forProtocol(lambda: origin))
+    client = proxy.connect()
+    client.send(UPGRADE)
+    assert client.received().startswith(b"HTTP/1.1 101 ")
+    origin.transport.pauseProducing()  # the origin stops reading
+    client.send(CHUNK * 64)  # 4 MiB
+    to_client, to_origin = proxy_transports(proxy)
+    assert len(to_origin.outgoing) <= HIGH_WATER + SEGMENT
+    assert not to_client.reading and len(origin.received) == 0
+    origin.transport.resumeProducing()
+    proxy.flush()
+    assert origin.received == CHUNK * 64

@@ -9,6 +9,7 @@ code and streamed into the request as they arrive. Phases of a connection, each 
 
     idle ──first byte──▶ head ──blank line──▶ body ──last byte──▶ waiting ──response done──▶ idle
     (idle timeout)       (head timeout → 408)  (no progress → 408)  (none)
+                                                                       └──101──▶ tunnel (raw bytes, _tunnel.py)
 
 plus, in any phase, a client that reads none of our output for ``send_timeout`` is aborted. Requests are handled
 one at a time in order: bytes of a pipelined request wait in a bounded buffer (reading pauses past it). A
@@ -403,6 +404,9 @@ class ProxyChannel(HTTPChannel):
         self._stopTimer()
         peer = self.transport.getPeer()
         name = f"{getattr(peer, 'host', peer)} {request.uri.decode('latin-1')}"
+        # The tunnel pauses each side for the other's full buffer itself (on TLS transports too, where this channel
+        # is no producer): this channel no longer hears of the client's buffer.
+        self._networkProducer.unregisterProducer()
         tunnel = self._tunnel = Tunnel(self.transport, upstream, self._clock, idle_timeout, name)
         pending, self._in = bytes(self._in), bytearray()
         self._read_pauses.clear()
@@ -431,9 +435,6 @@ class ProxyChannel(HTTPChannel):
         """
         The client stopped reading (our send buffer is full): pause the response and reading more requests.
         """
-        if self.phase is TUNNEL:
-            self._tunnel.clientFull()  # type: ignore[union-attr]
-            return
         self._waitingForTransport = True
         if self._requestProducer is not None:
             self._requestProducer.pauseProducing()
@@ -443,9 +444,6 @@ class ProxyChannel(HTTPChannel):
             self._arm()
 
     def resumeProducing(self) -> None:
-        if self.phase is TUNNEL:
-            self._tunnel.clientDrained()  # type: ignore[union-attr]
-            return
         self._waitingForTransport = False
         self._send_paused_since = None
         if self._requestProducer is not None:

@@ -2,13 +2,16 @@
 A byte tunnel between a client and an upstream connection, after a ``101 Switching Protocols`` (WebSocket and
 other upgrades).
 
-Bytes from each side are written to the other as they arrive. Backpressure runs both ways: when one side's send
-buffer is full, reading from the other side pauses until it drains, so nothing is buffered beyond the transports'
-own buffers. When either side closes, the other is closed after what is buffered for it has been sent. No bytes in
-either direction for ``idle_timeout`` seconds abort both (one lazy timer per tunnel, not one per write).
+Bytes from each side are written to the other as they arrive. Backpressure runs both ways and is the tunnel's own:
+it registers a streaming producer on each transport, so when one side's send buffer is full, reading from the other
+side pauses until it drains, and nothing is buffered beyond the transports' own buffers (on plain TCP and TLS
+transports alike). When either side closes, the producers are unregistered and the other side is closed after what
+is buffered for it has been sent (a transport with a paused producer registered would otherwise never close). No
+bytes in either direction for ``idle_timeout`` seconds abort both (one lazy timer per tunnel, not one per write);
+:meth:`Tunnel.shutdown` closes both when the proxy stops.
 
 The two ends are plain transports; the owners of the connections feed :meth:`Tunnel.fromClient` /
-:meth:`Tunnel.fromUpstream` and report losses and a full client buffer, so this module knows nothing of HTTP.
+:meth:`Tunnel.fromUpstream` and report their losses, so this module knows nothing of HTTP.
 """
 
 from __future__ import annotations
@@ -26,28 +29,30 @@ TIMER_SLACK = 0.001
 
 
 @implementer(IPushProducer)
-class _ClientReads:
+class _PausesReading:
     """
-    Registered on the upstream transport: its send buffer full pauses reading from the client.
+    Registered on one side's transport: that side's send buffer full pauses reading from ``source``, the other side.
     """
 
-    def __init__(self, tunnel: Tunnel) -> None:
+    def __init__(self, tunnel: Tunnel, source: Any) -> None:
         self.tunnel = tunnel
+        self.source = source
 
     def pauseProducing(self) -> None:
-        self.tunnel.client.pauseProducing()
+        if not self.tunnel.closed:
+            self.source.pauseProducing()
 
     def resumeProducing(self) -> None:
         if not self.tunnel.closed:
-            self.tunnel.client.resumeProducing()
+            self.source.resumeProducing()
 
     def stopProducing(self) -> None:
-        pass  # the upstream's loss is reported through upstreamLost
+        pass  # the transport's loss is reported through clientLost / upstreamLost
 
 
 class Tunnel:
     """
-    Joins the ``client`` and ``upstream`` transports.
+    Joins the ``client`` and ``upstream`` transports; neither may have a producer registered.
 
     :ivar sent_up: bytes relayed from the client to the upstream.
     :ivar sent_down: bytes relayed from the upstream to the client.
@@ -64,7 +69,8 @@ class Tunnel:
         self.closed = False
         self._last = reactor.seconds()
         self._timer: IDelayedCall | None = None
-        upstream.registerProducer(_ClientReads(self), True)
+        upstream.registerProducer(_PausesReading(self, client), True)
+        client.registerProducer(_PausesReading(self, upstream), True)
         if idle_timeout:
             self._timer = reactor.callLater(idle_timeout, self._checkIdle)
 
@@ -84,34 +90,26 @@ class Tunnel:
         self.sent_down += len(data)
         self.client.write(data)
 
-    # -- the client's send buffer ----------------------------------------------------------------------------
-
-    def clientFull(self) -> None:
-        """
-        The client is not keeping up: stop reading from the upstream.
-        """
-        if not self.closed:
-            self.upstream.pauseProducing()
-
-    def clientDrained(self) -> None:
-        if not self.closed:
-            self.upstream.resumeProducing()
-
     # -- ends ----------------------------------------------------------------------------------------------
 
     def clientLost(self) -> None:
-        self._close("the client closed the connection", self.upstream)
+        self._close("the client closed the connection", (self.upstream,))
 
     def upstreamLost(self) -> None:
-        self._close("the upstream closed the connection", self.client)
+        self._close("the upstream closed the connection", (self.client,))
 
-    def _close(self, why: str, other: Any) -> None:
+    def shutdown(self) -> None:
+        """
+        The proxy is stopping: close both sides once what is buffered for each is sent.
+        """
+        self._close("the proxy is shutting down", (self.client, self.upstream))
+
+    def _close(self, why: str, others: tuple[Any, ...]) -> None:
         if self.closed:
             return
-        self.closed = True
-        self._stopTimer()
-        self.upstream.unregisterProducer()
-        other.loseConnection()  # after what is buffered for it is sent
+        self._end()
+        for other in others:
+            other.loseConnection()  # after what is buffered for it is sent
         log.info(
             "tunnel {name} closed: {why}; {up} bytes up, {down} bytes down",
             name=self.name,
@@ -119,6 +117,13 @@ class Tunnel:
             up=self.sent_up,
             down=self.sent_down,
         )
+
+    def _end(self) -> None:
+        self.closed = True
+        self._stopTimer()
+        # Both, so that neither transport waits on a paused producer before it closes.
+        self.upstream.unregisterProducer()
+        self.client.unregisterProducer()
 
     # -- the idle deadline ------------------------------------------------------------------------------------
 
@@ -130,8 +135,7 @@ class Tunnel:
         if remaining > TIMER_SLACK:
             self._timer = self.reactor.callLater(remaining, self._checkIdle)
             return
-        self.closed = True
-        self.upstream.unregisterProducer()
+        self._end()
         log.info(
             "tunnel {name} idle for {timeout:g}s: closed; {up} bytes up, {down} bytes down",
             name=self.name,

@@ -400,8 +400,12 @@ class UpstreamProtocol(Protocol):
         if self.tunnel is None:
             self.state = "dead"
             self.transport.abortConnection()
-        elif rest:
+            return
+        self.pool.tunnelled.add(self)
+        if rest:
             self.tunnel.fromUpstream(rest)
+        if self.pool.closed:
+            self.tunnel.shutdown()
 
     def _deliver(self, data: bytes) -> None:
         if self._receiver is not None:
@@ -471,6 +475,7 @@ class UpstreamProtocol(Protocol):
         self._stopReadDeadline()
         self.pool.open -= 1
         self.pool.forget(self)
+        self.pool.tunnelled.discard(self)
         if state == "tunnel" and self.tunnel is not None:
             self.tunnel.upstreamLost()
         receiver, self._receiver = self._receiver, None
@@ -551,6 +556,8 @@ class UpstreamPool:
         self.open = 0
         self.closed = False
         self._idle: dict[UpstreamAddress, list[UpstreamProtocol]] = {}
+        #: Connections carrying a tunnel (after a ``101``): never pooled, closed by :meth:`close`.
+        self.tunnelled: set[UpstreamProtocol] = set()
 
     def acquire(self, address: UpstreamAddress) -> defer.Deferred[UpstreamProtocol]:
         """
@@ -636,10 +643,13 @@ class UpstreamPool:
 
     def close(self) -> None:
         """
-        Close every idle connection (at shutdown). Connections still carrying a request are left to finish or to be
-        dropped with the reactor; their relays are then told the proxy is stopping, not that the upstream failed.
+        Close every idle connection and every tunnel (at shutdown). Connections still carrying a request are left
+        to finish or to be dropped with the reactor; their relays are then told the proxy is stopping, not that the
+        upstream failed.
         """
         self.closed = True
+        for proto in list(self.tunnelled):
+            proto.tunnel.shutdown()  # type: ignore[union-attr]
         for idle in self._idle.values():
             for proto in list(idle):
                 proto.state = "dead"
