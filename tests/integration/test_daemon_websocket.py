@@ -1,18 +1,22 @@
 """
 WebSocket through the real daemon, with the ``websockets`` library on both ends: the upgrade is relayed, then
 messages of every kind and size flow both ways and either side can close; without a ``101`` the connection stays
-HTTP; ``--no-upgrade`` drops the upgrade.
+HTTP; ``--no-upgrade`` drops the upgrade; a TLS listener carries tunnels too; stopping the daemon closes them.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
+from pathlib import Path
 from collections.abc import Callable, Iterator
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
+
+from _certs import TestCA
 
 TIMEOUT = 20
 
@@ -142,3 +146,35 @@ def test_upgrades_off(proxy_factory: Callable[..., object], ws_origin: WebSocket
         connect(ws_url(proxy, "/echo"), open_timeout=TIMEOUT)
     assert refused.value.response.status_code == 426
     assert "upgrade" not in ws_origin.headers[0]
+
+
+def test_wss_through_a_tls_listener(
+    proxy_factory: Callable[..., object], ws_origin: WebSocketOrigin, tmp_path: Path
+) -> None:
+    """Over a TLS listener (wss://), a tunnel carries a large message up and 32 MiB down, in order."""
+    ca = TestCA(tmp_path / "ca")
+    leaf = ca.issue("localhost")
+    listen = f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}"
+    proxy = proxy_factory("--listen", listen, upstream=ws_origin.url)
+    port = int(proxy.wait_for_log(r"listening on https://127\.0\.0\.1:(\d+) \(ssl:").group(1))  # type: ignore[attr-defined]
+    context = ssl.create_default_context(cafile=str(ca.ca_file))
+    payload = bytes(range(256)) * (4 * 4096)  # 4 MiB
+    options = {"open_timeout": TIMEOUT, "max_size": None, "compression": None, "ssl": context}
+    with connect(f"wss://localhost:{port}/echo", **options) as ws:  # type: ignore[arg-type]
+        ws.send(payload)
+        assert ws.recv(TIMEOUT) == payload
+    with connect(f"wss://localhost:{port}/push?n=512", **options) as ws:  # type: ignore[arg-type]
+        for index in range(512):
+            assert ws.recv(TIMEOUT) == bytes([index % 256]) * 65536
+
+
+def test_stopping_closes_tunnels(proxy_factory: Callable[..., object], ws_origin: WebSocketOrigin) -> None:
+    """Stopping the daemon (SIGTERM) closes an open tunnel on both sides, with a log line saying why."""
+    proxy = proxy_factory(upstream=ws_origin.url)
+    with connect(ws_url(proxy, "/echo"), open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+        ws.send("still there?")
+        assert ws.recv(TIMEOUT) == "still there?"
+        proxy.process.terminate()  # type: ignore[attr-defined]
+        with pytest.raises(ConnectionClosed):
+            ws.recv(TIMEOUT)
+    proxy.wait_for_log(r"tunnel 127\.0\.0\.1 /echo closed: the proxy is shutting down")  # type: ignore[attr-defined]
