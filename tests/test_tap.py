@@ -45,9 +45,19 @@ def test_repeated_and_valued_flags():
     assert config.pool.idle_timeout == 9.0 and config.preserve_host
 
 
+def test_upgrade_flags():
+    """Upgrades are relayed with a 300 s tunnel idle timeout by default; --no-upgrade and --tunnel-idle-timeout
+    change that."""
+    config = parse("--upstream", "http://h").config()
+    assert (config.upgrades, config.tunnel_idle_timeout) == (True, 300.0)
+    config = parse("--upstream", "http://h", "--no-upgrade", "--tunnel-idle-timeout", "12.5").config()
+    assert (config.upgrades, config.tunnel_idle_timeout) == (False, 12.5)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["--upstream", "http://h", "--tunnel-idle-timeout", "0"], "below the minimum"),
         (["--upstream", "ftp://h"], "scheme must be http"),
         (["--upstream", "http://h:notaport"], "invalid upstream URL"),
         ([], "--upstream URL is required"),

@@ -6,11 +6,13 @@ its own is tested in test_tunnel.py).
 
 from __future__ import annotations
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
 from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
-from zope.interface import implementer
+from zope.interface import implementer, implementer_only
 
 from _harness import CapturedLog, Harness, SocketlessTransport, head_and_body, header_lines
 from txrevproxy import ProxyConfig
@@ -217,6 +219,30 @@ def test_slow_client_gets_everything_then_closes() -> None:
     up.close()
     assert client.drain() is CONNECTION_DONE
     assert client.sent.endswith(data) and client.sent.startswith(b"HTTP/1.1 101 ")
+
+
+@implementer_only(ITransport, IConsumer)
+class ConsumerOnlyTransport(StringTransport):
+    """
+    A transport that is a consumer but no ``IPushProducer``, as Twisted's TLS transport is: ``HTTPChannel`` cannot
+    register itself on it, so it never hears of a full client buffer.
+    """
+
+
+def test_backpressure_on_a_transport_like_tls() -> None:
+    """On a client transport like TLS's, the tunnel registers its own producer: a slow client pauses the upstream."""
+    h = Harness()
+    client = ConsumerOnlyTransport(peerAddress=IPv4Address("TCP", "10.0.0.1", 50000))
+    channel = h.site.buildProtocol(None)
+    channel.makeConnection(client)
+    assert client.producer is None
+    channel.dataReceived(UPGRADE)
+    up = h.upstream().accept()
+    up.respond(SWITCHED)
+    client.producer.pauseProducing()
+    assert up.transport.producerState == "paused"
+    client.producer.resumeProducing()
+    assert up.transport.producerState == "producing"
 
 
 # -- bounded buffers, through the proxy over TCP in memory ------------------------------------------------------
