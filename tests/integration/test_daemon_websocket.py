@@ -27,12 +27,12 @@ class WebSocketOrigin:
     ``/push?n=N`` sends N messages of 64 KiB then waits for the client's close.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.server = serve(
-            self.handle, "127.0.0.1", 0, max_size=None, compression=None, process_request=self.record
+            self.handle, "127.0.0.1", 0, max_size=None, compression=None, process_request=self.record, ssl=tls
         )
         self.port = self.server.socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.headers: list[dict[str, str]] = []
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -178,3 +178,22 @@ def test_stopping_closes_tunnels(proxy_factory: Callable[..., object], ws_origin
         with pytest.raises(ConnectionClosed):
             ws.recv(TIMEOUT)
     proxy.wait_for_log(r"tunnel 127\.0\.0\.1 /echo closed: the proxy is shutting down")  # type: ignore[attr-defined]
+
+
+def test_https_upstream(proxy_factory: Callable[..., object], tmp_path: Path) -> None:
+    """A WebSocket server behind TLS (an https:// upstream, verified) is tunnelled to, both ways, large messages too."""
+    ca = TestCA(tmp_path / "ca")
+    leaf = ca.issue("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(leaf.cert), str(leaf.key))
+    origin = WebSocketOrigin(tls=context)
+    try:
+        proxy = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=origin.url)
+        payload = bytes(range(256)) * (4 * 4096)  # 4 MiB
+        with connect(ws_url(proxy, "/echo"), open_timeout=TIMEOUT, max_size=None, compression=None) as ws:
+            ws.send("over TLS")
+            assert ws.recv(TIMEOUT) == "over TLS"
+            ws.send(payload)
+            assert ws.recv(TIMEOUT) == payload
+    finally:
+        origin.close()
