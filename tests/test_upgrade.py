@@ -97,13 +97,28 @@ def test_tunnel_closes_with_either_side() -> None:
 
 
 def test_no_101_keeps_http() -> None:
-    """A final response to an upgrade request is relayed as HTTP and the connection reads the next request."""
+    """A final response to an upgrade request is relayed as HTTP and the client connection reads the next request;
+    the upstream connection that carried the offer is closed, not pooled, and the next request gets a new one."""
     h = Harness()
     h.send(UPGRADE + b"GET /next HTTP/1.1\r\nHost: e\r\n\r\n")
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nno")
     assert h.response().startswith(b"HTTP/1.1 200 OK")
-    assert b"GET /next HTTP/1.1" in up.received()
+    assert up.transport.disconnecting and b"/next" not in up.received()
+    assert h.attempts == 2
+    second = h.upstream().accept()
+    assert second.received().startswith(b"GET /next HTTP/1.1\r\n")
+    second.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes")
+    assert h.response().endswith(b"yes")
+    assert h.resource.pool.idle_count(UpstreamAddress("127.0.0.1", 8000)) == 1
+
+
+def test_upgrades_off_keep_the_connection_poolable() -> None:
+    """With upgrades off, the request is a plain one and its upstream connection goes back to the pool."""
+    h = Harness(ProxyConfig(upgrades=False))
+    h.send(UPGRADE)
+    h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert h.resource.pool.idle_count(UpstreamAddress("127.0.0.1", 8000)) == 1
 
 
 def test_unoffered_protocol_is_502() -> None:

@@ -352,8 +352,12 @@ class UpstreamProtocol(Protocol):
             self._fail(e.reason)
             return
         tokens = head.connection
+        # A connection that carried an upgrade offer is not reused, whatever the answer.
         self._keep_alive = (
-            head.version == b"HTTP/1.1" and b"close" not in tokens and framing.kind is not Kind.CLOSE
+            head.version == b"HTTP/1.1"
+            and b"close" not in tokens
+            and framing.kind is not Kind.CLOSE
+            and self._upgrade is None
         )
         self._framing = framing
         self.state = "body"
