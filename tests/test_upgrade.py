@@ -69,6 +69,26 @@ def test_upgrade_forwarded() -> None:
     assert b"Sec-WebSocket-Version: 13" in lines
 
 
+def test_h2c_and_http10_are_plain_requests() -> None:
+    """An h2c-only offer, or an HTTP/1.0 client's Upgrade, is dropped: the request goes upstream as a plain one."""
+    for request in (
+        b"GET / HTTP/1.1\r\nHost: e\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: e\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    ):
+        h = Harness()
+        h.send(request)
+        sent = h.upstream().accept().received().lower()
+        assert b"upgrade" not in sent and b"http2-settings" not in sent
+
+
+def test_h2c_left_out_of_an_offer() -> None:
+    """An offer of h2c and another protocol forwards the other one alone."""
+    h = Harness()
+    h.send(b"GET / HTTP/1.1\r\nHost: e\r\nConnection: upgrade\r\nUpgrade: h2c, websocket\r\n\r\n")
+    assert b"Upgrade: websocket\r\n" in h.upstream().accept().received()
+
+
 def test_switch_to_a_tunnel() -> None:
     """After a 101 the client gets its head, then bytes flow raw both ways, those sent early included."""
     h, up = switched()
