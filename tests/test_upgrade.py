@@ -72,8 +72,10 @@ def test_upgrade_forwarded() -> None:
 def test_h2c_and_http10_are_plain_requests() -> None:
     """An h2c-only offer, or an HTTP/1.0 client's Upgrade, is dropped: the request goes upstream as a plain one."""
     for request in (
-        b"GET / HTTP/1.1\r\nHost: e\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
-        b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        (
+            b"GET / HTTP/1.1\r\nHost: e\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+        ),
         b"GET / HTTP/1.0\r\nHost: e\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
     ):
         h = Harness()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import ssl
 import threading
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
