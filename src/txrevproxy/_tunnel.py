@@ -2,7 +2,8 @@
 A byte tunnel between a client and an upstream connection, after a ``101 Switching Protocols`` (WebSocket and
 other upgrades).
 
-Bytes from each side are written to the other as they arrive. Backpressure runs both ways and is the tunnel's own:
+Bytes from each side are written to the other as they arrive (at once when nothing is waiting, see
+:mod:`txrevproxy._sending`). Backpressure runs both ways and is the tunnel's own:
 it registers a streaming producer on each transport, so when one side's send buffer is full, reading from the other
 side pauses until it drains, and nothing is buffered beyond the transports' own buffers (on plain TCP and TLS
 transports alike). When either side closes, the producers are unregistered and the other side is closed after what
@@ -21,6 +22,8 @@ from typing import Any
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
+
+from ._sending import send
 
 log = Logger(namespace="txrevproxy")
 
@@ -81,14 +84,14 @@ class Tunnel:
             return
         self._last = self.reactor.seconds()
         self.sent_up += len(data)
-        self.upstream.write(data)
+        send(self.upstream, data)
 
     def fromUpstream(self, data: bytes) -> None:
         if self.closed or not data:
             return
         self._last = self.reactor.seconds()
         self.sent_down += len(data)
-        self.client.write(data)
+        send(self.client, data)
 
     # -- ends ----------------------------------------------------------------------------------------------
 
