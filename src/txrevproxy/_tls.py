@@ -1,11 +1,12 @@
 """
 TLS on both sides.
 
-Listening: Twisted's own endpoints do the work. ``ssl:PORT:privateKey=KEY:certKey=CERT`` serves one certificate;
-``tls:DIR:port=PORT`` serves every key and certificate (with its chain) found in the ``.pem`` files of ``DIR``,
-chosen by the name the client sends (SNI), wildcards included. Both advertise the protocols the site accepts over
-ALPN. This module only checks such a listener's files at start (:func:`check_listener`) and tells a TLS port
-from a plain one (:func:`is_tls_port`).
+Listening: ``ssl:PORT:privateKey=KEY:certKey=CERT`` (Twisted's endpoint) serves one certificate;
+``tls:DIR:port=PORT`` (Twisted's endpoint syntax, our :class:`~txrevproxy._sni.SNICertificates`) serves every key and
+certificate (with its chain) found in the ``.pem`` files of ``DIR``, chosen by the name the client sends (SNI),
+wildcards included. Both answer ALPN with the protocols the served site accepts. :func:`server_endpoint` makes
+such a listener (loading its files, so that a bad one is an error at start); :func:`is_tls_port` tells a TLS port
+from a plain one.
 
 Connecting: an ``https://`` upstream is reached through a TLS client connection made by :class:`ClientTLS` from
 an :class:`UpstreamTLS` record: the certificate verified against the system's trust store or a CA file, the host
@@ -21,6 +22,7 @@ from pathlib import Path
 from attrs import frozen
 from OpenSSL import SSL
 from service_identity import VerificationError
+from twisted.internet.endpoints import TCP6ServerEndpoint, serverFromString, wrapServerTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
@@ -32,6 +34,8 @@ from twisted.internet.ssl import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from ._sni import SNICertificates
 
 
 #: What the proxy offers an upstream over ALPN: it speaks HTTP/1.1 upstream.
@@ -58,7 +62,7 @@ def tls_layers(endpoint: object) -> tuple[object, object] | None:
     (a context factory or a connection creator), so that a socket bound elsewhere (``--workers``) can be served the
     same way; ``None`` for any other endpoint. Reads the endpoints' own attributes, stable across Twisted releases.
     """
-    from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
+    from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
     from twisted.protocols._sni import TLSServerEndpoint
 
     if isinstance(endpoint, SSL4ServerEndpoint):
@@ -70,22 +74,31 @@ def tls_layers(endpoint: object) -> tuple[object, object] | None:
     return None
 
 
-def check_listener(description: str) -> None:
+def _tls_listener(
+    reactor: object, path: str, port: str = "443", backlog: str = "50", interface: str = "::"
+) -> tuple[str, object]:
     """
-    For a ``tls:DIR`` listener, that ``DIR`` holds at least one private key with its certificate; raises
-    ``ValueError`` saying what is wrong. (``ssl:`` endpoints check their own files when parsed.)
+    The certificate directory and TCP endpoint of ``tls:PATH:port=...``: the arguments and defaults of Twisted's own
+    ``tls:`` parser, whose certificate loading is replaced by ours.
     """
-    kind, _, rest = description.partition(":")
-    if kind != "tls":
-        return
-    from twisted.protocols._sni import PEMObjects  # what the tls: endpoint itself loads the directory with
-    from twisted.python.filepath import FilePath
+    return path, TCP6ServerEndpoint(reactor, int(port), int(backlog), interface)
 
-    directory = rest.split(":", 1)[0]
-    if not Path(directory).is_dir():
-        raise ValueError(f"{directory!r} is not a directory of .pem files")
-    if not PEMObjects.fromDirectory(FilePath(directory)).inferDomainMapping():
-        raise ValueError(f"no private key with its certificate (and a DNS name) in the .pem files of {directory!r}")
+
+def server_endpoint(reactor: object, description: str) -> object:
+    """
+    ``serverFromString``, except that a ``tls:DIR`` listener serves the certificates of
+    :class:`~txrevproxy._sni.SNICertificates` (``ValueError`` if they cannot be loaded, ``TypeError`` for an
+    unknown argument).
+    """
+    if description.partition(":")[0] != "tls":
+        return serverFromString(reactor, description)
+    from twisted.internet.endpoints import _parse  # the endpoint-string splitter serverFromString itself uses
+
+    args, kwargs = _parse(description)
+    if len(args) != 2 or not set(kwargs) <= {"port", "backlog", "interface"}:
+        raise ValueError("tls: takes a directory of .pem files and port=, backlog=, interface= (tls:DIR:port=PORT)")
+    directory, tcp = _tls_listener(reactor, args[1], **kwargs)
+    return wrapServerTLS(SNICertificates.from_directory(directory), tcp)
 
 
 @frozen

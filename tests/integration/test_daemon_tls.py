@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from _certs import TestCA
 
@@ -82,22 +83,68 @@ def test_alpn(proxy_factory: Callable[..., object], ca: TestCA, flags: tuple[str
         assert sock.selected_alpn_protocol() == chosen
 
 
-def test_sni_listener(proxy_factory: Callable[..., object], ca: TestCA, tmp_path: Path) -> None:
-    """A tls: listener picks the certificate for the name the client sends, wildcards included."""
+def served_names(sock: ssl.SSLSocket) -> list[str]:
+    """
+    The DNS names of the certificate the server sent (read without verifying it).
+    """
+    cert = x509.load_der_x509_certificate(sock.getpeercert(binary_form=True))
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def sni_directory(ca: TestCA, tmp_path: Path) -> Path:
+    """
+    A tls: directory: a default certificate (its file sorts first), one for a.example, a wildcard for *.b.example.
+    """
     certs = tmp_path / "certs"
     certs.mkdir()
-    for names, stem in ((("a.example",), "a"), (("*.b.example",), "b")):
+    for names, stem in ((("default.example",), "00-default"), (("a.example",), "a"), (("*.b.example",), "b")):
         shutil.copy(ca.issue(*names, stem=stem).both, certs / f"{stem}.pem")
-    proxy = proxy_factory("--listen", f"tls:{certs}:port=0:interface=127.0.0.1")
+    return certs
+
+
+def test_sni_listener(proxy_factory: Callable[..., object], ca: TestCA, tmp_path: Path) -> None:
+    """A tls: listener picks the certificate for the name the client sends (wildcards included), serves the
+    default one to a client with no name or an unknown one, offers h2 over ALPN, and logs nothing per handshake."""
+    proxy = proxy_factory("--listen", f"tls:{sni_directory(ca, tmp_path)}:port=0:interface=127.0.0.1")
     port = tls_port(proxy)
+    logged = len(proxy.log_lines())  # type: ignore[attr-defined]
     context = ssl.create_default_context(cafile=str(ca.ca_file))
-    for name in ("a.example", "x.b.example"):
+    for name, names in (("a.example", ["a.example"]), ("x.b.example", ["*.b.example"])):
         with handshake(port, context, name) as sock:  # verification checks the name against the certificate
+            assert served_names(sock) == names
             assert get(sock, "/echo", name)[0] == 200
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with handshake(port, context, "a.example") as sock:
+        assert sock.selected_alpn_protocol() == "h2"
     unverified = ssl.create_default_context()
     unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
-    with handshake(port, unverified, "unknown.example") as sock:  # an unknown name still gets a certificate
-        assert get(sock, "/echo", "unknown.example")[0] == 200
+    for name in (None, "unknown.example"):
+        with handshake(port, unverified, name) as sock:
+            assert served_names(sock) == ["default.example"]
+            assert get(sock, "/echo", "unknown.example")[0] == 200
+    proxy.wait_for_log_count(r"GET /echo", 4)  # type: ignore[attr-defined]  # (the access log: one line a request)
+    assert [line for line in proxy.log_lines()[logged:] if "#warn" in line or "#error" in line] == []  # type: ignore[attr-defined]
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["ssl", "tls"])
+def test_old_tls_refused(proxy_factory: Callable[..., object], ca: TestCA, tmp_path: Path, kind: str) -> None:
+    """TLS listeners refuse TLS 1.1 (TLS 1.2 is the least they speak) and accept TLS 1.2."""
+    if kind == "ssl":
+        leaf = ca.issue("a.example")
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}"
+    else:
+        listen = f"tls:{sni_directory(ca, tmp_path)}:port=0:interface=127.0.0.1"
+    port = tls_port(proxy_factory("--listen", listen))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client itself would speak TLS 1.1
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|protocol version"):
+        handshake(port, context, "a.example")
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with handshake(port, context, "a.example") as sock:
+        assert sock.version() == "TLSv1.2"
 
 
 def test_empty_certificate_directory(run_daemon: Callable[..., object], tmp_path: Path) -> None:
