@@ -98,7 +98,7 @@ def server_endpoint(reactor: object, description: str) -> object:
     if len(args) != 2 or not set(kwargs) <= {"port", "backlog", "interface"}:
         raise ValueError("tls: takes a directory of .pem files and port=, backlog=, interface= (tls:DIR:port=PORT)")
     directory, tcp = _tls_listener(reactor, args[1], **kwargs)
-    return wrapServerTLS(SNICertificates.from_directory(directory), tcp)
+    return wrapServerTLS(SNICertificates.from_directory(directory), tcp, clock=reactor)
 
 
 @frozen

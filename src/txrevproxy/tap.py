@@ -482,7 +482,7 @@ class ProxyService(service.Service):
             served: object = site
             if layers is not None:
                 tls_site.refuse_by_closing = True
-                served = TLSMemoryBIOFactory(layers[1], False, tls_site)
+                served = TLSMemoryBIOFactory(layers[1], False, tls_site, clock=self.reactor)
             port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, served)  # type: ignore[attr-defined]
             os.close(listener.fd)
             self.ports.append(port)

@@ -161,12 +161,13 @@ def test_empty_certificate_directory(run_daemon: Callable[..., object], tmp_path
 class TLSOrigin:
     """
     An HTTPS origin in a thread (``http.server`` over ``ssl``): answers every GET with ``ok``, keeps connections
-    alive and counts them.
+    alive and counts them, and records the name each client sent (SNI).
     """
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
         origin = self
         self.connections = 0
+        self.server_names: list[str | None] = []  # what each TLS client sent as SNI
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -186,6 +187,7 @@ class TLSOrigin:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
+        context.sni_callback = lambda sslobj, name, ctx: self.server_names.append(name)
         if client_ca is not None:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(str(client_ca))
@@ -236,6 +238,18 @@ def test_verified_upstream_keeps_alive(proxy_factory, ca, tls_origin) -> None:
     assert origin.connections == 1
 
 
+def test_upstream_by_name_gets_sni(proxy_factory, ca, tls_origin) -> None:
+    """An https upstream named by host name is sent that name (SNI) and verified against it; an IP address is sent
+    no name."""
+    leaf = ca.issue("localhost", "127.0.0.1")
+    origin = tls_origin(leaf.cert, leaf.key)
+    by_name = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=f"https://localhost:{origin.port}")
+    assert statuses(by_name, 2) == [200, 200]
+    by_address = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=f"https://127.0.0.1:{origin.port}")
+    assert statuses(by_address, 1) == [200]
+    assert origin.server_names == ["localhost", None]
+
+
 @pytest.mark.parametrize(
     ("issue", "host", "reason"),
     [
@@ -257,6 +271,16 @@ def test_failed_verification(proxy_factory, ca, tls_origin, tmp_path, issue, hos
     proxy = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=f"https://{host}:{origin.port}")
     assert statuses(proxy, 1) == [502]
     proxy.wait_for_log("502 TLS with upstream failed: " + reason.replace(".", r"\."))
+
+
+def test_stalled_handshake(proxy_factory, tmp_path) -> None:
+    """An upstream that accepts TCP but never answers the TLS handshake gets the client a 504 at the connect
+    timeout (not the much longer response timeout)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        proxy = proxy_factory("--upstream-insecure", "--connect-timeout", "1", "--response-timeout", "300", upstream=url)
+        assert statuses(proxy, 1) == [504]
+        proxy.wait_for_log("504 connecting to upstream timed out after 1s")
 
 
 def test_insecure_upstream(proxy_factory, tls_origin, tmp_path) -> None:
