@@ -92,7 +92,7 @@ def test_failure_reasons() -> None:
 def test_server_endpoint(tmp_path: Path) -> None:
     """A tls: listener gets our SNI certificates on Twisted's TCP endpoint; a bad directory is a ValueError; other
     endpoints are Twisted's own."""
-    from twisted.internet.endpoints import TCP4ServerEndpoint
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
     from txrevproxy._sni import SNICertificates
 
@@ -109,7 +109,9 @@ def test_server_endpoint(tmp_path: Path) -> None:
     (certs / "a.pem").write_bytes((tmp_path / "ca" / "a.example.pem").read_bytes())
     tcp, creator = tls_layers(server_endpoint(None, f"tls:{certs}:port=8443:interface=127.0.0.1"))
     assert isinstance(creator, SNICertificates) and set(creator.contexts) == {"a.example"}
-    assert (tcp._port, tcp._interface) == (8443, "127.0.0.1")
+    assert isinstance(tcp, TCP4ServerEndpoint) and (tcp._port, tcp._interface) == (8443, "127.0.0.1")
+    tcp, _ = tls_layers(server_endpoint(None, f"tls:{certs}:port=8443"))
+    assert isinstance(tcp, TCP6ServerEndpoint) and tcp._interface == "::"
 
 
 def test_alpn_offers_http1_only() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from attrs import frozen
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.internet.endpoints import TCP6ServerEndpoint, serverFromString, wrapServerTLS
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString, wrapServerTLS
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
     Certificate,
@@ -62,7 +62,7 @@ def tls_layers(endpoint: object) -> tuple[object, object] | None:
     (a context factory or a connection creator), so that a socket bound elsewhere (``--workers``) can be served the
     same way; ``None`` for any other endpoint. Reads the endpoints' own attributes, stable across Twisted releases.
     """
-    from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint
+    from twisted.internet.endpoints import SSL4ServerEndpoint
     from twisted.protocols._sni import TLSServerEndpoint
 
     if isinstance(endpoint, SSL4ServerEndpoint):
@@ -79,9 +79,11 @@ def _tls_listener(
 ) -> tuple[str, object]:
     """
     The certificate directory and TCP endpoint of ``tls:PATH:port=...``: the arguments and defaults of Twisted's own
-    ``tls:`` parser, whose certificate loading is replaced by ours.
+    ``tls:`` parser, whose certificate loading is replaced by ours; an IPv4 interface gets an IPv4 endpoint, so
+    that ``--workers`` binds the right address family.
     """
-    return path, TCP6ServerEndpoint(reactor, int(port), int(backlog), interface)
+    family = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint  # (Twisted's parser: TCP6 always)
+    return path, family(reactor, int(port), int(backlog), interface)
 
 
 def server_endpoint(reactor: object, description: str) -> object:

@@ -13,7 +13,8 @@ import sys
 from collections.abc import Callable
 
 from twisted.application import service
-from twisted.internet.error import ReactorNotRunning
+from OpenSSL import SSL, crypto
+from twisted.internet.error import ReactorNotRunning, VerifyError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
@@ -192,7 +193,8 @@ class Options(usage.Options):
         """
         try:
             server_endpoint(None, endpoint)  # parses it, and loads a tls: listener's certificates
-        except (ValueError, KeyError, TypeError, OSError) as e:
+        except (ValueError, KeyError, TypeError, OSError, VerifyError, SSL.Error, crypto.Error) as e:
+            # (ssl: files: a key that is not the certificate's is a VerifyError, a bad PEM an OpenSSL error)
             raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}") from None
         self["listen"].append(endpoint)
 

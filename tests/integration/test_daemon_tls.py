@@ -147,12 +147,25 @@ def test_old_tls_refused(proxy_factory: Callable[..., object], ca: TestCA, tmp_p
         assert sock.version() == "TLSv1.2"
 
 
-def test_empty_certificate_directory(run_daemon: Callable[..., object], tmp_path: Path) -> None:
-    """A tls: listener on a directory with no key and certificate is a one-line option error."""
-    result = run_daemon("--demo", "--listen", f"tls:{tmp_path}:port=0")
+@pytest.mark.parametrize("problem", ["empty directory", "bad file", "key of another certificate", "not a certificate"])
+def test_unusable_listener_files(run_daemon: Callable[..., object], ca: TestCA, tmp_path: Path, problem: str) -> None:
+    """TLS listener files that cannot serve are a one-line option error at start, with exit status 2."""
+    leaf, other = ca.issue("a.example"), ca.issue("b.example")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    if problem == "empty directory":
+        listen, message = f"tls:{certs}:port=0", "no private key with its certificate"
+    elif problem == "bad file":
+        (certs / "a.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        listen, message = f"tls:{certs}:port=0", "a.pem' cannot be loaded"
+    elif problem == "key of another certificate":
+        listen, message = f"ssl:0:privateKey={other.key}:certKey={leaf.cert}", "keys do not match"
+    else:
+        listen, message = f"ssl:0:privateKey={leaf.key}:certKey={leaf.key}", "invalid --listen endpoint"
+    result = run_daemon("--demo", "--listen", listen)
     assert result.returncode == 2  # type: ignore[attr-defined]
-    assert "invalid --listen endpoint" in result.stderr and "no private key" in result.stderr  # type: ignore[attr-defined]
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and "invalid --listen endpoint" in lines[0] and message in lines[0]
 
 
 # -- https upstreams -------------------------------------------------------------------------------------------
