@@ -19,7 +19,13 @@ from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
 
 from _certs import CertFiles, TestCA
 from txrevproxy import PoolConfig, UpstreamTLS
-from txrevproxy._upstream import ConnectTimeout, UpstreamAddress, UpstreamPool, UpstreamProtocol, UpstreamTLSError
+from txrevproxy._upstream import (
+    ConnectTimeout,
+    UpstreamAddress,
+    UpstreamPool,
+    UpstreamProtocol,
+    UpstreamTLSError,
+)
 
 ADDRESS = UpstreamAddress("127.0.0.1", 443, "https")
 
@@ -90,7 +96,7 @@ def test_failed_handshake(tmp_path: Path, problem: str, reason: str) -> None:
 def test_handshake_cut_by_the_connect_timeout(tmp_path: Path) -> None:
     """A server that accepts TCP but never answers the TLS handshake: the connect times out and the connection is
     aborted."""
-    reactor, pool, results, client = _connecting(TestCA(tmp_path))
+    reactor, _pool, results, client = _connecting(TestCA(tmp_path))
     transport = makeFakeClient(client)
     client.makeConnection(transport)
     reactor.advance(4.9)

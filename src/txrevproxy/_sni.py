@@ -21,14 +21,17 @@ from functools import partial
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_private_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+)
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions
 from zope.interface import implementer
 
-
-_KEY_MARK, _CERT_MARK = b"PRIVATE KEY-----", b"-----BEGIN CERTIFICATE-----"
+_KEY_MARK, CERT_MARK = b"PRIVATE KEY-----", b"-----BEGIN CERTIFICATE-----"
 
 
 def lookup_names(name: str) -> tuple[str, ...]:
@@ -36,11 +39,11 @@ def lookup_names(name: str) -> tuple[str, ...]:
     The certificate names that serve ``name``, best first: itself, then the wildcard for its first label.
     """
     name = name.lower().rstrip(".")
-    head, dot, rest = name.partition(".")
+    _, dot, rest = name.partition(".")
     return (name, f"*.{rest}") if dot and rest else (name,)
 
 
-def _blocks(pem: bytes) -> list[bytes]:
+def pem_blocks(pem: bytes) -> list[bytes]:
     """
     The PEM blocks of a file, each from its ``-----BEGIN`` line to its ``-----END`` line.
     """
@@ -72,7 +75,7 @@ def _chain(leaf: x509.Certificate, others: Iterable[x509.Certificate]) -> list[x
     chain: list[x509.Certificate] = []
     current = leaf
     while current.issuer != current.subject and (issuer := by_subject.get(current.issuer)) is not None:
-        if issuer in chain or issuer is leaf:
+        if issuer in chain:
             break
         chain.append(issuer)
         current = issuer
@@ -120,10 +123,10 @@ class SNICertificates:
         certificates: list[x509.Certificate] = []
         for path in sorted(p for p in root.rglob("*.pem") if p.is_file()):
             try:
-                for block in _blocks(path.read_bytes()):
+                for block in pem_blocks(path.read_bytes()):
                     if _KEY_MARK in block.split(b"\n", 1)[0]:
                         keys.append(load_pem_private_key(block, password=None))
-                    elif block.startswith(_CERT_MARK):
+                    elif block.startswith(CERT_MARK):
                         certificates.append(x509.load_pem_x509_certificate(block))
             except (OSError, ValueError, TypeError) as e:
                 raise ValueError(f"{str(path)!r} cannot be loaded: {getattr(e, 'strerror', None) or e}") from None

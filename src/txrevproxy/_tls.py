@@ -35,7 +35,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ._sni import SNICertificates
+from ._sni import CERT_MARK, SNICertificates, pem_blocks
 
 
 #: What the proxy offers an upstream over ALPN: it speaks HTTP/1.1 upstream.
@@ -125,17 +125,16 @@ def _read(path: str, what: str) -> bytes:
         raise ValueError(f"cannot read the {what} {path!r}: {e.strerror}") from None
 
 
-_BEGIN, _END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
-
-
 def _certificates(pem: bytes, where: str) -> list[Certificate]:
     """
     Every certificate in a PEM file, in order (other PEM blocks, such as a key, are skipped).
     """
     found = []
-    for block in pem.split(_BEGIN)[1:]:
+    for block in pem_blocks(pem):
+        if not block.startswith(CERT_MARK):
+            continue
         try:
-            found.append(Certificate.loadPEM(_BEGIN + block.split(_END, 1)[0] + _END + b"\n"))
+            found.append(Certificate.loadPEM(block))
         except Exception as e:
             raise ValueError(f"a certificate in {where} cannot be loaded: {e}") from None
     return found

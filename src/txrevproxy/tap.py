@@ -12,8 +12,8 @@ import socket
 import sys
 from collections.abc import Callable
 
-from twisted.application import service
 from OpenSSL import SSL, crypto
+from twisted.application import service
 from twisted.internet.error import ReactorNotRunning, VerifyError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
