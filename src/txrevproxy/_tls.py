@@ -22,8 +22,8 @@ from pathlib import Path
 from attrs import frozen
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString, wrapServerTLS
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamServerEndpoint
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -63,15 +63,30 @@ def tls_layers(endpoint: object) -> tuple[object, object] | None:
     same way; ``None`` for any other endpoint. Reads the endpoints' own attributes, stable across Twisted releases.
     """
     from twisted.internet.endpoints import SSL4ServerEndpoint
-    from twisted.protocols._sni import TLSServerEndpoint
 
     if isinstance(endpoint, SSL4ServerEndpoint):
         family = TCP6ServerEndpoint if ":" in endpoint._interface else TCP4ServerEndpoint  # type: ignore[attr-defined]
         tcp = family(None, endpoint._port, endpoint._backlog, endpoint._interface)  # type: ignore[attr-defined]
         return tcp, endpoint._sslContextFactory  # type: ignore[attr-defined]
-    if isinstance(endpoint, TLSServerEndpoint):
-        return endpoint.endpoint, endpoint.connectionCreator
+    if isinstance(endpoint, TLSListener):
+        return endpoint.tcp, endpoint.certificates
     return None
+
+
+@implementer(IStreamServerEndpoint)
+@frozen
+class TLSListener:
+    """
+    A ``tls:DIR`` listener: a TCP endpoint whose connections are served TLS with certificates chosen by SNI.
+    """
+
+    tcp: object
+    certificates: SNICertificates
+    clock: object = None  # what TLS flushes small writes on (None: the global reactor)
+
+    def listen(self, factory: object) -> object:
+        wrapped = TLSMemoryBIOFactory(self.certificates, False, factory, clock=self.clock)  # type: ignore[arg-type]
+        return self.tcp.listen(wrapped)  # type: ignore[attr-defined]
 
 
 def _tls_listener(
@@ -88,9 +103,8 @@ def _tls_listener(
 
 def server_endpoint(reactor: object, description: str) -> object:
     """
-    ``serverFromString``, except that a ``tls:DIR`` listener serves the certificates of
-    :class:`~txrevproxy._sni.SNICertificates` (``ValueError`` if they cannot be loaded, ``TypeError`` for an
-    unknown argument).
+    ``serverFromString``, except that a ``tls:DIR`` listener is a :class:`TLSListener` serving the certificates of
+    :class:`~txrevproxy._sni.SNICertificates` (``ValueError`` for an unknown argument or files that cannot serve).
     """
     if description.partition(":")[0] != "tls":
         return serverFromString(reactor, description)
@@ -100,7 +114,7 @@ def server_endpoint(reactor: object, description: str) -> object:
     if len(args) != 2 or not set(kwargs) <= {"port", "backlog", "interface"}:
         raise ValueError("tls: takes a directory of .pem files and port=, backlog=, interface= (tls:DIR:port=PORT)")
     directory, tcp = _tls_listener(reactor, args[1], **kwargs)
-    return wrapServerTLS(SNICertificates.from_directory(directory), tcp, clock=reactor)
+    return TLSListener(tcp, SNICertificates.from_directory(directory), clock=reactor)
 
 
 @frozen
