@@ -1,14 +1,15 @@
 """
 Server certificates chosen by the name a TLS client sends (SNI), for ``tls:DIR`` listeners.
 
-Twisted parses ``tls:DIR:port=...`` (the TCP side); the certificates are ours: :meth:`SNICertificates.from_directory`
-reads every ``.pem`` file under ``DIR`` once, at start, pairs each private key with the certificate of its public
-key (in the same file or another one, so that certbot's ``privkey.pem`` and ``fullchain.pem`` work), completes each
-chain from the other certificates there, and files each certificate under its DNS names (subject alternative
-names). A client's name picks its certificate exactly, else by a wildcard for its first label (``*.example.com``
-for ``a.example.com``); a client that sends no name or an unknown one gets the default certificate: that of the
-first key in path order (``00-default.pem`` sorts first). Choosing costs a dictionary look-up: no file is read and
-nothing is logged per handshake, whatever names clients send.
+``tls:DIR:port=...`` keeps Twisted's syntax (:func:`txrevproxy._tls.server_endpoint` makes the listener); the
+certificates are ours. :meth:`SNICertificates.from_directory` reads every ``.pem`` file under ``DIR`` once, at
+start, pairs each private key with the certificate of its public key (in the same file or another one, so that
+certbot's ``privkey.pem`` and ``fullchain.pem`` work), completes each chain from the other certificates there, and
+files each certificate under its DNS names (subject alternative names). A client's name picks its certificate
+exactly, else by a wildcard for its first label (``*.example.com`` for ``a.example.com``); a client that sends no
+name or an unknown one gets the default certificate: that of the first key in path order (``00-default.pem``
+sorts first). Choosing costs a dictionary look-up: no file is read and nothing is logged per handshake, whatever
+names clients send.
 
 Each certificate's context is made once by Twisted's ``CertificateOptions`` (TLS 1.2 or newer, Twisted's cipher
 list, no session resumption, ALPN answered with the protocols the served site accepts).
@@ -56,7 +57,8 @@ def pem_blocks(pem: bytes) -> list[bytes]:
 
 
 def _public(key: object) -> bytes:
-    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined, no-any-return]
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
+    return der  # type: ignore[no-any-return]
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:

@@ -123,7 +123,8 @@ def test_sni_listener(proxy_factory: Callable[..., object], ca: TestCA, tmp_path
             assert served_names(sock) == ["default.example"]
             assert get(sock, "/echo", "unknown.example")[0] == 200
     proxy.wait_for_log_count(r"GET /echo", 4)  # type: ignore[attr-defined]  # (the access log: one line a request)
-    assert [line for line in proxy.log_lines()[logged:] if "#warn" in line or "#error" in line] == []  # type: ignore[attr-defined]
+    later = proxy.log_lines()[logged:]  # type: ignore[attr-defined]
+    assert [line for line in later if "#warn" in line or "#error" in line] == []
 
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
@@ -291,7 +292,8 @@ def test_stalled_handshake(proxy_factory, tmp_path) -> None:
     timeout (not the much longer response timeout)."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
         url = f"https://127.0.0.1:{silent.getsockname()[1]}"
-        proxy = proxy_factory("--upstream-insecure", "--connect-timeout", "1", "--response-timeout", "300", upstream=url)
+        flags = ("--upstream-insecure", "--connect-timeout", "1", "--response-timeout", "300")
+        proxy = proxy_factory(*flags, upstream=url)
         assert statuses(proxy, 1) == [504]
         proxy.wait_for_log("504 connecting to upstream timed out after 1s")
 
