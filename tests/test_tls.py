@@ -1,6 +1,6 @@
 """
 TLS pieces without sockets: upstream URLs and Host for https, the upstream TLS settings and their files, failure
-reasons, listener checks, ALPN and the options.
+reasons, listener endpoints, ALPN and the options.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from twisted.python.failure import Failure
 from _certs import TestCA
 from txrevproxy import PoolConfig, ProxyConfig, ProxySite, ReverseProxyResource, UpstreamTLS
 from txrevproxy._headers import host_header
-from txrevproxy._tls import ClientTLS, check_listener, tls_failure
+from txrevproxy._tls import ClientTLS, server_endpoint, tls_failure, tls_layers
 from txrevproxy._upstream import UpstreamAddress
 from txrevproxy.resource import parse_upstream_url
 from txrevproxy.tap import Options
@@ -89,22 +89,33 @@ def test_failure_reasons() -> None:
     assert tls_failure(Failure(ConnectionDone()), None, "h") is None
 
 
-def test_listener_check(tmp_path: Path) -> None:
-    """A tls: directory needs a key with its certificate; other endpoints are not checked here."""
-    check_listener("tcp:8080")
+def test_server_endpoint(tmp_path: Path) -> None:
+    """A tls: listener gets our SNI certificates on Twisted's TCP endpoint; a bad directory is a ValueError; other
+    endpoints are Twisted's own."""
+    from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+
+    from txrevproxy._sni import SNICertificates
+
+    assert isinstance(server_endpoint(None, "tcp:8080"), TCP4ServerEndpoint)
     with pytest.raises(ValueError, match="no private key"):
-        check_listener(f"tls:{tmp_path}:port=0")
+        server_endpoint(None, f"tls:{tmp_path}:port=0")
     with pytest.raises(ValueError, match="is not a directory"):
-        check_listener(f"tls:{tmp_path / 'nothing'}:port=0")
+        server_endpoint(None, f"tls:{tmp_path / 'nothing'}:port=0")
+    with pytest.raises(ValueError, match="port=, backlog=, interface="):
+        server_endpoint(None, f"tls:{tmp_path}:port=0:privateKey=x.pem")
     certs = tmp_path / "certs"
     TestCA(tmp_path / "ca").issue("a.example")
     certs.mkdir()
     (certs / "a.pem").write_bytes((tmp_path / "ca" / "a.example.pem").read_bytes())
-    check_listener(f"tls:{certs}:port=0")
+    tcp, creator = tls_layers(server_endpoint(None, f"tls:{certs}:port=8443:interface=127.0.0.1"))
+    assert isinstance(creator, SNICertificates) and set(creator.contexts) == {"a.example"}
+    assert isinstance(tcp, TCP4ServerEndpoint) and (tcp._port, tcp._interface) == (8443, "127.0.0.1")
+    tcp, _ = tls_layers(server_endpoint(None, f"tls:{certs}:port=8443"))
+    assert isinstance(tcp, TCP6ServerEndpoint) and tcp._interface == "::"
 
 
 def test_alpn_offers_http1_only() -> None:
-    """TLS listeners offer HTTP/1.1 alone over ALPN: the proxy's channel does not speak h2."""
+    """A ProxySite made without http2 offers HTTP/1.1 alone over ALPN."""
     assert ProxySite(None).acceptableProtocols() == [b"http/1.1"]
 
 

@@ -32,7 +32,15 @@ from ._headers import (
     upstream_request_headers,
     values_of,
 )
-from ._upstream import TIMER_SLACK, ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool, UpstreamProtocol
+from ._upstream import (
+    TIMER_SLACK,
+    ConnectTimeout,
+    PoolConfig,
+    UpstreamAddress,
+    UpstreamPool,
+    UpstreamProtocol,
+    UpstreamTLSError,
+)
 from ._tunnel import Tunnel
 from ._validate import ResponseHead
 
@@ -185,6 +193,8 @@ class Relay:
             return
         if failure.check(ConnectTimeout, defer.TimeoutError, error.TimeoutError):
             self._respondError(504, f"connecting to upstream timed out after {self.config.pool.connect_timeout:g}s")
+        elif failure.check(UpstreamTLSError):
+            self._respondError(502, f"TLS with upstream failed: {failure.getErrorMessage()}")
         else:
             self._respondError(502, f"upstream unreachable: {failure.getErrorMessage()}")
 

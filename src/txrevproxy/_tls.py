@@ -1,11 +1,12 @@
 """
 TLS on both sides.
 
-Listening: Twisted's own endpoints do the work. ``ssl:PORT:privateKey=KEY:certKey=CERT`` serves one certificate;
-``tls:DIR:port=PORT`` serves every key and certificate (with its chain) found in the ``.pem`` files of ``DIR``,
-chosen by the name the client sends (SNI), wildcards included. Both advertise the protocols the site accepts over
-ALPN. This module only checks such a listener's files at start (:func:`check_listener`) and tells a TLS port
-from a plain one (:func:`is_tls_port`).
+Listening: ``ssl:PORT:privateKey=KEY:certKey=CERT`` (Twisted's endpoint) serves one certificate;
+``tls:DIR:port=PORT`` (Twisted's endpoint syntax, our :class:`~txrevproxy._sni.SNICertificates`) serves every key and
+certificate (with its chain) found in the ``.pem`` files of ``DIR``, chosen by the name the client sends (SNI),
+wildcards included. Both answer ALPN with the protocols the served site accepts. :func:`server_endpoint` makes
+such a listener (loading its files, so that a bad one is an error at start); :func:`is_tls_port` tells a TLS port
+from a plain one.
 
 Connecting: an ``https://`` upstream is reached through a TLS client connection made by :class:`ClientTLS` from
 an :class:`UpstreamTLS` record: the certificate verified against the system's trust store or a CA file, the host
@@ -21,7 +22,8 @@ from pathlib import Path
 from attrs import frozen
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, IStreamServerEndpoint
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
@@ -32,6 +34,8 @@ from twisted.internet.ssl import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from ._sni import CERT_MARK, SNICertificates, pem_blocks
 
 
 #: What the proxy offers an upstream over ALPN: it speaks HTTP/1.1 upstream.
@@ -58,34 +62,59 @@ def tls_layers(endpoint: object) -> tuple[object, object] | None:
     (a context factory or a connection creator), so that a socket bound elsewhere (``--workers``) can be served the
     same way; ``None`` for any other endpoint. Reads the endpoints' own attributes, stable across Twisted releases.
     """
-    from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
-    from twisted.protocols._sni import TLSServerEndpoint
+    from twisted.internet.endpoints import SSL4ServerEndpoint
 
     if isinstance(endpoint, SSL4ServerEndpoint):
         family = TCP6ServerEndpoint if ":" in endpoint._interface else TCP4ServerEndpoint  # type: ignore[attr-defined]
         tcp = family(None, endpoint._port, endpoint._backlog, endpoint._interface)  # type: ignore[attr-defined]
         return tcp, endpoint._sslContextFactory  # type: ignore[attr-defined]
-    if isinstance(endpoint, TLSServerEndpoint):
-        return endpoint.endpoint, endpoint.connectionCreator
+    if isinstance(endpoint, TLSListener):
+        return endpoint.tcp, endpoint.certificates
     return None
 
 
-def check_listener(description: str) -> None:
+@implementer(IStreamServerEndpoint)
+@frozen
+class TLSListener:
     """
-    For a ``tls:DIR`` listener, that ``DIR`` holds at least one private key with its certificate; raises
-    ``ValueError`` saying what is wrong. (``ssl:`` endpoints check their own files when parsed.)
+    A ``tls:DIR`` listener: a TCP endpoint whose connections are served TLS with certificates chosen by SNI.
     """
-    kind, _, rest = description.partition(":")
-    if kind != "tls":
-        return
-    from twisted.protocols._sni import PEMObjects  # what the tls: endpoint itself loads the directory with
-    from twisted.python.filepath import FilePath
 
-    directory = rest.split(":", 1)[0]
-    if not Path(directory).is_dir():
-        raise ValueError(f"{directory!r} is not a directory of .pem files")
-    if not PEMObjects.fromDirectory(FilePath(directory)).inferDomainMapping():
-        raise ValueError(f"no private key with its certificate (and a DNS name) in the .pem files of {directory!r}")
+    tcp: object
+    certificates: SNICertificates
+    clock: object = None  # what TLS flushes small writes on (None: the global reactor)
+
+    def listen(self, factory: object) -> object:
+        wrapped = TLSMemoryBIOFactory(self.certificates, False, factory, clock=self.clock)  # type: ignore[arg-type]
+        return self.tcp.listen(wrapped)  # type: ignore[attr-defined]
+
+
+def _tls_listener(
+    reactor: object, path: str, port: str = "443", backlog: str = "50", interface: str = "::"
+) -> tuple[str, object]:
+    """
+    The certificate directory and TCP endpoint of ``tls:PATH:port=...``: the arguments and defaults of Twisted's own
+    ``tls:`` parser, whose certificate loading is replaced by ours; an IPv4 interface gets an IPv4 endpoint, so
+    that ``--workers`` binds the right address family.
+    """
+    family = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint  # (Twisted's parser: TCP6 always)
+    return path, family(reactor, int(port), int(backlog), interface)
+
+
+def server_endpoint(reactor: object, description: str) -> object:
+    """
+    ``serverFromString``, except that a ``tls:DIR`` listener is a :class:`TLSListener` serving the certificates of
+    :class:`~txrevproxy._sni.SNICertificates` (``ValueError`` for an unknown argument or files that cannot serve).
+    """
+    if description.partition(":")[0] != "tls":
+        return serverFromString(reactor, description)
+    from twisted.internet.endpoints import _parse  # the endpoint-string splitter serverFromString itself uses
+
+    args, kwargs = _parse(description)
+    if len(args) != 2 or not set(kwargs) <= {"port", "backlog", "interface"}:
+        raise ValueError("tls: takes a directory of .pem files and port=, backlog=, interface= (tls:DIR:port=PORT)")
+    directory, tcp = _tls_listener(reactor, args[1], **kwargs)
+    return TLSListener(tcp, SNICertificates.from_directory(directory), clock=reactor)
 
 
 @frozen
@@ -110,17 +139,16 @@ def _read(path: str, what: str) -> bytes:
         raise ValueError(f"cannot read the {what} {path!r}: {e.strerror}") from None
 
 
-_BEGIN, _END = b"-----BEGIN CERTIFICATE-----", b"-----END CERTIFICATE-----"
-
-
 def _certificates(pem: bytes, where: str) -> list[Certificate]:
     """
     Every certificate in a PEM file, in order (other PEM blocks, such as a key, are skipped).
     """
     found = []
-    for block in pem.split(_BEGIN)[1:]:
+    for block in pem_blocks(pem):
+        if not block.startswith(CERT_MARK):
+            continue
         try:
-            found.append(Certificate.loadPEM(_BEGIN + block.split(_END, 1)[0] + _END + b"\n"))
+            found.append(Certificate.loadPEM(block))
         except Exception as e:
             raise ValueError(f"a certificate in {where} cannot be loaded: {e}") from None
     return found

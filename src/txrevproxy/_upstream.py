@@ -32,10 +32,11 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
-from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from ._framing import LAST_CHUNK, ChunkedDecoder, Framing, FramingError, Kind, encode_chunk, response_framing
 from ._sending import send
@@ -126,6 +127,7 @@ class ResponseReceiver(TypingProtocol):
         """
 
 
+@implementer(IHandshakeListener)
 class UpstreamProtocol(Protocol):
     """
     One HTTP/1.1 connection to an upstream, carrying one request at a time.
@@ -158,6 +160,24 @@ class UpstreamProtocol(Protocol):
         self._keep_alive = True
         self._got_bytes = False
         self._paused = False
+        #: Over TLS, until the handshake is done: fires with this protocol then, or fails with
+        #: :class:`UpstreamTLSError` (the pool's ``connect`` waits for it, under the connect timeout).
+        self.handshake: defer.Deferred[UpstreamProtocol] | None = None
+        if address.scheme == "https":
+            self.handshake = defer.Deferred(self._cancelHandshake)
+
+    def _cancelHandshake(self, handshake: defer.Deferred[UpstreamProtocol]) -> None:
+        self.handshake = None
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        # A certificate that fails the name check aborts the connection during the handshake, which still completes:
+        # connectionLost says why.
+        if self.handshake is None or self.transport.disconnecting:
+            return
+        handshake, self.handshake = self.handshake, None
+        handshake.callback(self)
 
     def connectionMade(self) -> None:
         self.pool.connected += 1
@@ -472,6 +492,10 @@ class UpstreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         state, self.state = self.state, "dead"
+        if self.handshake is not None:
+            handshake, self.handshake = self.handshake, None
+            problem = self._tlsProblem(reason) or (reason.getErrorMessage() if reason is not None else "closed")
+            handshake.errback(UpstreamTLSError(problem))
         self._head_expired = None
         if self._head_call is not None and self._head_call.active():
             self._head_call.cancel()
@@ -503,6 +527,12 @@ class UpstreamProtocol(Protocol):
         if self.address.scheme != "https" or reason is None:
             return None
         return tls_failure(reason, self.transport, self.address.host)
+
+
+class UpstreamTLSError(Exception):
+    """
+    The TLS handshake with an upstream failed; the message says why in one line.
+    """
 
 
 class ConnectTimeout(Exception):
@@ -538,7 +568,7 @@ def _endpoint(reactor: object, address: UpstreamAddress, timeout: float, tls: Cl
     else:
         endpoint = HostnameEndpoint(reactor, host.encode("idna"), address.port, timeout=timeout)
     if address.scheme == "https":
-        return wrapClientTLS(tls.creator(host), endpoint)
+        return wrapClientTLS(tls.creator(host), endpoint, clock=reactor)  # (TLS flushes small writes on this clock)
     return endpoint
 
 
@@ -593,6 +623,9 @@ class UpstreamPool:
         proto = UpstreamProtocol(self, address)
         # The endpoint's own timeout is a backstop; ours decides, and names itself.
         d = _endpoint(self.reactor, address, timeout + 1, self.tls).connect(_OneShot(proto))  # type: ignore[attr-defined]
+        handshake = proto.handshake
+        if handshake is not None:
+            d.addCallback(lambda _: handshake)  # connected means the TLS handshake is done
         d.addTimeout(timeout, self.reactor, onTimeoutCancel=_connect_timed_out)
         return d
 

@@ -12,10 +12,11 @@ import socket
 import sys
 from collections.abc import Callable
 
+from OpenSSL import SSL, crypto
 from twisted.application import service
-from twisted.internet.error import ReactorNotRunning
+from twisted.internet.error import ReactorNotRunning, VerifyError
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -37,7 +38,7 @@ from ._gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 from ._head import HeadLimits
 from ._headers import TrustedNetworks
 from ._relay import ProxyConfig
-from ._tls import ClientTLS, UpstreamTLS, check_listener, is_tls_endpoint, is_tls_port, tls_layers
+from ._tls import ClientTLS, UpstreamTLS, is_tls_endpoint, is_tls_port, server_endpoint, tls_layers
 from ._upstream import PoolConfig
 from .resource import PassThroughProxyResource, parse_upstream_url
 
@@ -191,9 +192,9 @@ class Options(usage.Options):
         A Twisted server endpoint to listen on (repeatable; default tcp:8080).
         """
         try:
-            serverFromString(None, endpoint)
-            check_listener(endpoint)
-        except (ValueError, KeyError, TypeError, OSError) as e:
+            server_endpoint(None, endpoint)  # parses it, and loads a tls: listener's certificates
+        except (ValueError, KeyError, TypeError, OSError, VerifyError, SSL.Error, crypto.Error) as e:
+            # (ssl: files: a key that is not the certificate's is a VerifyError, a bad PEM an OpenSSL error)
             raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}") from None
         self["listen"].append(endpoint)
 
@@ -328,7 +329,12 @@ def _listen_now(reactor: object, description: str, factory: object) -> object:
     Listen on ``description`` now; exit with a one-line error if that fails.
     """
     results: list[object] = []
-    serverFromString(reactor, description).listen(factory).addBoth(results.append)
+    try:
+        endpoint = server_endpoint(reactor, description)
+    except ValueError as e:  # a tls: directory changed since the options were checked
+        print(f"txrevproxy: error: cannot listen on {description}: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    endpoint.listen(factory).addBoth(results.append)  # type: ignore[attr-defined]
     if not results or isinstance(results[0], Failure):
         reason = results[0].getErrorMessage() if results else "listening did not complete"  # type: ignore[union-attr]
         print(f"txrevproxy: error: cannot listen on {description}: {reason}", file=sys.stderr)
@@ -474,11 +480,11 @@ class ProxyService(service.Service):
         os.setpgid(0, 0)
         tls_site = self._tls_site(site)
         for listener in self.options["inherit"]:
-            layers = tls_layers(serverFromString(self.reactor, listener.description))
+            layers = tls_layers(server_endpoint(self.reactor, listener.description))
             served: object = site
             if layers is not None:
                 tls_site.refuse_by_closing = True
-                served = TLSMemoryBIOFactory(layers[1], False, tls_site)
+                served = TLSMemoryBIOFactory(layers[1], False, tls_site, clock=self.reactor)
             port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, served)  # type: ignore[attr-defined]
             os.close(listener.fd)
             self.ports.append(port)
@@ -615,7 +621,7 @@ class SupervisorService(service.MultiService):
         the URL. TCP gets a socket per worker (``SO_REUSEPORT``), TLS too (each worker does TLS on its own); a UNIX
         socket is shared. Exits with a one-line error when the endpoint cannot be bound or handed to a worker.
         """
-        endpoint = serverFromString(self.reactor, description)
+        endpoint = server_endpoint(self.reactor, description)
         layers = tls_layers(endpoint)
         scheme = "https" if layers is not None else "http"
         if layers is not None:

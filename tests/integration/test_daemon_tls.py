@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from _certs import TestCA
 
@@ -82,30 +83,90 @@ def test_alpn(proxy_factory: Callable[..., object], ca: TestCA, flags: tuple[str
         assert sock.selected_alpn_protocol() == chosen
 
 
-def test_sni_listener(proxy_factory: Callable[..., object], ca: TestCA, tmp_path: Path) -> None:
-    """A tls: listener picks the certificate for the name the client sends, wildcards included."""
+def served_names(sock: ssl.SSLSocket) -> list[str]:
+    """
+    The DNS names of the certificate the server sent (read without verifying it).
+    """
+    cert = x509.load_der_x509_certificate(sock.getpeercert(binary_form=True))
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+
+
+def sni_directory(ca: TestCA, tmp_path: Path) -> Path:
+    """
+    A tls: directory: a default certificate (its file sorts first), one for a.example, a wildcard for *.b.example.
+    """
     certs = tmp_path / "certs"
     certs.mkdir()
-    for names, stem in ((("a.example",), "a"), (("*.b.example",), "b")):
+    for names, stem in ((("default.example",), "00-default"), (("a.example",), "a"), (("*.b.example",), "b")):
         shutil.copy(ca.issue(*names, stem=stem).both, certs / f"{stem}.pem")
-    proxy = proxy_factory("--listen", f"tls:{certs}:port=0:interface=127.0.0.1")
+    return certs
+
+
+def test_sni_listener(proxy_factory: Callable[..., object], ca: TestCA, tmp_path: Path) -> None:
+    """A tls: listener picks the certificate for the name the client sends (wildcards included), serves the
+    default one to a client with no name or an unknown one, offers h2 over ALPN, and logs nothing per handshake."""
+    proxy = proxy_factory("--listen", f"tls:{sni_directory(ca, tmp_path)}:port=0:interface=127.0.0.1")
     port = tls_port(proxy)
+    logged = len(proxy.log_lines())  # type: ignore[attr-defined]
     context = ssl.create_default_context(cafile=str(ca.ca_file))
-    for name in ("a.example", "x.b.example"):
+    for name, names in (("a.example", ["a.example"]), ("x.b.example", ["*.b.example"])):
         with handshake(port, context, name) as sock:  # verification checks the name against the certificate
+            assert served_names(sock) == names
             assert get(sock, "/echo", name)[0] == 200
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with handshake(port, context, "a.example") as sock:
+        assert sock.selected_alpn_protocol() == "h2"
     unverified = ssl.create_default_context()
     unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
-    with handshake(port, unverified, "unknown.example") as sock:  # an unknown name still gets a certificate
-        assert get(sock, "/echo", "unknown.example")[0] == 200
+    for name in (None, "unknown.example"):
+        with handshake(port, unverified, name) as sock:
+            assert served_names(sock) == ["default.example"]
+            assert get(sock, "/echo", "unknown.example")[0] == 200
+    proxy.wait_for_log_count(r"GET /echo", 4)  # type: ignore[attr-defined]  # (the access log: one line a request)
+    later = proxy.log_lines()[logged:]  # type: ignore[attr-defined]
+    assert [line for line in later if "#warn" in line or "#error" in line] == []
 
 
-def test_empty_certificate_directory(run_daemon: Callable[..., object], tmp_path: Path) -> None:
-    """A tls: listener on a directory with no key and certificate is a one-line option error."""
-    result = run_daemon("--demo", "--listen", f"tls:{tmp_path}:port=0")
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("kind", ["ssl", "tls"])
+def test_old_tls_refused(proxy_factory: Callable[..., object], ca: TestCA, tmp_path: Path, kind: str) -> None:
+    """TLS listeners refuse TLS 1.1 (TLS 1.2 is the least they speak) and accept TLS 1.2."""
+    if kind == "ssl":
+        leaf = ca.issue("a.example")
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}"
+    else:
+        listen = f"tls:{sni_directory(ca, tmp_path)}:port=0:interface=127.0.0.1"
+    port = tls_port(proxy_factory("--listen", listen))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client itself would speak TLS 1.1
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|protocol version"):
+        handshake(port, context, "a.example")
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with handshake(port, context, "a.example") as sock:
+        assert sock.version() == "TLSv1.2"
+
+
+@pytest.mark.parametrize("problem", ["empty directory", "bad file", "key of another certificate", "not a certificate"])
+def test_unusable_listener_files(run_daemon: Callable[..., object], ca: TestCA, tmp_path: Path, problem: str) -> None:
+    """TLS listener files that cannot serve are a one-line option error at start, with exit status 2."""
+    leaf, other = ca.issue("a.example"), ca.issue("b.example")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    if problem == "empty directory":
+        listen, message = f"tls:{certs}:port=0", "no private key with its certificate"
+    elif problem == "bad file":
+        (certs / "a.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+        listen, message = f"tls:{certs}:port=0", "a.pem' cannot be loaded"
+    elif problem == "key of another certificate":
+        listen, message = f"ssl:0:privateKey={other.key}:certKey={leaf.cert}", "keys do not match"
+    else:
+        listen, message = f"ssl:0:privateKey={leaf.key}:certKey={leaf.key}", "invalid --listen endpoint"
+    result = run_daemon("--demo", "--listen", listen)
     assert result.returncode == 2  # type: ignore[attr-defined]
-    assert "invalid --listen endpoint" in result.stderr and "no private key" in result.stderr  # type: ignore[attr-defined]
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1 and "invalid --listen endpoint" in lines[0] and message in lines[0]
 
 
 # -- https upstreams -------------------------------------------------------------------------------------------
@@ -114,12 +175,13 @@ def test_empty_certificate_directory(run_daemon: Callable[..., object], tmp_path
 class TLSOrigin:
     """
     An HTTPS origin in a thread (``http.server`` over ``ssl``): answers every GET with ``ok``, keeps connections
-    alive and counts them.
+    alive and counts them, and records the name each client sent (SNI).
     """
 
     def __init__(self, cert: Path, key: Path, client_ca: Path | None = None) -> None:
         origin = self
         self.connections = 0
+        self.server_names: list[str | None] = []  # what each TLS client sent as SNI
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -139,6 +201,7 @@ class TLSOrigin:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
+        context.sni_callback = lambda sslobj, name, ctx: self.server_names.append(name)
         if client_ca is not None:
             context.verify_mode = ssl.CERT_REQUIRED
             context.load_verify_locations(str(client_ca))
@@ -189,6 +252,18 @@ def test_verified_upstream_keeps_alive(proxy_factory, ca, tls_origin) -> None:
     assert origin.connections == 1
 
 
+def test_upstream_by_name_gets_sni(proxy_factory, ca, tls_origin) -> None:
+    """An https upstream named by host name is sent that name (SNI) and verified against it; an IP address is sent
+    no name."""
+    leaf = ca.issue("localhost", "127.0.0.1")
+    origin = tls_origin(leaf.cert, leaf.key)
+    by_name = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=f"https://localhost:{origin.port}")
+    assert statuses(by_name, 2) == [200, 200]
+    by_address = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=f"https://127.0.0.1:{origin.port}")
+    assert statuses(by_address, 1) == [200]
+    assert origin.server_names == ["localhost", None]
+
+
 @pytest.mark.parametrize(
     ("issue", "host", "reason"),
     [
@@ -210,6 +285,17 @@ def test_failed_verification(proxy_factory, ca, tls_origin, tmp_path, issue, hos
     proxy = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=f"https://{host}:{origin.port}")
     assert statuses(proxy, 1) == [502]
     proxy.wait_for_log("502 TLS with upstream failed: " + reason.replace(".", r"\."))
+
+
+def test_stalled_handshake(proxy_factory, tmp_path) -> None:
+    """An upstream that accepts TCP but never answers the TLS handshake gets the client a 504 at the connect
+    timeout (not the much longer response timeout)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        url = f"https://127.0.0.1:{silent.getsockname()[1]}"
+        flags = ("--upstream-insecure", "--connect-timeout", "1", "--response-timeout", "300")
+        proxy = proxy_factory(*flags, upstream=url)
+        assert statuses(proxy, 1) == [504]
+        proxy.wait_for_log("504 connecting to upstream timed out after 1s")
 
 
 def test_insecure_upstream(proxy_factory, tls_origin, tmp_path) -> None:

@@ -11,7 +11,10 @@ import signal
 import socket
 import time
 import http.client
+import shutil
 import ssl
+
+import pytest
 
 from _certs import TestCA
 
@@ -110,13 +113,19 @@ def test_workers_stop_when_the_supervisor_is_killed(proxy_factory):
     _wait_gone(list(pids.values()))
 
 
-def test_workers_serve_tls(proxy_factory, tmp_path):
-    """Each worker serves an ssl: listener itself: HTTPS requests are answered and h2 is offered."""
+@pytest.mark.parametrize("kind", ["ssl", "tls"])
+def test_workers_serve_tls(proxy_factory, tmp_path, kind):
+    """Each worker serves an ssl: or tls: (SNI) listener itself: HTTPS requests are answered and h2 is offered."""
     ca = TestCA(tmp_path / "ca")
     leaf = ca.issue("localhost", "127.0.0.1")
-    listen = f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}"
+    if kind == "ssl":
+        listen = f"ssl:0:interface=127.0.0.1:privateKey={leaf.key}:certKey={leaf.cert}"
+    else:
+        (tmp_path / "certs").mkdir()
+        shutil.copy(leaf.both, tmp_path / "certs" / "localhost.pem")
+        listen = f"tls:{tmp_path / 'certs'}:port=0:interface=127.0.0.1"
     proxy = proxy_factory("--workers", "2", "--listen", listen)
-    port = int(proxy.wait_for_log(r"listening on https://127\.0\.0\.1:(\d+) \(ssl:").group(1))
+    port = int(proxy.wait_for_log(rf"listening on https://127\.0\.0\.1:(\d+) \({kind}:").group(1))
     assert len(_worker_pids(proxy, 2)) == 2
     context = ssl.create_default_context(cafile=str(ca.ca_file))
     context.set_alpn_protocols(["h2", "http/1.1"])
