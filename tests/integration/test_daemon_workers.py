@@ -18,7 +18,6 @@ import pytest
 
 from _certs import TestCA
 
-from test_daemon_access import _self_signed_pem as self_signed_pem
 
 TIMEOUT = 15.0
 
