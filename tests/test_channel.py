@@ -340,3 +340,16 @@ def test_other_resources_in_a_proxy_site():
     assert head.startswith(b"HTTP/1.1 200 OK") and body == b"hello"
     lines = header_lines(head)
     assert b"Server: TwistedWeb" in b"\n".join(lines) and any(line.startswith(b"Date: ") for line in lines)
+
+
+def test_proxy_request_has_every_attribute_twisted_request_sets():
+    """ProxyRequest sets Twisted's Request attributes itself (for speed): none of them may go missing."""
+    from twisted.web.server import Request
+
+    from txrevproxy._request import ProxyRequest
+
+    h = Harness()
+    ours, twisted = ProxyRequest(h.channel), Request(h.channel)
+    assert set(vars(twisted)) - {"requestHeaders"} <= set(vars(ours))
+    assert ours.client == twisted.client and ours.getHost() == twisted.getHost()
+    assert ours.channel is twisted.channel and ours.transport is twisted.transport

@@ -135,6 +135,7 @@ class ProxyChannel(HTTPChannel):
     # -- connection ----------------------------------------------------------------------------------------
 
     _host: object = None
+    _peer: object = None
     _secure: bool | None = None
 
     def isSecure(self) -> bool:
@@ -148,6 +149,12 @@ class ProxyChannel(HTTPChannel):
         if self._host is None:
             self._host = self.transport.getHost()
         return self._host
+
+    def getPeer(self) -> object:
+        # The same for the peer's (a TCP transport makes a new address object on each call).
+        if self._peer is None:
+            self._peer = self.transport.getPeer()
+        return self._peer
 
     def connectionMade(self) -> None:
         self._idle_timeout = self.timeOut

@@ -46,6 +46,22 @@ class ProxyRequest(Request):
     _cookies_parsed = False
     _when_lost: Callable[[object], object] | None = None
 
+    def __init__(self, channel: object, queued: object = None) -> None:
+        # twisted.web.server.Request.__init__'s attributes, set directly: it runs for every request, and the
+        # channel answers getPeer and getHost from what it asked once per connection. (No form parsing: the body
+        # is relayed, never stored; request headers come with setHeaderList.)
+        self.notifications = []
+        self.channel = channel  # type: ignore[assignment]
+        self.client = channel.getPeer()  # type: ignore[attr-defined]
+        self.host = channel.getHost()  # type: ignore[attr-defined]
+        self.received_cookies = {}
+        self.responseHeaders = Headers()
+        self.cookies = []
+        self.transport = channel.transport  # type: ignore[attr-defined]
+        self.queued = False
+        self._parsePOSTFormSubmission = False
+        self._adapterCache = {}
+
     @property  # type: ignore[override]
     def requestHeaders(self) -> Headers:
         headers = self._headers
@@ -231,16 +247,22 @@ class ProxyRequest(Request):
             send(self.channel.transport, data)
 
     def finish(self) -> None:
-        if self._relaying and not self._disconnected:
-            last = b"0\r\n\r\n" if self.chunked else b""
-            self.chunked = 0  # the last chunk is written here
-            head, self._head = self._head, None
-            if head is not None:
-                self.startedWriting = 1
-                last = head + last
-            if last:
-                send(self.channel.transport, last)
-        Request.finish(self)
+        if not self._relaying or self._disconnected or self.finished or self._encoder:
+            Request.finish(self)  # (which raises or warns for the last two)
+            return
+        # Request.finish for a relayed response: the last chunk and a held head in one write, log, clean up.
+        last = b"0\r\n\r\n" if self.chunked else b""
+        self.chunked = 0
+        head, self._head = self._head, None
+        if head is not None:
+            last = head + last
+        self.startedWriting = 1
+        if last:
+            send(self.channel.transport, last)
+        self.channel.site.log(self)
+        self.finished = 1
+        if not self.queued:
+            self._cleanup()
 
     def _cleanup(self) -> None:
         if self.proxy_body is not None and not self.proxy_body.complete:
