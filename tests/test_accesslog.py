@@ -16,15 +16,15 @@ from txrevproxy._accesslog import FLUSH_INTERVAL, FLUSH_SIZE, AccessLog, combine
 
 def test_combined_line():
     """A line has nginx's combined fields, then the duration in milliseconds."""
-    line = combined_line("10.0.0.1", "[d]", b"GET", b"/a?b", b"HTTP/1.1", 200, 12, None, b"curl/8", 0.0015)
-    assert line == '10.0.0.1 - - [d] "GET /a?b HTTP/1.1" 200 12 "-" "curl/8" 1.500\n'
+    line = combined_line(b"10.0.0.1", b"[d]", b"GET", b"/a?b", b"HTTP/1.1", 200, 12, None, b"curl/8", 0.0015)
+    assert line == b'10.0.0.1 - - [d] "GET /a?b HTTP/1.1" 200 12 "-" "curl/8" 1.500\n'
 
 
 def test_escaping():
     """Quotes, backslashes, controls and non-ASCII bytes are written as \\xHH; nothing can break the line."""
-    line = combined_line("ip", "[d]", b"GET", b"/", b"HTTP/1.1", 200, 0, b'a"b\\c', b"\xe9\x1b\n", 0)
-    assert '"a\\x22b\\x5Cc" "\\xE9\\x1B\\x0A"' in line
-    assert line.count("\n") == 1
+    line = combined_line(b"ip", b"[d]", b"GET", b"/", b"HTTP/1.1", 200, 0, b'a"b\\c', b"\xe9\x1b\n", 0)
+    assert b'"a\\x22b\\x5Cc" "\\xE9\\x1B\\x0A"' in line
+    assert line.count(b"\n") == 1
 
 
 def test_log_date():
@@ -39,8 +39,8 @@ def test_lines_are_written_in_batches():
     """Lines wait until FLUSH_INTERVAL has passed, then go out in one write."""
     clock, written = Clock(), []
     log = AccessLog(written.append, clock)
-    log.add("a\n")
-    log.add("b\n")
+    log.add(b"a\n")
+    log.add(b"b\n")
     assert written == []
     clock.advance(FLUSH_INTERVAL)
     assert written == [b"a\nb\n"]
@@ -52,7 +52,7 @@ def test_a_full_batch_is_written_at_once():
     """Once FLUSH_SIZE bytes wait, they are written without waiting for the timer."""
     clock, written = Clock(), []
     log = AccessLog(written.append, clock)
-    line = "x" * 99 + "\n"
+    line = b"x" * 99 + b"\n"
     for _ in range(FLUSH_SIZE // 100 + 1):
         log.add(line)
     assert written and sum(map(len, written)) >= FLUSH_SIZE

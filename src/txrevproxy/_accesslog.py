@@ -17,6 +17,7 @@ Bytes that could break a line or a field (controls, ``"``, ``\\``, non-ASCII) ar
 from __future__ import annotations
 
 import os
+import re
 import select
 import time
 from collections.abc import Callable
@@ -29,14 +30,17 @@ FLUSH_INTERVAL = 0.2
 FLUSH_SIZE = 65536
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_ESCAPES = {i: f"\\x{i:02X}" for i in [*range(0x20), 0x22, 0x5C, *range(0x7F, 0x100)]}
+_NEEDS_ESCAPE = re.compile(rb'[^\x20-\x7e]|["\\]')
+_ESCAPED = tuple(b"\\x%02X" % i if _NEEDS_ESCAPE.match(bytes([i])) else bytes([i]) for i in range(256))
 
 
-def escape(value: bytes) -> str:
+def escape(value: bytes) -> bytes:
     """
-    ``value`` as log text: printable ASCII as is, anything else as ``\\xHH``.
+    ``value`` for a log line: printable ASCII as is, anything else (and ``"``, ``\\``) as ``\\xHH``.
     """
-    return value.decode("latin-1").translate(_ESCAPES)
+    if _NEEDS_ESCAPE.search(value) is None:  # the common case: one search, no copy
+        return value
+    return b"".join([_ESCAPED[i] for i in value])
 
 
 def log_date(seconds: float) -> str:
@@ -48,8 +52,8 @@ def log_date(seconds: float) -> str:
 
 
 def combined_line(
-    client: str,
-    date: str,
+    client: bytes,
+    date: bytes,
     method: bytes,
     target: bytes,
     version: bytes,
@@ -58,11 +62,11 @@ def combined_line(
     referrer: bytes | None,
     agent: bytes | None,
     duration: float,
-) -> str:
+) -> bytes:
     """
     One access-log line (with its newline).
     """
-    return '%s - - %s "%s %s %s" %d %d "%s" "%s" %.3f\n' % (
+    return b'%s - - %s "%s %s %s" %d %d "%s" "%s" %.3f\n' % (
         client,
         date,
         escape(method),
@@ -70,8 +74,8 @@ def combined_line(
         escape(version),
         status,
         length,
-        "-" if referrer is None else escape(referrer),
-        "-" if agent is None else escape(agent),
+        b"-" if referrer is None else escape(referrer),
+        b"-" if agent is None else escape(agent),
         duration * 1000,
     )
 
@@ -109,6 +113,24 @@ def write_all(fd: int) -> Callable[[bytes], None]:
     return write
 
 
+def _referrer_and_agent(request: object) -> tuple[bytes | None, bytes | None]:
+    """
+    The last ``Referer`` and ``User-Agent`` values of a request (as ``getHeader`` gives them), in one pass over its
+    header list when it keeps one (the proxy's own requests).
+    """
+    header_list = getattr(request, "headerList", None)
+    if header_list is None:
+        return request.getHeader(b"referer"), request.getHeader(b"user-agent")  # type: ignore[attr-defined]
+    referrer = agent = None
+    for name, value in header_list():
+        size = len(name)
+        if size == 7 and name.lower() == b"referer":
+            referrer = value
+        elif size == 10 and name.lower() == b"user-agent":
+            agent = value
+    return referrer, agent
+
+
 class AccessLog:
     """
     Gathers access-log lines and hands them to ``write`` in batches.
@@ -120,29 +142,28 @@ class AccessLog:
     def __init__(self, write: Callable[[bytes], object], clock: object) -> None:
         self._write = write
         self._clock = clock
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []
         self._size = 0
         self._flush_call: IDelayedCall | None = None
         self._second = -1
-        self._date = ""
+        self._date = b""
 
-    def date(self) -> str:
+    def date(self) -> bytes:
         now = int(self._clock.seconds())  # type: ignore[attr-defined]
         if now != self._second:
-            self._second, self._date = now, log_date(now)
+            self._second, self._date = now, log_date(now).encode("ascii")
         return self._date
 
     def log(self, request: object) -> None:
         """
         Record an answered ``twisted.web`` request.
         """
-        referrer = request.getHeader(b"referer")  # type: ignore[attr-defined]
-        agent = request.getHeader(b"user-agent")  # type: ignore[attr-defined]
+        referrer, agent = _referrer_and_agent(request)
         peer = request.client  # type: ignore[attr-defined]
         started = getattr(request, "started", None)
         self.add(
             combined_line(
-                getattr(peer, "host", None) or "-",
+                (getattr(peer, "host", None) or "-").encode("ascii", "backslashreplace"),
                 self.date(),
                 request.method,  # type: ignore[attr-defined]
                 request.uri,  # type: ignore[attr-defined]
@@ -155,7 +176,7 @@ class AccessLog:
             )
         )
 
-    def add(self, line: str) -> None:
+    def add(self, line: bytes) -> None:
         self._lines.append(line)
         self._size += len(line)
         if self._size >= FLUSH_SIZE:
@@ -169,7 +190,7 @@ class AccessLog:
                 self._flush_call.cancel()
             self._flush_call = None
         if self._lines:
-            data = "".join(self._lines).encode("latin-1")
+            data = b"".join(self._lines)
             self._lines = []
             self._size = 0
             self._write(data)

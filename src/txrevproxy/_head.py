@@ -61,7 +61,7 @@ def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | Rejection:
     Split ``method SP request-target SP HTTP-version`` (exactly one space each).
     """
     parts = line.split(b" ")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 3 or b"" in parts:
         if len(parts) == 2 and _TOKEN.match(parts[0]) and parts[1].startswith(b"/"):
             return Rejection(400, "HTTP/0.9 request line")
         return Rejection(400, "malformed request line")
@@ -97,9 +97,9 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
     Parse a complete request head: the request line and header lines, without the blank line that ends it.
     """
     lines = head.split(b"\r\n")
-    for line in lines:
-        if b"\r" in line or b"\n" in line:
-            return Rejection(400, "bare CR or LF in the request head")
+    crlf = len(lines) - 1
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+        return Rejection(400, "bare CR or LF in the request head")
     request_line = lines[0]
     if len(request_line) > limits.request_line:
         return Rejection(414, "request line too long")

@@ -63,10 +63,15 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     return connection_options(value for name, value in headers if name.lower() == b"connection")
 
 
+_NO_OPTIONS: frozenset[bytes] = frozenset()
+
+
 def connection_options(values: Iterable[bytes]) -> frozenset[bytes]:
     """
     The lower-cased option names in these ``Connection`` header values.
     """
+    if not values:
+        return _NO_OPTIONS
     tokens = {t.strip().lower() for value in values for t in value.split(b",")}
     tokens.discard(b"")
     return frozenset(tokens)
