@@ -318,14 +318,14 @@ def test_token_names_are_remembered_within_a_bound() -> None:
     """Valid names are remembered up to a bound; invalid ones never are."""
     from txrevproxy import _headers
 
-    assert _headers.is_token(b"X-Remembered") and b"X-Remembered" in _headers._KNOWN_TOKENS
-    assert not _headers.is_token(b"Bad Name") and b"Bad Name" not in _headers._KNOWN_TOKENS
+    assert _headers.is_token(b"X-Remembered") and b"X-Remembered" in _headers.KNOWN_TOKENS
+    assert not _headers.is_token(b"Bad Name") and b"Bad Name" not in _headers.KNOWN_TOKENS
     assert not _headers.is_token(b"") and not _headers.is_token(b"x\n")
-    saved = set(_headers._KNOWN_TOKENS)
+    saved = set(_headers.KNOWN_TOKENS)
     try:
-        _headers._KNOWN_TOKENS.update(b"n%d" % i for i in range(_headers.KNOWN_TOKENS_MAX))
-        size = len(_headers._KNOWN_TOKENS)
-        assert _headers.is_token(b"One-More-Name") and len(_headers._KNOWN_TOKENS) == size
+        _headers.KNOWN_TOKENS.update(b"n%d" % i for i in range(_headers.KNOWN_TOKENS_MAX))
+        size = len(_headers.KNOWN_TOKENS)
+        assert _headers.is_token(b"One-More-Name") and len(_headers.KNOWN_TOKENS) == size
     finally:
-        _headers._KNOWN_TOKENS.clear()
-        _headers._KNOWN_TOKENS.update(saved)
+        _headers.KNOWN_TOKENS.clear()
+        _headers.KNOWN_TOKENS.update(saved)

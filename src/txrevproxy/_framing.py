@@ -63,6 +63,10 @@ def parse_content_length(values: Sequence[bytes]) -> int | None:
     """
     if not values:
         return None
+    if len(values) == 1:
+        text = values[0]
+        if text.isdigit() and text.isascii() and len(text) <= _MAX_LENGTH_DIGITS:
+            return int(text)  # the common case: one plain number
     seen = {item.strip(b" \t") for value in values for item in value.split(b",")}
     if len(seen) != 1:
         raise FramingError(400, "conflicting Content-Length values")

@@ -104,7 +104,7 @@ _drop_sets: dict[frozenset[bytes], frozenset[bytes]] = {}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Header names already found to be tokens: requests and responses repeat the same few dozen names, and a set lookup
 #: costs a fraction of a regex match. Bounded, so that a client sending ever new names cannot grow it.
-_KNOWN_TOKENS: set[bytes] = set()
+KNOWN_TOKENS: set[bytes] = set()
 KNOWN_TOKENS_MAX = 4096
 
 
@@ -112,12 +112,12 @@ def is_token(name: bytes) -> bool:
     """
     Whether ``name`` is a token (RFC 9110 section 5.6.2), as every field name must be.
     """
-    if name in _KNOWN_TOKENS:
+    if name in KNOWN_TOKENS:
         return True
     if _TOKEN.match(name) is None:
         return False
-    if len(_KNOWN_TOKENS) < KNOWN_TOKENS_MAX:
-        _KNOWN_TOKENS.add(name)
+    if len(KNOWN_TOKENS) < KNOWN_TOKENS_MAX:
+        KNOWN_TOKENS.add(name)
     return True
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from attrs import field, frozen
 
 from ._framing import Framing, FramingError, request_framing_of
-from ._headers import connection_options, is_token
+from ._headers import KNOWN_TOKENS, connection_options, is_token
 
 
 @frozen
@@ -162,7 +162,7 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
         name, colon, value = line.partition(b":")
         if not colon:
             raise InvalidResponse("response header line without a colon")
-        if not is_token(name):
+        if name not in KNOWN_TOKENS and not is_token(name):  # (the set test first: no call for known names)
             raise InvalidResponse("invalid response header name")
         value = value.strip(b" \t")
         if values_bad and _BAD_VALUE.search(value):
