@@ -62,3 +62,15 @@ def test_other_transports_use_write():
     transport = StringTransport()
     send(transport, b"x")
     assert transport.value() == b"x"
+
+
+def test_a_failed_send_is_left_to_twisted():
+    """When the socket refuses the bytes with an error (peer gone), they are queued and Twisted's writing meets it."""
+    from twisted.internet.error import ConnectionLost
+
+    transport, peer, reactor = _server()
+    peer.close()
+    send(transport, b"hello")
+    assert transport in reactor.getWriters()
+    # What the reactor does next: Twisted's writing meets the error and reports the connection lost.
+    assert isinstance(transport.doWrite(), ConnectionLost)
