@@ -353,3 +353,53 @@ def test_proxy_request_has_every_attribute_twisted_request_sets():
     assert set(vars(twisted)) - {"requestHeaders"} <= set(vars(ours))
     assert ours.client == twisted.client and ours.getHost() == twisted.getHost()
     assert ours.channel is twisted.channel and ours.transport is twisted.transport
+
+
+@pytest.mark.parametrize("leaf", [True, False])
+def test_resources_see_twisteds_traversal_paths(leaf):
+    """A leaf root is found without traversal (the daemon's case), yet sees the same prepath, postpath and sitepath
+    as under Twisted's Site; a non-leaf root is traversed as usual."""
+    from twisted.web.resource import Resource
+
+    seen = []
+
+    class Show(Resource):
+        isLeaf = True
+
+        def render_GET(self, request):
+            seen.append((request.prepath, request.postpath, request.sitepath))
+            return b"ok"
+
+    root = Show()
+    if not leaf:
+        root = Resource()
+        root.putChild(b"a", Show())
+    h = Harness(resource=root)
+    h.send(b"GET /a/b%20c/d?q=1 HTTP/1.1\r\n" + HOST + b"\r\n")
+    assert _status(h.response()) == 200
+    assert seen == [([], [b"a", b"b c", b"d"], [])] if leaf else [([b"a"], [b"b c", b"d"], [])]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_client_connections_send_without_nagle_delay(tls):
+    """A client's TCP connection, plain or under TLS, has TCP_NODELAY set (by Twisted's HTTPChannel), so that a small
+    write (a chunk, a head ahead of its body) is not held back until the client acknowledges the previous one."""
+    import socket
+
+    from twisted.internet import ssl, tcp
+    from twisted.internet.testing import MemoryReactor
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, address = listener.accept()
+    accepted.setblocking(False)
+    h = Harness()
+    factory = TLSMemoryBIOFactory(ssl.CertificateOptions(), False, h.site) if tls else h.site
+    protocol = factory.buildProtocol(None)
+    transport = tcp.Server(accepted, protocol, address, None, 1, MemoryReactor())
+    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+    protocol.makeConnection(transport)
+    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    for sock in (client, accepted, listener):
+        sock.close()

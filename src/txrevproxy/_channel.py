@@ -583,6 +583,15 @@ class ProxySite(Site):
         """
         return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
+    def getResourceFor(self, request: object) -> object:
+        root = self.resource
+        if root.isLeaf:
+            # The daemon's pass-through resource: no traversal (and no postpath made; ProxyRequest makes it on demand).
+            request.site = self  # type: ignore[attr-defined]
+            request.sitepath = []  # type: ignore[attr-defined]
+            return root
+        return super().getResourceFor(request)
+
     def log(self, request: object) -> None:
         if self.access_log is not None:
             self.access_log.log(request)

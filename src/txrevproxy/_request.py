@@ -202,12 +202,24 @@ class ProxyRequest(Request):
         self._relaying = False
         self.chunked = 0
 
+    _postpath: list[bytes] | None = None
+
+    @property
+    def postpath(self) -> list[bytes]:
+        # Made when first asked for: a leaf root resource (the daemon's) never looks.
+        if self._postpath is None:
+            self._postpath = list(map(unquote, self.path[1:].split(b"/")))
+        return self._postpath
+
+    @postpath.setter
+    def postpath(self, value: list[bytes]) -> None:
+        self._postpath = value
+
     def process(self) -> None:
         # twisted.web.server.Request.process, less the Server and Date headers it sets on every response (a
         # relayed response carries the upstream's, writeHead adding Date when missing; write() adds both to others).
         self.site = self.channel.site
         self.prepath = []
-        self.postpath = list(map(unquote, self.path[1:].split(b"/")))
         if self.path == b"*":
             self._handleStar()
             return
