@@ -128,6 +128,22 @@ def test_upstream_request_headers_drops_rebuilt_headers(name):
     assert (b"X-Keep", b"1") in out
 
 
+def test_upstream_request_headers_repeat_for_the_same_context_and_stay_independent():
+    """The forwarding headers of a context seen before (kept, since a connection repeats its context) are the same,
+    whatever a caller did to an earlier list, and a context differing in any field gets its own."""
+    incoming = [(b"Host", b"example.com")]
+    first = upstream_request_headers(incoming, UNTRUSTED, b"upstream")
+    expected = list(first)
+    first.append((b"X-Added", b"1"))
+    first[1] = (b"X-Forwarded-For", b"changed")
+    assert upstream_request_headers(incoming, UNTRUSTED, b"upstream") == expected
+    forwarding_headers(incoming, UNTRUSTED).append((b"X-Added", b"1"))
+    assert forwarding_headers(incoming, UNTRUSTED) == expected[1:]
+    other = ForwardingContext(client_ip="10.9.9.9", proto=b"https", host=b"other", trusted=False, version=b"1.0")
+    assert values_of(upstream_request_headers(incoming, other, b"upstream"), b"via") == [b"1.0 txrevproxy"]
+    assert values_of(upstream_request_headers(incoming, other, b"upstream"), b"x-forwarded-for") == [b"10.9.9.9"]
+
+
 def test_upstream_request_headers_has_exactly_one_of_each_forwarding_header():
     """Client-sent forwarding headers are not copied verbatim; each forwarding header appears once."""
     out = upstream_request_headers(INCOMING_FORWARDING + [(b"Via", b"1.0 edge")], UNTRUSTED, b"upstream")

@@ -172,7 +172,7 @@ def forwarding_headers(incoming: Sequence[tuple[bytes, bytes]], ctx: ForwardingC
     ``X-Forwarded-Proto``/``-Host`` are kept; from anyone else all of them are replaced. ``Via`` is end to end and
     always appended to (RFC 9110 section 7.6.3).
     """
-    return _rebuild(incoming, ctx, b"")[1]
+    return list(_rebuild(incoming, ctx, b"")[1])
 
 
 _FORWARDING = frozenset({b"x-forwarded-for", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"via"})
@@ -207,7 +207,22 @@ def _rebuild(
             kept.append(header)
         elif lower in _FORWARDING:
             seen.setdefault(lower, []).append(header[1])
+    if seen:
+        return kept, _forwarding(ctx, seen)
+    # None came in (the usual case): the headers depend on ctx alone, and a connection sends the same ctx again.
+    out = _fresh_forwarding.get(ctx)
+    if out is None:
+        if len(_fresh_forwarding) >= _FRESH_FORWARDING_MAX:
+            _fresh_forwarding.clear()
+        out = _fresh_forwarding[ctx] = _forwarding(ctx, seen)
+    return kept, out
 
+
+_fresh_forwarding: dict[ForwardingContext, HeaderList] = {}
+_FRESH_FORWARDING_MAX = 1024
+
+
+def _forwarding(ctx: ForwardingContext, seen: dict[bytes, list[bytes]]) -> HeaderList:
     ip = ctx.client_ip.encode("ascii")
     element = b"for=" + _forwarded_node(ctx.client_ip) + b";proto=" + ctx.proto
     if ctx.host is not None:
@@ -227,7 +242,7 @@ def _rebuild(
     out.append((b"Forwarded", b", ".join(forwarded)))
     via = seen.get(b"via", []) + [ctx.version + b" " + VIA_NAME]
     out.append((b"Via", b", ".join(via)))
-    return kept, out
+    return out
 
 
 def host_header(host: str, port: int, scheme: str = "http") -> bytes:
