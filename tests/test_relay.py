@@ -5,6 +5,10 @@ is a MemoryReactorClock.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
+import pytest
 from _harness import CapturedLog, Harness, head_and_body, header_lines
 
 from txrevproxy import PoolConfig, ProxyConfig, TrustedNetworks
@@ -518,3 +522,31 @@ def test_response_deadline_on_a_reused_connection():
     assert h.response().count(b"HTTP/1.1 504 ") == 1
     assert up.transport.disconnected
 
+
+
+# -- memory ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        GET,
+        b"POST /p HTTP/1.1\r\nHost: example.com\r\nContent-Length: 5\r\n\r\nhello",
+        b"POST /p HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ],
+)
+def test_a_relayed_request_is_freed_by_reference_counting(request_bytes):
+    """Once answered, a request and its relay are freed at once: no reference cycle is left for the garbage
+    collector, which would otherwise have to find one per request."""
+    h = Harness()
+    h.send(request_bytes)
+    up = h.upstream().accept()
+    request = weakref.ref(h.channel.requests[-1])
+    relay = weakref.ref(up.protocol._wrappedProtocol._receiver)
+    gc.disable()
+    try:
+        up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        assert h.response().endswith(b"\r\n\r\nok")
+        assert request() is None and relay() is None
+    finally:
+        gc.enable()

@@ -138,9 +138,10 @@ class StreamingBody:
         if self.failed is not None or self._ended:
             return
         self.failed = reason
+        sink = self._sink
         self.stop()
-        if self._sink is not None:
-            self._sink.bodyFailed(reason)
+        if sink is not None:
+            sink.bodyFailed(reason)
 
     def _flush(self) -> None:
         sink = self._sink
@@ -177,9 +178,11 @@ class StreamingBody:
 
     def stop(self) -> None:
         """
-        The upstream wants no more: drop what is held and let the client send the rest, to be discarded.
+        The upstream wants no more: drop what is held and let the client send the rest, to be discarded. The sink
+        is forgotten (it holds this body: a reference cycle otherwise).
         """
         self._stopped = True
+        self._sink = None
         self._pending = []
         self._pending_size = 0
         self._resumeClient()

@@ -259,6 +259,9 @@ class ProxyRequest(Request):
             send(self.channel.transport, data)
 
     def finish(self) -> None:
+        # A finished request's loss is no news to anyone; and the callback (a relay's bound method, the relay holding
+        # this request) would make a reference cycle that only the garbage collector could free.
+        self._when_lost = None
         if not self._relaying or self._disconnected or self.finished or self._encoder:
             Request.finish(self)  # (which raises or warns for the last two)
             return
