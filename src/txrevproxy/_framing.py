@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 from enum import Enum
 
-from attrs import frozen
 
 from ._headers import values_of
 
@@ -41,8 +41,12 @@ class Kind(Enum):
     CLOSE = "close"  # responses only: the body ends when the connection closes
 
 
-@frozen
-class Framing:
+class Framing(NamedTuple):
+    """
+    How a body is delimited. (Records made for every request are immutable ``NamedTuple``\ s: frozen like an attrs
+    ``@frozen`` class, at about half its cost to make.)
+    """
+
     kind: Kind
     length: int | None = None
 

@@ -15,6 +15,7 @@ never come. Both are pure.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from attrs import frozen
 
@@ -39,8 +40,7 @@ class HeadLimits:
     header_count: int = 100
 
 
-@frozen
-class RequestHead:
+class RequestHead(NamedTuple):
     """
     :ivar connection: the lower-cased options named in its ``Connection`` headers (found while parsing).
     """

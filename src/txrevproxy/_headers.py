@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 from attrs import frozen
 
@@ -128,8 +129,7 @@ def values_of(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes
     return [v for n, v in headers if n.lower() == name]
 
 
-@frozen
-class ForwardingContext:
+class ForwardingContext(NamedTuple):
     """
     What the proxy knows about the client side of one request, for the forwarding headers.
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
-from attrs import field, frozen
+from attrs import frozen
 
 from ._framing import Framing, FramingError, request_framing_of
 from ._headers import KNOWN_TOKENS, connection_options, is_token
@@ -108,8 +109,7 @@ def validate_request(
         return None, Rejection(e.status, e.reason)
 
 
-@frozen
-class ResponseHead:
+class ResponseHead(NamedTuple):
     """
     :ivar connection: the lower-cased options named in its ``Connection`` headers (found while parsing).
     :ivar content_length: the values of its ``Content-Length`` headers, found while parsing (``None``: not looked
@@ -122,9 +122,8 @@ class ResponseHead:
     reason: bytes
     headers: list[tuple[bytes, bytes]]
     connection: frozenset[bytes] = frozenset()
-    # Derived from headers, so not part of equality.
-    content_length: list[bytes] | None = field(default=None, eq=False, repr=False)
-    transfer_encoding: list[bytes] | None = field(default=None, eq=False, repr=False)
+    content_length: list[bytes] | None = None
+    transfer_encoding: list[bytes] | None = None
 
 
 class InvalidResponse(Exception):
