@@ -43,7 +43,7 @@ class Kind(Enum):
 
 class Framing(NamedTuple):
     """
-    How a body is delimited. (Records made for every request are immutable ``NamedTuple``\ s: frozen like an attrs
+    How a body is delimited. (Records made for every request are immutable named tuples: frozen like an attrs
     ``@frozen`` class, at about half its cost to make.)
     """
 
