@@ -46,6 +46,7 @@ class Child:
     proc: subprocess.Popen[bytes]
     log_path: Path
     port: int = 0
+    scheme: str = "http"  # "https" on a TLS listener
     # A separate error log (nginx's), scanned for trouble along with the main log.
     error_log: Path | None = None
 
@@ -54,7 +55,7 @@ class Child:
         return self.proc.pid
 
     def url(self, path: str = "/") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def log_text(self) -> str:
         try:

@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from _servers import Tools
+
 REPO = Path(__file__).resolve().parent.parent
 PROXY_COLUMNS = ("direct", "txrevproxy", "twisted.web.proxy", "nginx")
 
@@ -73,7 +75,8 @@ def _git_commit() -> str | None:
     return head + ("+dirty (src/ modified)" if dirty.stdout.strip() else "")
 
 
-def machine_info(wrk: str | None, nginx: str | None) -> dict[str, Any]:
+def machine_info(tools: Tools) -> dict[str, Any]:
+    wrk, nginx, h2load = tools.wrk, tools.nginx, tools.h2load
     return {
         "host": socket.gethostname(),
         "cpu_model": _cpu_model(),
@@ -88,6 +91,7 @@ def machine_info(wrk: str | None, nginx: str | None) -> dict[str, Any]:
         "txrevproxy_commit": _git_commit(),
         "nginx": _first_line([nginx, "-v"]) if nginx else None,
         "wrk": (_first_line([wrk, "-v"]) or "").split(" Copyright")[0] or None if wrk else None,
+        "h2load": _first_line([h2load, "--version"]) if h2load else None,
     }
 
 
@@ -144,6 +148,8 @@ def _metrics_for(scenario: dict[str, Any]) -> list[tuple[str, str, int]]:
             ("added median latency vs direct, µs", "added_p50_us", 0),
             ("req/s", "requests_per_s", 0),
         ]
+    if "Connection: close" in scenario.get("headers", ()):
+        return [("TLS handshakes/s (one request each)", "requests_per_s", 0), ("p99 latency, µs", "p99_us", 0)]
     if scenario["body_bytes"] >= 1 << 20:
         return [("MiB/s", "mib_per_s", 0), ("p99 latency, µs", "p99_us", 0)]
     return [("req/s", "requests_per_s", 0), ("p99 latency, µs", "p99_us", 0)]
@@ -213,17 +219,23 @@ def _notes(data: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _setup(m: dict[str, Any], s: dict[str, Any]) -> str:
+    tools = "; ".join(str(m.get(tool)) for tool in ("nginx", "wrk", "h2load") if m.get(tool))
+    clients = "wrk -t1" + (" (h2load -t1 for HTTP/2)" if m.get("h2load") else "")
+    return (
+        f"{m['cpu_model']}, {m['cores']} cores, {m['os']}; {m['python']}, Twisted {m['twisted']}, "
+        f"txrevproxy {m['txrevproxy']} ({m['txrevproxy_commit']}); {tools}. "
+        f"{clients}, {s['load_seconds']:g} s per run after {s['warmup_seconds']:g} s warm-up; "
+        "every server is one process / one worker on 127.0.0.1 (but txrevproxy --workers 2)."
+    )
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     m, s = data["machine"], data["settings"]
     out = [
         f"## txrevproxy benchmark — {data['started']}" + (" (quick)" if s["quick"] else ""),
         "",
-        (
-            f"{m['cpu_model']}, {m['cores']} cores, {m['os']}; {m['python']}, Twisted {m['twisted']}, "
-            f"txrevproxy {m['txrevproxy']} ({m['txrevproxy_commit']}); {m['nginx']}; {m['wrk']}. "
-            f"wrk -t1, {s['load_seconds']:g} s per run after {s['warmup_seconds']:g} s warm-up; "
-            "every server is one process / one worker on 127.0.0.1 (but txrevproxy --workers 2)."
-        ),
+        _setup(m, s),
         "",
     ]
     if data["load"]:
@@ -234,7 +246,7 @@ def render_markdown(data: dict[str, Any]) -> str:
             "txrevproxy ÷ twisted.web.proxy",
             "txrevproxy ÷ nginx",
         ]
-        out += ["### Load (wrk)", "", _table(header, _load_rows(data)), ""]
+        out += ["### Load (wrk; h2load for HTTP/2)", "", _table(header, _load_rows(data)), ""]
         scaling = _scaling_rows(data)
         if scaling:
             header = ["scenario", "metric", "1 process", "--workers 2", "scaling"]

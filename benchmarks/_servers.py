@@ -5,6 +5,7 @@ The servers under test and their origins, each started as a child process on 127
 - ``txrevproxy``: the twistd daemon, run by this very Python;
 - ``twisted.web.proxy``: ``twisted_web_proxy.py``, the reference;
 - ``nginx``: nginx ``proxy_pass`` with upstream keep-alive, one worker;
+- the proxies again on a TLS listener (txrevproxy and nginx offering HTTP/2 too), with a certificate made by trustme;
 - ``slow origin``: ``slow_origin.py``, reads request bodies at a fixed rate.
 
 nginx gets a private configuration in the run's temporary directory (its own pid, log and temp paths).
@@ -24,7 +25,7 @@ import _procs
 from _procs import Child
 
 HERE = Path(__file__).resolve().parent
-LISTENING = r"listening on http://127\.0\.0\.1:(\d+)"
+LISTENING = r"listening on (https?)://127\.0\.0\.1:(\d+)"
 
 DIRECT = "direct"
 TXREVPROXY = "txrevproxy"
@@ -41,6 +42,31 @@ STATIC_FILES = {"/12b": 12, "/1k": 1024, "/1m": 1024 * 1024}
 class Tools:
     wrk: str | None
     nginx: str | None
+    h2load: str | None = None
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """
+    PEM files for 127.0.0.1: ``cert`` (the leaf, then its chain) and ``key``.
+    """
+
+    cert: Path
+    key: Path
+
+
+def write_certificate(directory: Path) -> Certificate:
+    """
+    A certificate for 127.0.0.1 from a throwaway CA (wrk and h2load do not verify it), written under ``directory``.
+    """
+    import trustme  # in txrevproxy's [test] extra; without it the runner skips the TLS scenarios
+
+    leaf = trustme.CA().issue_cert("127.0.0.1", "localhost")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    leaf.private_key_pem.write_to_path(str(key))
+    for i, pem in enumerate(leaf.cert_chain_pems):
+        pem.write_to_path(str(cert), append=i > 0)
+    return Certificate(cert, key)
 
 
 def write_static_files(root: Path, big_size: int) -> dict[str, int]:
@@ -106,7 +132,21 @@ http {{
 """
 
 
-def nginx_proxy_config(workdir: Path, port: int, upstream_port: int) -> str:
+def _nginx_listen(port: int, cert: Certificate | None) -> str:
+    if cert is None:
+        return f"listen 127.0.0.1:{port} backlog=4096;"
+    # Like txrevproxy's TLS listener: HTTP/2 and HTTP/1.1 over ALPN on one port, TLS 1.2 or newer (nginx 1.22 does
+    # not offer 1.3 unless told), a full handshake per connection (no session tickets, no session cache).
+    return f"""listen 127.0.0.1:{port} ssl http2 backlog=4096;
+        ssl_certificate {cert.cert};
+        ssl_certificate_key {cert.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_tickets off;"""
+
+
+def nginx_proxy_config(
+    workdir: Path, port: int, upstream_port: int, cert: Certificate | None = None
+) -> str:
     return f"""{_nginx_main(workdir, "nginx")}
 http {{
 {_nginx_http_common(workdir, "nginx")}
@@ -116,7 +156,7 @@ http {{
         keepalive 64;
     }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        {_nginx_listen(port, cert)}
         location / {{
             proxy_pass http://origin;
             proxy_http_version 1.1;
@@ -150,9 +190,19 @@ def start_origin(tools: Tools, workdir: Path, root: Path) -> Child:
     return _start_nginx(tools.nginx, workdir, "origin", origin_config(workdir, port, root), port)
 
 
-def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int) -> Child:
+def tls_endpoint(cert: Certificate) -> str:
     """
-    Start one proxy of ``kind`` (``PROXIES``) in front of 127.0.0.1:``upstream_port`` and wait until it listens.
+    The Twisted endpoint string of a TLS listener on a free port of 127.0.0.1 with ``cert``.
+    """
+    return f"ssl:0:interface=127.0.0.1:backlog=4096:privateKey={cert.key}:certKey={cert.cert}"
+
+
+def start_proxy(
+    kind: str, tools: Tools, workdir: Path, upstream_port: int, cert: Certificate | None = None
+) -> Child:
+    """
+    Start one proxy of ``kind`` (``PROXIES``) in front of 127.0.0.1:``upstream_port`` and wait until it listens:
+    plain HTTP, or TLS with ``cert`` (txrevproxy and nginx offering HTTP/2 there too; twisted.web.proxy only HTTP/1.1).
     """
     if kind in (TXREVPROXY, TXREVPROXY_2):
         # ``python -m twisted.scripts.twistd`` is a silent no-op (that module has no __main__ block), so call
@@ -160,7 +210,7 @@ def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int) -> C
         argv = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
             "-n", "--pidfile=", "txrevproxy",
-            "--listen", "tcp:0:interface=127.0.0.1",
+            "--listen", tls_endpoint(cert) if cert else "tcp:0:interface=127.0.0.1",
             "--upstream", f"http://127.0.0.1:{upstream_port}",
         ]  # fmt: skip
         if kind == TXREVPROXY_2:
@@ -168,12 +218,15 @@ def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int) -> C
         return _start_reporting_port(kind, argv, workdir / ("txrevproxy.log" if kind == TXREVPROXY else "txrevproxy-2.log"))
     if kind == TWISTED:
         argv = [sys.executable, str(HERE / "twisted_web_proxy.py"), str(upstream_port)]
+        argv += [tls_endpoint(cert)] if cert else []
         return _start_reporting_port(kind, argv, workdir / "twisted-web-proxy.log")
     if kind == NGINX:
         assert tools.nginx
         port = _procs.free_port()
-        config = nginx_proxy_config(workdir, port, upstream_port)
-        return _start_nginx(tools.nginx, workdir, NGINX, config, port)
+        config = nginx_proxy_config(workdir, port, upstream_port, cert)
+        child = _start_nginx(tools.nginx, workdir, NGINX, config, port)
+        child.scheme = "https" if cert else "http"
+        return child
     raise ValueError(f"unknown proxy {kind!r}")
 
 
@@ -185,7 +238,8 @@ def start_slow_origin(workdir: Path, rate: int) -> Child:
 def _start_reporting_port(name: str, argv: list[str], log_path: Path) -> Child:
     child = _procs.start(name, argv, log_path)
     try:
-        child.port = int(_procs.wait_for_log(child, LISTENING).group(1))
+        child.scheme, port = _procs.wait_for_log(child, LISTENING).groups()
+        child.port = int(port)
     except BaseException:
         _procs.stop(child)
         raise

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 _TIME_UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 # wrk's units are binary.
@@ -24,21 +25,31 @@ class WrkReport:
     non_2xx_3xx: int = 0
     exit_code: int = 0
     output: str = ""
+    TOOL: ClassVar[str] = "wrk"
+    ERROR_NOUN: ClassVar[str] = "errors"  # "3 read errors"
 
     @property
     def error_count(self) -> int:
         return self.non_2xx_3xx + sum(self.socket_errors.values()) + (1 if self.exit_code else 0)
 
     def error_summary(self) -> str:
-        parts = [f"{n} {kind} errors" for kind, n in self.socket_errors.items() if n]
+        parts = [f"{n} {kind} {self.ERROR_NOUN}" for kind, n in self.socket_errors.items() if n]
         if self.non_2xx_3xx:
             parts.append(f"{self.non_2xx_3xx} non-2xx/3xx responses")
         if self.exit_code:
-            parts.append(f"wrk exited with {self.exit_code}")
+            parts.append(f"{self.TOOL} exited with {self.exit_code}")
         return ", ".join(parts)
 
 
-def run_wrk(wrk: str, url: str, *, connections: int, seconds: float, threads: int = 1) -> WrkReport:
+def run_wrk(
+    wrk: str,
+    url: str,
+    *,
+    connections: int,
+    seconds: float,
+    threads: int = 1,
+    headers: tuple[str, ...] = (),
+) -> WrkReport:
     argv = [
         wrk,
         f"-t{threads}",
@@ -47,6 +58,7 @@ def run_wrk(wrk: str, url: str, *, connections: int, seconds: float, threads: in
         "--latency",
         "--timeout",
         "10s",
+        *(arg for header in headers for arg in ("-H", header)),
         url,
     ]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)

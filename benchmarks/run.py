@@ -4,9 +4,9 @@ Benchmark txrevproxy against twisted.web.proxy and nginx on this machine; never 
     python benchmarks/run.py [--quick] [--out benchmarks/results/NAME.json] [--only load|memory]
 
 Run it with the Python that has txrevproxy installed (the daemon is started with the same interpreter). It installs
-wrk and nginx with apt-get if they are missing, starts an nginx origin and each proxy in turn on 127.0.0.1, runs the
-load scenarios (wrk) and the memory scenarios (clients in this process, RSS from /proc), writes a JSON file and
-prints markdown tables. See benchmarks/README.md.
+wrk, nginx and h2load with apt-get if they are missing, starts an nginx origin and each proxy in turn on 127.0.0.1,
+runs the load scenarios (wrk; h2load for HTTP/2) and the memory scenarios (clients in this process, RSS from /proc),
+writes a JSON file and prints markdown tables. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import os
 import shutil
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import _h2load
 import _memory
 import _procs
 import _report
@@ -45,6 +47,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # --- scenarios and results -----------------------------------------------------------------------------------------
 
 
+LOAD_PROXIES = (DIRECT, TXREVPROXY, TXREVPROXY_2, TWISTED, NGINX)
+TLS_PROXIES = (TXREVPROXY, TWISTED, NGINX)
+H2_PROXIES = (TXREVPROXY, NGINX)  # Twisted's ssl: endpoint offers no ALPN: twisted.web.proxy has no HTTP/2
+
+
 @dataclass(frozen=True)
 class LoadScenario:
     key: str
@@ -52,6 +59,11 @@ class LoadScenario:
     path: str
     body_bytes: int
     connections: int
+    proxies: tuple[str, ...] = LOAD_PROXIES
+    tls: bool = False  # the proxy listens with TLS (the origin stays plain HTTP)
+    client: str = "wrk"  # or "h2load": HTTP/2
+    streams: int = 1  # h2load: requests in flight on each connection
+    headers: tuple[str, ...] = ()  # wrk: extra request headers
 
 
 LOAD_SCENARIOS = (
@@ -59,6 +71,28 @@ LOAD_SCENARIOS = (
     LoadScenario("12b-c50", "12 B, -c50", "/12b", 12, 50),
     LoadScenario("1k-c50", "1 KiB, -c50", "/1k", 1024, 50),
     LoadScenario("1m-c10", "1 MiB, -c10", "/1m", MiB, 10),
+    LoadScenario("tls-12b-c50", "12 B over TLS, -c50", "/12b", 12, 50, proxies=TLS_PROXIES, tls=True),
+    LoadScenario(
+        "h2-12b-c10-m5",
+        "12 B over HTTP/2, -c10 -m5 (50 streams)",
+        "/12b",
+        12,
+        10,
+        proxies=H2_PROXIES,
+        tls=True,
+        client="h2load",
+        streams=5,
+    ),
+    LoadScenario(
+        "tls-handshake-12b-c50",
+        "12 B over TLS, a new connection per request, -c50",
+        "/12b",
+        12,
+        50,
+        proxies=TLS_PROXIES,
+        tls=True,
+        headers=("Connection: close",),
+    ),
 )
 
 
@@ -116,6 +150,7 @@ class LoadResult:
     proxy: str
     connections: int
     body_bytes: int
+    streams: int = 1  # HTTP/2: requests in flight on each connection
     seconds: float = 0.0
     requests: int = 0
     requests_per_s: float = 0.0
@@ -125,7 +160,7 @@ class LoadResult:
     p90_us: float | None = None
     p99_us: float | None = None
     non_2xx_3xx: int = 0
-    socket_errors: dict[str, int] = field(default_factory=dict)
+    socket_errors: dict[str, int] = field(default_factory=dict)  # h2load: failed/errored/timeout requests
     errors: str = ""  # a summary of the measured run's errors, "" if none
     warmup_errors: str = ""
     failed: str = ""  # set when there is no measurement at all
@@ -173,38 +208,35 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name, path=path)
 
 
+# The Debian package of each tool.
+PACKAGES = {"wrk": "wrk", "nginx": "nginx", "h2load": "nghttp2-client"}
+
+
 def ensure_tools(install: bool) -> Tools:
     """
-    Find wrk and nginx; install the missing ones with apt-get when we can, say clearly when we cannot.
+    Find wrk, nginx and h2load; install the missing ones with apt-get when we can, say clearly when we cannot.
     """
-    missing = [name for name in ("wrk", "nginx") if find_tool(name) is None]
+    missing = [name for name in PACKAGES if find_tool(name) is None]
+    named = " and ".join(missing)
+    packages = [PACKAGES[name] for name in missing]
     if missing and not install:
-        print(
-            f"! {' and '.join(missing)} missing (--no-install): scenarios needing them are skipped.",
-            file=sys.stderr,
-        )
+        print(f"! {named} missing (--no-install): scenarios needing them are skipped.", file=sys.stderr)
     elif missing:
         if shutil.which("apt-get") is None:
-            print(
-                f"! {' and '.join(missing)} missing and apt-get unavailable: install them yourself.",
-                file=sys.stderr,
-            )
+            print(f"! {named} missing and apt-get unavailable: install them yourself.", file=sys.stderr)
         elif os.geteuid() != 0:
-            hint = f"sudo apt-get install -y {' '.join(missing)}"
-            print(
-                f"! {' and '.join(missing)} missing; not root, so no apt-get: {hint}",
-                file=sys.stderr,
-            )
+            hint = f"sudo apt-get install -y {' '.join(packages)}"
+            print(f"! {named} missing; not root, so no apt-get: {hint}", file=sys.stderr)
         else:
-            print(f"installing {' '.join(missing)} with apt-get ...", flush=True)
+            print(f"installing {' '.join(packages)} with apt-get ...", flush=True)
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
             update = subprocess.run(
                 ["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False
             )
             if update.returncode == 0:
-                install_argv = ["apt-get", "install", "-y", "-q", *missing]
+                install_argv = ["apt-get", "install", "-y", "-q", *packages]
                 subprocess.run(install_argv, env=env, stdout=subprocess.DEVNULL, check=False)
-    return Tools(wrk=find_tool("wrk"), nginx=find_tool("nginx"))
+    return Tools(wrk=find_tool("wrk"), nginx=find_tool("nginx"), h2load=find_tool("h2load"))
 
 
 # --- processes ----------------------------------------------------------------------------------------------------
@@ -222,6 +254,7 @@ class Lab:
         self.stack = stack
         self.files = _servers.write_static_files(workdir / "www", run.settings.transfer_bytes)
         self.origin: _procs.Child | None = None
+        self._certificate: _servers.Certificate | None = None
 
     def nginx_origin(self) -> _procs.Child:
         if self.origin is None:
@@ -229,19 +262,27 @@ class Lab:
             self.stack.callback(_procs.stop, self.origin)
         return self.origin
 
+    def certificate(self) -> _servers.Certificate:
+        if self._certificate is None:
+            directory = self.workdir / "tls"
+            directory.mkdir()
+            self._certificate = _servers.write_certificate(directory)
+        return self._certificate
+
     @contextlib.contextmanager
     def serving(
-        self, proxy: str, phase: str, upstream: _procs.Child | None = None
+        self, proxy: str, phase: str, upstream: _procs.Child | None = None, tls: bool = False
     ) -> Iterator[_procs.Child]:
         """
-        A fresh ``proxy`` in front of ``upstream`` (the nginx origin by default) for one phase; ``direct`` is the
-        origin itself. Afterwards, a crash or trouble in its log becomes an incident.
+        A fresh ``proxy`` in front of ``upstream`` (the nginx origin by default) for one phase, listening with TLS
+        if ``tls``; ``direct`` is the origin itself. Afterwards, a crash or trouble in its log becomes an incident.
         """
         upstream = upstream or self.nginx_origin()
         if proxy == DIRECT:
             yield upstream
             return
-        child = _servers.start_proxy(proxy, self.tools, self.workdir, upstream.port)
+        cert = self.certificate() if tls else None
+        child = _servers.start_proxy(proxy, self.tools, self.workdir, upstream.port, cert)
         try:
             yield child
         finally:
@@ -269,37 +310,64 @@ class Lab:
 
 
 def run_load(lab: Lab) -> None:
-    settings = lab.run.settings
-    for proxy in (DIRECT, TXREVPROXY, TXREVPROXY_2, TWISTED, NGINX):
-        try:
-            with lab.serving(proxy, "load") as target:
-                for scenario in settings.load_scenarios:
-                    result = measure_load(lab.tools, target, proxy, scenario, settings)
-                    lab.run.load.append(result)
-                    print(f"  {proxy:18} {scenario.title:12} {summarize(result)}", flush=True)
-        except _procs.StartupError as e:
-            lab.incident(proxy, "load", f"did not start: {e}")
+    """
+    Each proxy started once for its plain-HTTP scenarios, then (all plain runs done) once with TLS for the others.
+    """
+    for tls in (False, True):
+        for proxy in LOAD_PROXIES:
+            scenarios = [
+                s for s in lab.run.settings.load_scenarios if s.tls == tls and proxy in s.proxies
+            ]
+            if scenarios:
+                load_phase(lab, proxy, tls, scenarios)
+
+
+def load_phase(lab: Lab, proxy: str, tls: bool, scenarios: list[LoadScenario]) -> None:
+    phase = "load-tls" if tls else "load"
+    try:
+        with lab.serving(proxy, phase, tls=tls) as target:
+            for scenario in scenarios:
+                result = measure_load(lab.tools, target, proxy, scenario, lab.run.settings)
+                lab.run.load.append(result)
+                print(f"  {proxy:22} {scenario.title:42} {summarize(result)}", flush=True)
+    except _procs.StartupError as e:
+        lab.incident(proxy, phase, f"did not start: {e}")
+
+
+def load_client(
+    tools: Tools, scenario: LoadScenario, url: str, seconds: float
+) -> _wrk.WrkReport:
+    """
+    One run of the scenario's load generator at ``url``.
+    """
+    if scenario.client == "h2load":
+        assert tools.h2load
+        return _h2load.run_h2load(
+            tools.h2load, url, connections=scenario.connections, streams=scenario.streams, seconds=seconds
+        )
+    assert tools.wrk
+    return _wrk.run_wrk(
+        tools.wrk, url, connections=scenario.connections, seconds=seconds, headers=scenario.headers
+    )
 
 
 def measure_load(
     tools: Tools, target: _procs.Child, proxy: str, scenario: LoadScenario, settings: Settings
 ) -> LoadResult:
-    assert tools.wrk
-    result = LoadResult(scenario.key, proxy, scenario.connections, scenario.body_bytes)
+    result = LoadResult(
+        scenario.key, proxy, scenario.connections, scenario.body_bytes, scenario.streams
+    )
     url = target.url(scenario.path)
     try:
-        warmup = _wrk.run_wrk(
-            tools.wrk, url, connections=scenario.connections, seconds=settings.warmup_seconds
-        )
-        report = _wrk.run_wrk(
-            tools.wrk, url, connections=scenario.connections, seconds=settings.load_seconds
-        )
+        warmup = load_client(tools, scenario, url, settings.warmup_seconds)
+        report = load_client(tools, scenario, url, settings.load_seconds)
     except (OSError, subprocess.TimeoutExpired) as e:
-        result.failed = f"wrk did not run: {e}"
+        result.failed = f"{scenario.client} did not run: {e}"
         return result
     result.warmup_errors = warmup.error_summary()
     if not report.requests:
-        result.failed = f"no requests completed ({report.error_summary() or 'no wrk report'}): {report.output[-300:]!r}"
+        why = report.error_summary() or f"no {scenario.client} report"
+        result.failed = f"no requests completed ({why}): {report.output[-300:]!r}"
         return result
     result.seconds = report.seconds
     result.requests = report.requests
@@ -491,7 +559,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--only", choices=("load", "memory"), help="run only the load or only the memory scenarios"
     )
     parser.add_argument(
-        "--no-install", action="store_true", help="do not apt-get install missing wrk/nginx"
+        "--no-install", action="store_true", help="do not apt-get install missing wrk/nginx/h2load"
     )
     parser.add_argument(
         "--keep-temp", action="store_true", help="keep the working directory (configs, logs)"
@@ -514,8 +582,33 @@ def check_python() -> None:
 
 def runnable(settings: Settings, tools: Tools, skipped: list[str]) -> Settings:
     """
-    ``settings`` without the memory scenarios this machine cannot run (each one noted in ``skipped``).
+    ``settings`` without the scenarios this machine cannot run (each one noted in ``skipped``).
     """
+    return dataclasses.replace(
+        settings,
+        load_scenarios=runnable_load(settings.load_scenarios, tools, skipped),
+        memory_scenarios=runnable_memory(settings, tools, skipped),
+    )
+
+
+def runnable_load(
+    scenarios: tuple[LoadScenario, ...], tools: Tools, skipped: list[str]
+) -> tuple[LoadScenario, ...]:
+    keep = []
+    has_trustme = importlib.util.find_spec("trustme") is not None
+    for scenario in scenarios:
+        if scenario.client == "h2load" and not tools.h2load:
+            skipped.append(f"{scenario.key}: h2load is needed (Debian package nghttp2-client)")
+        elif scenario.tls and not has_trustme:
+            skipped.append(f"{scenario.key}: trustme is needed for the certificate (pip install trustme)")
+        else:
+            keep.append(scenario)
+    return tuple(keep)
+
+
+def runnable_memory(
+    settings: Settings, tools: Tools, skipped: list[str]
+) -> tuple[MemoryScenario, ...]:
     keep = []
     nofile = _procs.raise_nofile()
     for scenario in settings.memory_scenarios:
@@ -525,7 +618,7 @@ def runnable(settings: Settings, tools: Tools, skipped: list[str]) -> Settings:
             skipped.append(f"{scenario.key}: RLIMIT_NOFILE is only {nofile}")
         else:
             keep.append(scenario)
-    return dataclasses.replace(settings, memory_scenarios=tuple(keep))
+    return tuple(keep)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -537,7 +630,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     tools = ensure_tools(install=not args.no_install)
     run = Run(
         time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        _report.machine_info(tools.wrk, tools.nginx),
+        _report.machine_info(tools),
         settings,
     )
     run.settings = settings = runnable(settings, tools, run.skipped)
@@ -548,7 +641,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
             lab = Lab(run, tools, workdir, stack)
             if args.only != "memory":
                 if tools.wrk and tools.nginx:
-                    print("load scenarios (wrk):", flush=True)
+                    print("load scenarios (wrk, h2load):", flush=True)
                     run_load(lab)
                 else:
                     run.skipped.append("load scenarios: wrk and nginx are needed")
