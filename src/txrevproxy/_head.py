@@ -26,6 +26,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
 # A field value may hold HTAB, SP, visible ASCII and obs-text; any other control byte is refused.
 _BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_HEAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # as _BAD_VALUE_BYTE, less CR and LF
 
 
 @frozen
@@ -112,16 +113,33 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
         return _too_large("header section too large")
     headers = []
     connection: list[bytes] = []
-    for line in lines[1:]:
-        if len(line) > limits.header_line:
-            return _too_large("header line too long")
-        header = parse_header_line(line)
-        if isinstance(header, Rejection):
-            return header
-        if len(header[0]) == 10 and header[0].lower() == b"connection":
-            connection.append(header[1])
-        headers.append(header)
+    if _BAD_HEAD_BYTE.search(head, len(request_line)) is None and b"\n " not in head and b"\n\t" not in head:
+        # The usual head: no control byte and no line starting with whitespace anywhere, so that each line needs
+        # only its length, colon and name checked here (a line failing one gets parse_header_line's answer).
+        max_line = limits.header_line
+        for line in lines[1:]:
+            name, colon, value = line.partition(b":")
+            if len(line) > max_line or not colon or (name not in KNOWN_TOKENS and not is_token(name)):
+                return _header_line_problem(line, max_line)
+            value = value.strip(b" \t")
+            if len(name) == 10 and name.lower() == b"connection":
+                connection.append(value)
+            headers.append((name, value))
+    else:
+        for line in lines[1:]:
+            header = _header_line_problem(line, limits.header_line)
+            if isinstance(header, Rejection):
+                return header
+            if len(header[0]) == 10 and header[0].lower() == b"connection":
+                connection.append(header[1])
+            headers.append(header)
     return RequestHead(parsed[0], parsed[1], parsed[2], headers, connection_options(connection))
+
+
+def _header_line_problem(line: bytes, max_line: int) -> tuple[bytes, bytes] | Rejection:
+    if len(line) > max_line:
+        return _too_large("header line too long")
+    return parse_header_line(line)
 
 
 def incomplete_head_problem(buffer: bytes | bytearray, checked: int, limits: HeadLimits) -> Rejection | None:
