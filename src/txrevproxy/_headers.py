@@ -126,7 +126,8 @@ def values_of(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes
     """
     Every value of the header ``name`` (lower-case), in order.
     """
-    return [v for n, v in headers if n.lower() == name]
+    size = len(name)
+    return [v for n, v in headers if len(n) == size and n.lower() == name]
 
 
 class ForwardingContext(NamedTuple):

@@ -82,6 +82,9 @@ def validate_request(
     te: list[bytes] = []
     cl: list[bytes] = []
     for name, value in headers:
+        size = len(name)
+        if size != 4 and size != 14 and size != 17:
+            continue  # (no need to lower-case a name that cannot be one of these, or an _-alias of one)
         lower = name.lower()
         if lower == b"host":
             hosts.append(value)
