@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 from _harness import CapturedLog, Harness, SocketlessTransport
@@ -207,18 +208,43 @@ def test_header_list_over_the_limit() -> None:
     assert pair.h.attempts == 0
 
 
+def open_at_once(pair: H2Pair, count: int) -> list[int]:
+    """
+    Open ``count`` bodiless streams in one write, before the client has read the server's SETTINGS (so that it does
+    not hold itself to the announced limit).
+    """
+    streams = []
+    for _ in range(count):
+        streams.append(pair.client.get_next_available_stream_id())
+        pseudo = [(b":method", b"GET"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")]
+        pair.client.send_headers(streams[-1], pseudo, end_stream=True)
+    pair.send()
+    return streams
+
+
 def test_too_many_streams() -> None:
-    """Opening more streams than announced ends the connection; the streams within the limit were relayed."""
-    pair = H2Pair()  # its client has not read the server's SETTINGS yet, so it does not hold itself to 5
-    for _ in range(6):
-        stream = pair.client.get_next_available_stream_id()
-        pair.client.send_headers(
-            stream, [(b":method", b"GET"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")], end_stream=True
-        )
-        pair.protocol.dataReceived(pair.client.data_to_send())
-    pair.pump()
-    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    """A stream over the announced limit is refused alone (REFUSED_STREAM); the connection and its streams go on."""
+    pair = H2Pair()  # a limit of 5
+    streams = open_at_once(pair, 6)
     assert pair.h.attempts == 5
+    [reset] = pair.of(h2.events.StreamReset, streams[5])
+    assert reset.error_code == h2.errors.ErrorCodes.REFUSED_STREAM  # type: ignore[attr-defined]
+    assert not [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    up = pair.h.upstream(0).accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.status(streams[0]) == 200
+    again = pair.open(b"GET", b"/again", end=True)  # a stream ended: room for another
+    assert b"GET /again HTTP/1.1\r\n" in up.received()  # on the connection the first stream gave back
+    assert not pair.of(h2.events.StreamReset, again)
+
+
+def test_far_too_many_streams() -> None:
+    """A client opening more than twice the limit at once still loses its connection."""
+    pair = H2Pair()
+    open_at_once(pair, 11)
+    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert pair.h.attempts == 0
 
 
 def test_body_after_413_is_dropped() -> None:

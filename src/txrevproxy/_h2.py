@@ -9,7 +9,8 @@ what the proxy needs on top:
 
 - :class:`NegotiatedChannel`: per TLS connection, HTTP/2 when ALPN chose ``h2``, else the proxy's own HTTP/1.1
   channel, unchanged;
-- :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (concurrent streams, header list size), the
+- :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (header list size; concurrent streams, a
+  stream over the limit refused alone with RST_STREAM ``REFUSED_STREAM``, RFC 9113 section 5.1.2), the
   connection gate's slot released when the connection ends, the connection's flow-control window opened to room for
   every stream's window (so that an upload held back does not stall the others), and the body of a stream already
   answered (a 413, an early response) dropped instead of failing the connection;
@@ -30,6 +31,7 @@ what the proxy needs on top:
 
 from __future__ import annotations
 
+from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
@@ -152,17 +154,24 @@ class ProxyH2Connection(H2Connection):
     max_header_list = 32768
     gate: object = None
 
-    def connectionMade(self) -> None:
-        # The settings announced in the connection preface (initiate_connection, in super) and enforced from then on.
-        self.conn.local_settings = Settings(
+    def _settings(self, max_streams: int) -> Settings:
+        return Settings(
             client=False,
             initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
+                SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
                 SettingCodes.MAX_HEADER_LIST_SIZE: self.max_header_list,
             },
         )
+
+    def connectionMade(self) -> None:
+        # The settings announced in the connection preface (initiate_connection, in super), in force at once.
+        self.conn.local_settings = self._settings(self.max_streams)
         self.conn.decoder.max_header_list_size = self.max_header_list
         super().connectionMade()
+        # Streams over the announced limit are refused one by one (_requestReceived); the h2 library, which would
+        # end the connection for the first one, only holds a client to twice the limit (a client that far over it
+        # within one read still loses its connection, as it would without this).
+        self.conn.local_settings = self._settings(2 * self.max_streams)
         # A stream whose upstream is slow stops acknowledging its DATA, holding up to its window (65,535 bytes)
         # of the connection's window, which starts at that same size: opened to room for every stream's window,
         # so that one stalled upload never stalls the others.
@@ -186,6 +195,16 @@ class ProxyH2Connection(H2Connection):
         super()._requestDataReceived(event)
 
     def _requestReceived(self, event: object) -> None:
+        if len(self.streams) >= self.max_streams:  # type: ignore[attr-defined]
+            # RFC 9113 section 5.1.2: a stream over the announced limit is a stream error; REFUSED_STREAM tells the
+            # client that nothing of it was processed, so that it may retry. The connection and its streams go on.
+            self.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]
+            log.info(
+                "refused HTTP/2 stream from {peer}: over the limit of {limit} streams",
+                peer=getattr(self.getPeer(), "host", None),
+                limit=self.max_streams,
+            )
+            return
         super()._requestReceived(event)
         stream = self.streams[event.stream_id]  # type: ignore[attr-defined]
         ended = event.stream_ended is not None  # type: ignore[attr-defined]
