@@ -10,6 +10,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
+from hyperframe.frame import DataFrame
 from _harness import CapturedLog, Harness, SocketlessTransport
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -427,3 +428,14 @@ def test_reset_after_the_response_is_harmless() -> None:
     assert not [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
     pair.request(b"GET", b"/next")
     assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
+
+
+def test_body_not_matching_its_length_aborts_the_upstream() -> None:
+    """A body shorter than its content-length ends the connection, and the upstream request already begun is aborted."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"10")])
+    up = pair.h.upstream().accept()
+    pair.protocol.dataReceived(DataFrame(stream, data=b"12345", flags=["END_STREAM"]).serialize())
+    pair.pump()
+    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert up.transport.disconnected
