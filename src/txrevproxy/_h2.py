@@ -92,7 +92,7 @@ class H2ProxyRequest(StreamedRequest):
         assert framing is not None
         if not ended and framing.kind is Kind.NONE and not values_of(headers, b"content-length"):
             framing = CHUNKED  # DATA is coming and its length is not known: chunked toward the upstream
-        self.render_now(command, path, b"HTTP/2", StreamingBody(framing, self.channel), now)
+        self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, self.channel), now)
 
     def handleContentChunk(self, data: bytes) -> None:
         body = self.proxy_body

@@ -53,7 +53,7 @@ class StreamedRequest(Request):
         if callback is not None and not self.finished:
             callback(reason)
 
-    def render_now(self, command: bytes, target: bytes, version: bytes, body: StreamingBody, now: float) -> None:
+    def renderNow(self, command: bytes, target: bytes, version: bytes, body: StreamingBody, now: float) -> None:
         """
         The head is complete and valid: keep ``body`` as :attr:`proxy_body` and render now.
         """
@@ -154,7 +154,7 @@ class ProxyRequest(StreamedRequest):
         The head is complete and valid: render now.
         """
         channel = self.channel
-        self.render_now(command, target, version, StreamingBody(framing, channel.upload_reading), channel._clock.seconds())
+        self.renderNow(command, target, version, StreamingBody(framing, channel.upload_reading), channel._clock.seconds())
 
     def handleContentChunk(self, data: bytes) -> None:
         assert self.proxy_body is not None
