@@ -1,7 +1,8 @@
 """
 A small blocking HTTP/2 client for the tests (the ``h2`` library over an ``ssl`` socket with ALPN ``h2``): send
 requests on streams, then read frames until the streams wanted are done, optionally without acknowledging the data
-(a slow reader whose flow-control windows stay shut).
+(a slow reader whose flow-control windows stay shut); upload a body in parts, or until the server stops opening the
+stream's window.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class H2Client:
         self.terminated: h2.events.ConnectionTerminated | None = None
         self.remote_settings: dict[int, int] = {}
         self.acknowledge = True
+        self._ponged = False
         self._flush()
 
     def _flush(self) -> None:
@@ -61,16 +63,21 @@ class H2Client:
         headers: list[tuple[bytes, bytes]] | None = None,
         body: bytes | None = None,
         authority: bool = True,
+        end: bool = True,
     ) -> int:
+        """
+        Open a stream and send ``body`` on it (none: END_STREAM with the headers); ``end=False`` leaves the stream
+        open for more of the body.
+        """
         stream_id = self.conn.get_next_available_stream_id()
         pseudo = [(b":method", method.encode()), (b":scheme", b"https"), (b":path", path.encode())]
         if authority:
             pseudo.insert(1, (b":authority", self.authority))
-        self.conn.send_headers(stream_id, pseudo + (headers or []), end_stream=body is None)
+        self.conn.send_headers(stream_id, pseudo + (headers or []), end_stream=body is None and end)
         self.streams[stream_id] = Stream()
         self._flush()
         if body is not None:
-            self.send_body(stream_id, body)
+            self.send_body(stream_id, body, end)
         return stream_id
 
     def send_body(self, stream_id: int, body: bytes, end: bool = True) -> None:
@@ -99,6 +106,41 @@ class H2Client:
         while len(self.streams[stream_id].data) < size and not self.streams[stream_id].done:
             self._read_once()
 
+    def read_until_line(self, stream_id: int, line: bytes) -> None:
+        """
+        Read frames until ``line`` is a whole line of the body of ``stream_id``, or it is done.
+        """
+        while line not in bytes(self.streams[stream_id].data).split(b"\n") and not self.streams[stream_id].done:
+            self._read_once()
+
+    def ping(self) -> None:
+        """
+        Send a PING and read frames until it is acknowledged (so the frames the server sent before are read).
+        """
+        self._ponged = False
+        self.conn.ping(b"txrevpxy")
+        self._flush()
+        while not self._ponged:
+            self._read_once()
+
+    def upload_until_stalled(self, stream_id: int, most: int, rounds: int = 3) -> int:
+        """
+        Send DATA on ``stream_id`` whenever its window allows, up to ``most`` bytes, until the window has stayed
+        shut through ``rounds`` PING round trips in a row; return the bytes sent.
+        """
+        sent = shut = 0
+        while sent < most and shut < rounds:
+            room = min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size, most - sent)
+            if room > 0:
+                self.conn.send_data(stream_id, b"u" * room)
+                self._flush()
+                sent += room
+                shut = 0
+            else:
+                self.ping()
+                shut += self.conn.local_flow_control_window(stream_id) <= 0
+        return sent
+
     def _read_once(self) -> None:
         data = self.sock.recv(65536)
         if not data:
@@ -114,6 +156,8 @@ class H2Client:
                 self.streams[event.stream_id].ended = True
             elif isinstance(event, h2.events.StreamReset):
                 self.streams[event.stream_id].reset = event.error_code
+            elif isinstance(event, h2.events.PingAckReceived):
+                self._ponged = True
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.terminated = event
             elif isinstance(event, h2.events.RemoteSettingsChanged):

@@ -168,6 +168,19 @@ class SocketlessTransport(FileDescriptor):
         self.room = 1 << 62
         return self.doWrite()
 
+    @property
+    def buffered(self) -> int:
+        """
+        Bytes written and not yet taken by the "socket".
+        """
+        return len(self.dataBuffer) - self.offset + self._tempDataLen
+
+    aborted = False
+
+    def abortConnection(self) -> None:
+        self.aborted = True
+        self.loseConnection()
+
     def getPeer(self) -> IPv4Address:
         return self.peer
 

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
-from _harness import Harness
+import pytest
+from hyperframe.frame import DataFrame
+from _harness import CapturedLog, Harness, SocketlessTransport
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
+from txrevproxy._framing import ChunkedDecoder
 from txrevproxy._gate import ConnectionGate, GateConfig
 from txrevproxy._h2 import NegotiatedChannel, ProxyH2Connection
 
@@ -58,8 +62,65 @@ class H2Pair:
         self.send()
         return stream
 
+    def open(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]] = [], end: bool = False) -> int:
+        """
+        Send a stream's headers (with END_STREAM if ``end``); its body, if any, follows with :meth:`data`.
+        """
+        stream = self.client.get_next_available_stream_id()
+        pseudo = [(b":method", method), (b":authority", b"example.com"), (b":scheme", b"https"), (b":path", path)]
+        self.client.send_headers(stream, pseudo + headers, end_stream=end)
+        self.send()
+        return stream
+
+    def data(self, stream: int, data: bytes, end: bool = False) -> None:
+        self.client.send_data(stream, data, end_stream=end)
+        self.send()
+
     def of(self, kind: type, stream: int) -> list[object]:
         return [e for e in self.events if isinstance(e, kind) and getattr(e, "stream_id", None) == stream]
+
+    def status(self, stream: int) -> int:
+        [response] = self.of(h2.events.ResponseReceived, stream)
+        return int(dict(response.headers)[b":status"])  # type: ignore[attr-defined]
+
+    def held(self, stream: int, upstream: SocketlessTransport) -> int:
+        """
+        The body bytes the proxy holds for ``stream``: DATA not yet taken from the stream, the streaming body's
+        buffer, and the upstream connection's unsent bytes.
+        """
+        h2_stream = self.protocol._channel.streams[stream]
+        unread = sum(len(chunk) for chunk, _ in h2_stream._inboundDataBuffer if isinstance(chunk, bytes))
+        return unread + h2_stream._request.proxy_body._pending_size + upstream.buffered
+
+    def upload_until_shut(self, stream: int, most: int) -> int:
+        """
+        Send DATA on ``stream`` while its flow-control window allows, up to ``most`` bytes; return how many were sent.
+        """
+        sent = 0
+        while sent < most:
+            room = min(self.client.local_flow_control_window(stream), self.client.max_outbound_frame_size, most - sent)
+            if room <= 0:
+                break
+            self.data(stream, b"u" * room)
+            sent += room
+        return sent
+
+
+def stalled_upstream(pair: H2Pair) -> SocketlessTransport:
+    """
+    Accept the latest upstream connection on a transport whose peer reads nothing.
+    """
+    up = pair.h.upstream()
+    up.transport = SocketlessTransport()
+    up.accept()
+    return up.transport
+
+
+def dechunk(data: bytes) -> bytes:
+    body = bytearray()
+    decoder = ChunkedDecoder(body.extend)
+    assert decoder.feed(data) == b""
+    return bytes(body)
 
 
 def test_alpn_offer_and_protocol_choice() -> None:
@@ -148,18 +209,43 @@ def test_header_list_over_the_limit() -> None:
     assert pair.h.attempts == 0
 
 
+def open_at_once(pair: H2Pair, count: int) -> list[int]:
+    """
+    Open ``count`` bodiless streams in one write, before the client has read the server's SETTINGS (so that it does
+    not hold itself to the announced limit).
+    """
+    streams = []
+    for _ in range(count):
+        streams.append(pair.client.get_next_available_stream_id())
+        pseudo = [(b":method", b"GET"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")]
+        pair.client.send_headers(streams[-1], pseudo, end_stream=True)
+    pair.send()
+    return streams
+
+
 def test_too_many_streams() -> None:
-    """Opening more streams than announced ends the connection; the streams within the limit were relayed."""
-    pair = H2Pair()  # its client has not read the server's SETTINGS yet, so it does not hold itself to 5
-    for _ in range(6):
-        stream = pair.client.get_next_available_stream_id()
-        pair.client.send_headers(
-            stream, [(b":method", b"GET"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")], end_stream=True
-        )
-        pair.protocol.dataReceived(pair.client.data_to_send())
-    pair.pump()
-    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    """A stream over the announced limit is refused alone (REFUSED_STREAM); the connection and its streams go on."""
+    pair = H2Pair()  # a limit of 5
+    streams = open_at_once(pair, 6)
     assert pair.h.attempts == 5
+    [reset] = pair.of(h2.events.StreamReset, streams[5])
+    assert reset.error_code == h2.errors.ErrorCodes.REFUSED_STREAM  # type: ignore[attr-defined]
+    assert not [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    up = pair.h.upstream(0).accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.status(streams[0]) == 200
+    again = pair.open(b"GET", b"/again", end=True)  # a stream ended: room for another
+    assert b"GET /again HTTP/1.1\r\n" in up.received()  # on the connection the first stream gave back
+    assert not pair.of(h2.events.StreamReset, again)
+
+
+def test_far_too_many_streams() -> None:
+    """A client opening more than twice the limit at once still loses its connection."""
+    pair = H2Pair()
+    open_at_once(pair, 11)
+    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert pair.h.attempts == 0
 
 
 def test_body_after_413_is_dropped() -> None:
@@ -178,3 +264,178 @@ def test_body_after_413_is_dropped() -> None:
     following = pair.request(b"GET", b"/next")
     assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
     assert not pair.of(h2.events.StreamReset, following)
+
+
+def test_upload_streams_as_it_arrives() -> None:
+    """The relay starts with the headers: the upstream gets the head, then each DATA as it comes, before END_STREAM."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/up", [(b"content-length", b"10")])
+    up = pair.h.upstream().accept()
+    assert up.received().startswith(b"POST /up HTTP/1.1\r\n") and up.received().endswith(b"Content-Length: 10\r\n\r\n")
+    pair.data(stream, b"12345")
+    assert up.received().endswith(b"\r\n\r\n12345")
+    pair.data(stream, b"67890", end=True)
+    assert up.received().endswith(b"\r\n\r\n1234567890")
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.status(stream) == 200 and pair.of(h2.events.StreamEnded, stream)
+    pair.request(b"GET", b"/next")
+    assert pair.h.attempts == 1  # the upstream connection went back to the pool and was reused
+    assert up.received().endswith(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize(
+    "headers, body, framing",
+    [
+        ([(b"content-length", b"6")], [b"abc", b"def"], b"Content-Length: 6\r\n"),
+        ([], [b"abc", b"def"], b"Transfer-Encoding: chunked\r\n"),
+        ([(b"content-length", b"0")], [b""], None),
+        ([], None, None),
+    ],
+    ids=["declared length", "unknown length", "declared empty", "END_STREAM with the headers"],
+)
+def test_upstream_framing(headers: list[tuple[bytes, bytes]], body: list[bytes] | None, framing: bytes | None) -> None:
+    """The upstream request is framed by what the client declared: its length, chunked when unknown, or no body."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", headers, end=body is None)
+    up = pair.h.upstream().accept()
+    for index, piece in enumerate(body or []):
+        pair.data(stream, piece, end=index == len(body) - 1)
+    head, _, sent = up.received().partition(b"\r\n\r\n")
+    lines = [line + b"\r\n" for line in head.split(b"\r\n")]
+    if framing is None:
+        assert not [line for line in lines if line.lower().startswith((b"content-length", b"transfer-encoding"))]
+        assert sent == b""
+    else:
+        assert framing in lines
+        assert (dechunk(sent) if b"chunked" in framing else sent) == b"".join(body or [])
+
+
+def test_upload_to_an_upstream_that_reads_nothing() -> None:
+    """Uploading 32 MiB to an upstream that reads nothing: the stream's window shuts and the proxy holds little."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/up")
+    up = stalled_upstream(pair)
+    sent = pair.upload_until_shut(stream, 32 << 20)
+    assert sent < 512 << 10, sent
+    assert pair.client.local_flow_control_window(stream) == 0
+    assert pair.held(stream, up) < 256 << 10
+    assert up.producerPaused
+    more = 0
+    for _ in range(10):  # the upstream reads again: the held bytes go out and the window opens
+        up.drain()
+        pair.pump()
+        more += pair.upload_until_shut(stream, 100_000 - more)
+    pair.data(stream, b"", end=True)
+    up.drain()
+    assert more == 100_000
+    assert dechunk(bytes(up.sent).partition(b"\r\n\r\n")[2]) == b"u" * (sent + more)
+
+
+def test_stalled_upload_does_not_hold_up_other_streams() -> None:
+    """A stream stalled by its upstream keeps its DATA unacknowledged without shutting the connection's window."""
+    pair = H2Pair()
+    stalled = pair.open(b"POST", b"/stalled")
+    stalled_upstream(pair)
+    pair.upload_until_shut(stalled, 1 << 20)
+    other = pair.open(b"POST", b"/other", [(b"content-length", b"300000")])
+    up = pair.h.upstream().accept()
+    assert pair.upload_until_shut(other, 300_000) == 300_000
+    assert up.received().endswith(b"u" * 300_000)
+
+
+def test_undeclared_body_over_the_limit_aborts_the_upstream() -> None:
+    """A body of unknown length going over max_body: the upstream request is aborted, never ended; the stream gets 413."""
+    pair = H2Pair(client=ClientConfig(max_body=10))
+    stream = pair.open(b"POST", b"/")
+    up = pair.h.upstream().accept()
+    pair.data(stream, b"x" * 8)
+    with CapturedLog() as captured:
+        pair.data(stream, b"y" * 8)
+    assert up.transport.disconnected  # aborted
+    assert not up.received().endswith(b"0\r\n\r\n")  # the chunked body was never ended
+    assert pair.status(stream) == 413
+    assert "413 request body over the limit of 10 bytes" in captured.text()
+    pair.data(stream, b"z" * 100, end=True)  # the rest is dropped
+    following = pair.request(b"GET", b"/next")
+    assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
+    assert not pair.of(h2.events.StreamReset, following)
+
+
+def test_body_over_the_limit_after_the_response_began_resets_the_stream() -> None:
+    """Once response bytes have gone out, a body going over max_body resets the stream and aborts the upstream."""
+    pair = H2Pair(client=ClientConfig(max_body=10))
+    stream = pair.open(b"POST", b"/")
+    up = pair.h.upstream().accept()
+    pair.data(stream, b"x" * 8)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    pair.pump()
+    assert pair.status(stream) == 200
+    pair.data(stream, b"y" * 8)
+    assert pair.of(h2.events.StreamReset, stream) and not pair.of(h2.events.StreamEnded, stream)
+    assert up.transport.disconnected
+
+
+def test_over_the_limit_while_connecting() -> None:
+    """A body going over max_body before the upstream connection is made: 413, and the connection attempt dropped."""
+    pair = H2Pair(client=ClientConfig(max_body=10))
+    stream = pair.open(b"POST", b"/")
+    pair.data(stream, b"x" * 16)
+    assert pair.status(stream) == 413
+    assert pair.h.reactor.connectors[-1].stoppedConnecting
+
+
+def test_client_reset_aborts_the_upstream() -> None:
+    """A client resetting its stream mid-upload aborts the upstream request; the connection is not pooled."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"100")])
+    up = pair.h.upstream().accept()
+    pair.data(stream, b"x" * 10)
+    pair.client.reset_stream(stream)
+    pair.send()
+    assert up.transport.disconnected
+    pair.request(b"GET", b"/next")
+    assert pair.h.attempts == 2
+
+
+def test_client_reset_of_paused_uploads() -> None:
+    """Reset streams whose DATA was held unacknowledged give that room back: the connection's window is not lost."""
+    pair = H2Pair()  # 5 streams, and a connection window of 5 streams' windows
+    stalled = []
+    for _ in range(4):
+        stream = pair.open(b"POST", b"/")
+        stalled.append(stalled_upstream(pair))
+        pair.upload_until_shut(stream, 1 << 20)
+        pair.client.reset_stream(stream)
+        pair.send()
+    assert all(up.aborted for up in stalled)
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"1000000")])
+    up = pair.h.upstream().accept()
+    assert pair.upload_until_shut(stream, 1_000_000) == 1_000_000
+    assert up.received().endswith(b"u" * 1_000_000)
+
+
+def test_reset_after_the_response_is_harmless() -> None:
+    """A client resetting a stream already answered (to stop uploading) keeps its connection."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"100")])
+    up = pair.h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.of(h2.events.StreamEnded, stream)
+    pair.client.reset_stream(stream)
+    pair.send()
+    assert not [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    pair.request(b"GET", b"/next")
+    assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
+
+
+def test_body_not_matching_its_length_aborts_the_upstream() -> None:
+    """A body shorter than its content-length ends the connection, and the upstream request already begun is aborted."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"10")])
+    up = pair.h.upstream().accept()
+    pair.protocol.dataReceived(DataFrame(stream, data=b"12345", flags=["END_STREAM"]).serialize())
+    pair.pump()
+    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert up.transport.disconnected

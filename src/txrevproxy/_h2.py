@@ -9,87 +9,140 @@ what the proxy needs on top:
 
 - :class:`NegotiatedChannel`: per TLS connection, HTTP/2 when ALPN chose ``h2``, else the proxy's own HTTP/1.1
   channel, unchanged;
-- :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (concurrent streams, header list size), the
-  connection gate's slot released when the connection ends, and the body of a stream already answered (a 413)
-  dropped instead of failing the connection;
+- :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (header list size; concurrent streams, a
+  stream over the limit refused alone with RST_STREAM ``REFUSED_STREAM``, RFC 9113 section 5.1.2), the
+  connection gate's slot released when the connection ends, the connection's flow-control window opened to room for
+  every stream's window (so that an upload held back does not stall the others), and the body of a stream already
+  answered (a 413, an early response) dropped instead of failing the connection;
 - :class:`H2ProxyRequest`: each stream's request validated like an HTTP/1.1 one (``Host`` from ``:authority``,
-  target, ``Host`` syntax, the ``_``-alias rule), its body kept up to ``max_body`` (``413`` past it) and relayed once
-  complete. The response streams with per-stream backpressure (a stream whose flow-control window is exhausted
-  pauses its upstream); a response the upstream cut short resets the stream (RST_STREAM) instead of ending it.
+  target, ``Host`` syntax, the ``_``-alias rule) as soon as its headers are complete, and relayed from then on. Its
+  body streams upstream as DATA arrives, through the same :class:`~txrevproxy._body.StreamingBody` as an HTTP/1.1
+  upload: framed with ``Content-Length`` when the client sent ``content-length``, chunked when it did not, and with
+  no body when END_STREAM came with the headers. The stream is the body's producer: while the upstream connection
+  cannot take more, the stream is paused and Twisted stops acknowledging its DATA, so the client's window for that
+  stream shuts: beyond the 64 KiB buffers of the streaming body and of the upstream connection, the proxy holds at
+  most one window (64 KiB) of DATA for a stream whose upstream reads nothing. A body over
+  ``max_body`` gets ``413`` (a declared one before anything is relayed); once relaying, the upstream request is
+  aborted, and the stream gets ``413`` or, if response bytes went out already, RST_STREAM. A client resetting its
+  stream aborts the upstream request. The response streams with per-stream backpressure (a stream whose
+  flow-control window is exhausted pauses its upstream); a response the upstream cut short resets the stream
+  (RST_STREAM) instead of ending it.
 """
 
 from __future__ import annotations
 
+from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
+from twisted.internet.interfaces import IProtocol
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
-from twisted.internet.interfaces import IProtocol
 from twisted.web._http2 import H2Connection
-from twisted.web.server import Request
+from twisted.web.http_headers import Headers
 
+from ._body import StreamingBody
+from ._framing import CHUNKED, Kind
+from ._headers import values_of
 from ._relay import respond_error
+from ._request import StreamedRequest
 from ._validate import validate_request
 
 log = Logger(namespace="txrevproxy")
 
 #: Default for ``SETTINGS_MAX_CONCURRENT_STREAMS``: streams one client connection may have open at once.
 MAX_STREAMS = 100
+#: The initial flow-control window of a stream and of the connection (RFC 9113 section 6.9.2), never changed here.
+STREAM_WINDOW = 65535
+MAX_WINDOW = 2**31 - 1
 
 
-class H2ProxyRequest(Request):
+class H2ProxyRequest(StreamedRequest):
     """
-    A request on an HTTP/2 stream: validated when complete, its body kept (up to the client limit) and relayed.
+    A request on an HTTP/2 stream: validated and rendered when its headers are complete, its body streamed to the
+    upstream as DATA arrives (see the module docstring).
+
+    States of its body: ``streaming`` (DATA fed to :attr:`proxy_body`, which pauses the stream while the upstream
+    is slow) until END_STREAM; ``refused`` (answered or reset by the proxy: the rest of its DATA is dropped).
     """
 
     _refused = False
     _too_large: str | None = None  # a declared length over the limit: refused once the stream is set up
-    _size = 0
-
-    def _cap(self) -> int:
-        return self.channel.site.client.max_body  # type: ignore[attr-defined, no-any-return]
+    _max_body = 0
 
     def gotLength(self, length: int | None) -> None:
-        Request.gotLength(self, length)
-        cap = self._cap()
+        # Called by Twisted from each content-length while it builds the stream, before the stream can carry an
+        # answer. Nothing of the body is stored: it streams through proxy_body.
+        self.content = None
+        cap = self._max_body = self.channel.site.client.max_body  # type: ignore[attr-defined]
         if cap and length is not None and length > cap:
-            # Called while the stream is being made, before it can carry an answer.
             self._too_large = f"request body of {length} bytes is over the limit of {cap}"
 
-    def handleContentChunk(self, data: bytes) -> None:
-        if self._too_large is not None and not self._refused:
+    def headersComplete(self, command: bytes, path: bytes, ended: bool, now: float) -> None:
+        """
+        The stream's headers are in (``ended``: with END_STREAM): refuse the request, or start relaying it.
+        """
+        self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
+        if self._too_large is not None:
             self._refuse(413, self._too_large)
-        if self._refused:
-            return
-        self._size += len(data)
-        cap = self._cap()
-        if cap and self._size > cap:
-            self._refuse(413, f"request body over the limit of {cap} bytes")
-            return
-        Request.handleContentChunk(self, data)
-
-    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
-        if self._too_large is not None and not self._refused:
-            self._refuse(413, self._too_large)
-        if self._refused:
             return
         headers = [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
-        _, rejection = validate_request(command, path, b"HTTP/1.1", headers)
+        framing, rejection = validate_request(command, path, b"HTTP/1.1", headers)
         if rejection is not None:
-            self.method, self.uri, self.clientproto = command, path, version
             self._refuse(rejection.status, rejection.reason)
             return
-        Request.requestReceived(self, command, path, version)
+        assert framing is not None
+        if not ended and framing.kind is Kind.NONE and not values_of(headers, b"content-length"):
+            framing = CHUNKED  # DATA is coming and its length is not known: chunked toward the upstream
+        self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, self.channel), now)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        body = self.proxy_body
+        if self._refused or body is None:
+            return
+        cap = self._max_body
+        if cap and body.received + len(data) > cap:
+            self._overLimit(f"request body over the limit of {cap} bytes")
+            return
+        body.feed(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # END_STREAM: the whole body has arrived (rendering happened when the headers were complete).
+        if not self._refused and self.proxy_body is not None:
+            self.proxy_body.end()
+
+    def _overLimit(self, reason: str) -> None:
+        """
+        An undeclared body went over the limit: the upstream request is aborted, never completed as if whole, and
+        the client gets 413 if no response head has gone out yet, else a reset stream.
+        """
+        self._refused = True
+        assert self.proxy_body is not None
+        self.proxy_body.fail(reason)  # a relay already sending the body aborts its upstream request
+        callback, self._when_lost = self._when_lost, None
+        if callback is not None and not self.finished:
+            callback(reason)  # a relay still connecting gives up too
+        if self.finished or self._disconnected:
+            return  # answered already: the rest of the body is dropped
+        if self.startedWriting:
+            self._log(413, reason, "reset")
+            self.channel.abortConnection()
+            return
+        self.responseHeaders = Headers()  # any the upstream's response head had set
+        self._refuse(413, reason)
 
     def _refuse(self, status: int, reason: str) -> None:
         self._refused = True
+        self._log(status, reason, "rejected")
+        respond_error(self, status)
+
+    def _log(self, status: int, reason: str, what: str) -> None:
         peer = self.getClientAddress()
         log.warn(
-            "rejected HTTP/2 request from {peer}: {status} {reason}",
+            "{what} HTTP/2 request from {peer}: {status} {reason}",
+            what=what,
             peer=getattr(peer, "host", peer),
             status=status,
             reason=reason,
         )
-        respond_error(self, status)
 
 
 class ProxyH2Connection(H2Connection):
@@ -101,17 +154,31 @@ class ProxyH2Connection(H2Connection):
     max_header_list = 32768
     gate: object = None
 
-    def connectionMade(self) -> None:
-        # The settings announced in the connection preface (initiate_connection, in super) and enforced from then on.
-        self.conn.local_settings = Settings(
+    def _settings(self, max_streams: int) -> Settings:
+        return Settings(
             client=False,
             initial_values={
-                SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
+                SettingCodes.MAX_CONCURRENT_STREAMS: max_streams,
                 SettingCodes.MAX_HEADER_LIST_SIZE: self.max_header_list,
             },
         )
+
+    def connectionMade(self) -> None:
+        # The settings announced in the connection preface (initiate_connection, in super), in force at once.
+        self.conn.local_settings = self._settings(self.max_streams)
         self.conn.decoder.max_header_list_size = self.max_header_list
         super().connectionMade()
+        # Streams over the announced limit are refused one by one (_requestReceived); the h2 library, which would
+        # end the connection for the first one, only holds a client to twice the limit (a client that far over it
+        # within one read still loses its connection, as it would without this).
+        self.conn.local_settings = self._settings(2 * self.max_streams)
+        # A stream whose upstream is slow stops acknowledging its DATA, holding up to its window (65,535 bytes)
+        # of the connection's window, which starts at that same size: opened to room for every stream's window,
+        # so that one stalled upload never stalls the others.
+        window = min(self.max_streams * STREAM_WINDOW, MAX_WINDOW)
+        if window > STREAM_WINDOW:
+            self.conn.increment_flow_control_window(window - STREAM_WINDOW)
+            self.transport.write(self.conn.data_to_send())
 
     def connectionLost(self, reason: object, _cancelTimeouts: bool = True) -> None:
         gate, self.gate = self.gate, None
@@ -121,15 +188,37 @@ class ProxyH2Connection(H2Connection):
 
     def _requestDataReceived(self, event: object) -> None:
         if event.stream_id not in self.streams:  # type: ignore[attr-defined]
-            # The rest of a body whose request was answered already (413): dropped, the connection's window
-            # reopened so that other streams go on.
+            # The rest of a body whose request was answered already (a 413, an early response): dropped, the
+            # connection's window reopened so that other streams go on.
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)  # type: ignore[attr-defined]
             return
         super()._requestDataReceived(event)
 
+    def _requestReceived(self, event: object) -> None:
+        if len(self.streams) >= self.max_streams:  # type: ignore[attr-defined]
+            # RFC 9113 section 5.1.2: a stream over the announced limit is a stream error; REFUSED_STREAM tells the
+            # client that nothing of it was processed, so that it may retry. The connection and its streams go on.
+            self.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]
+            log.info(
+                "refused HTTP/2 stream from {peer}: over the limit of {limit} streams",
+                peer=getattr(self.getPeer(), "host", None),
+                limit=self.max_streams,
+            )
+            return
+        super()._requestReceived(event)
+        stream = self.streams[event.stream_id]  # type: ignore[attr-defined]
+        ended = event.stream_ended is not None  # type: ignore[attr-defined]
+        stream._request.headersComplete(stream.command, stream.path, ended, self._reactor.seconds())
+
     def _requestEnded(self, event: object) -> None:
         if event.stream_id in self.streams:  # type: ignore[attr-defined]
             super()._requestEnded(event)
+
+    def _requestAborted(self, event: object) -> None:
+        # A client may reset a stream whose response has been sent already (say, to stop uploading a body the
+        # proxy answered early): Twisted has forgotten it, and would fail the connection looking it up.
+        if event.stream_id in self.streams:  # type: ignore[attr-defined]
+            super()._requestAborted(event)
 
 
 class NegotiatedChannel(proxyForInterface(IProtocol, "_channel")):  # type: ignore[misc]

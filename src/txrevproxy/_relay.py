@@ -217,8 +217,10 @@ class Relay:
 
     def bodyFailed(self, reason: str) -> None:
         """
-        The client's body was refused part-way (the channel answers the client): abandon the upstream request.
+        The client's body was refused part-way (the channel answers the client): abandon the upstream request, and
+        stop relaying a response the client may now be answered an error in place of.
         """
+        self._stopDownloading()
         self._abandon(f"request body refused ({reason})")
 
     def _requestSent(self) -> None:

@@ -2,6 +2,9 @@
 The request object of :class:`~txrevproxy._channel.ProxySite`: a ``twisted.web`` ``Request`` rendered at the end of
 its head, whose body streams in afterwards, and whose relayed response head is written in one piece.
 
+- :class:`StreamedRequest` is what HTTP/1.1 and HTTP/2 requests share: rendering when the head is complete with a
+  :class:`~txrevproxy._body.StreamingBody` as ``proxy_body``, and ``whenLost``.
+
 - Headers are kept as the parsed ``(name, value)`` list (:meth:`ProxyRequest.headerList`, what the relay forwards);
   Twisted's ``requestHeaders`` is built from it only on demand.
 - :meth:`ProxyRequest.writeHead` prepares a relayed response head and holds it until the first body bytes, so that
@@ -27,7 +30,42 @@ from ._framing import Framing
 from ._sending import send
 
 
-class ProxyRequest(Request):
+class StreamedRequest(Request):
+    """
+    A request rendered as soon as its head is complete and valid, whose body then streams in through
+    :attr:`proxy_body` (what the relay sends upstream); shared by the HTTP/1.1 and HTTP/2 requests.
+    """
+
+    proxy_body: StreamingBody | None = None
+    started: float | None = None  # when the head was complete (for the access log)
+    _when_lost: Callable[[object], object] | None = None
+
+    def whenLost(self, callback: Callable[[object], object]) -> None:
+        """
+        Call ``callback(reason)`` if the client side is lost before the response is finished (a lighter
+        ``notifyFinish().addErrback``).
+        """
+        self._when_lost = callback
+
+    def connectionLost(self, reason: object) -> None:
+        callback, self._when_lost = self._when_lost, None
+        Request.connectionLost(self, reason)
+        if callback is not None and not self.finished:
+            callback(reason)
+
+    def renderNow(self, command: bytes, target: bytes, version: bytes, body: StreamingBody, now: float) -> None:
+        """
+        The head is complete and valid: keep ``body`` as :attr:`proxy_body` and render now.
+        """
+        self.method, self.uri, self.clientproto = command, target, version
+        self.path = target.split(b"?", 1)[0]
+        self.args = {}
+        self.proxy_body = body
+        self.started = now
+        self.process()
+
+
+class ProxyRequest(StreamedRequest):
     """
     A request that is rendered when its head is complete; its body streams through :attr:`proxy_body`.
 
@@ -36,7 +74,6 @@ class ProxyRequest(Request):
     from then on what :meth:`headerList` reports. Cookies are parsed on the first ``getCookie``.
     """
 
-    proxy_body: StreamingBody | None = None
     #: The protocols the client asks to switch to (its ``Upgrade``, for a bodiless HTTP/1.1 request with
     #: ``Connection: upgrade``), or ``None``; the channel has paused reading until the answer.
     upgrade: bytes | None = None
@@ -44,7 +81,6 @@ class ProxyRequest(Request):
     _header_list: list[tuple[bytes, bytes]] | None = None
     _headers: Headers | None = None
     _cookies_parsed = False
-    _when_lost: Callable[[object], object] | None = None
 
     def __init__(self, channel: object, queued: object = None) -> None:
         # twisted.web.server.Request.__init__'s attributes, set directly: it runs for every request, and the
@@ -109,19 +145,6 @@ class ProxyRequest(Request):
             self.parseCookies()
         return Request.getCookie(self, key)
 
-    def whenLost(self, callback: Callable[[object], object]) -> None:
-        """
-        Call ``callback(reason)`` if the connection is lost before the response is finished (a lighter
-        ``notifyFinish().addErrback``).
-        """
-        self._when_lost = callback
-
-    def connectionLost(self, reason: object) -> None:
-        callback, self._when_lost = self._when_lost, None
-        Request.connectionLost(self, reason)
-        if callback is not None and not self.finished:
-            callback(reason)
-
     def gotLength(self, length: int | None) -> None:
         # Nothing of the body is stored: it is relayed as it arrives.
         self.content = BytesIO()
@@ -130,12 +153,8 @@ class ProxyRequest(Request):
         """
         The head is complete and valid: render now.
         """
-        self.method, self.uri, self.clientproto = command, target, version
-        self.path = target.split(b"?", 1)[0]
-        self.args = {}
-        self.proxy_body = StreamingBody(framing, self.channel.upload_reading)
-        self.started = self.channel._clock.seconds()
-        self.process()
+        channel = self.channel
+        self.renderNow(command, target, version, StreamingBody(framing, channel.upload_reading), channel._clock.seconds())
 
     def handleContentChunk(self, data: bytes) -> None:
         assert self.proxy_body is not None
@@ -149,7 +168,6 @@ class ProxyRequest(Request):
             self._cleanup_pending = False
             Request._cleanup(self)
 
-    started: float | None = None  # when the head was complete (for the access log)
     _head: bytes | None = None  # a response head written by writeHead and not yet sent
     _relaying = False  # writeHead was called: body writes are framed here
 

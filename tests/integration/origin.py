@@ -22,6 +22,10 @@ Endpoints (query parameters are plain ``name=value`` pairs separated by ``&``):
     ``/bytes`` writers) are counted in ``/stats`` as ``bytes_written``.
 ``/upload`` (any method)
     reads the body and answers 200, JSON ``{"body_length", "body_sha256"}``.
+``/upload-progress`` (any method)
+    answers at once with a chunked 200, then reads the body and writes a line ``N\\n`` (the body bytes read so far)
+    after each piece it reads, and at the end of the body one line of JSON, ``{"body_length", "body_sha256",
+    "framing"}`` (``framing``: the request's ``content-length``/``transfer-encoding`` values, by lowercase name).
 ``/stall-upload``
     reads the request head, shrinks its receive buffer, and then never reads the body nor answers; the connection is
     closed only when the peer closes it (counted in ``/stats`` as ``stall_started`` and ``stall_closed``).
@@ -61,11 +65,13 @@ import socket
 import socketserver
 import threading
 import time
+from collections.abc import Iterator
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit
 
 _MAX_LINE = 65536
 _BLOCK = bytes(range(256)) * 256  # 64 KiB; every slice starting at a multiple of 256 continues the pattern
 _SETTLE_SECONDS = 0.5
+FRAMING_HEADERS = ("content-length", "transfer-encoding")
 
 _lock = threading.Lock()
 _stats = {
@@ -166,24 +172,32 @@ class Handler(socketserver.StreamRequestHandler):
         return Request(method, target, version, headers)
 
     def read_body(self, request: Request) -> bytes:
+        return b"".join(self.body_pieces(request))
+
+    def body_pieces(self, request: Request) -> Iterator[bytes]:
+        """
+        The request body, piece by piece as it is read (at most 64 KiB at a time).
+        """
         codings = request.tokens("Transfer-Encoding")
         if codings:
             if codings != ["chunked"]:
                 raise BadRequest(f"unsupported transfer coding {codings}")
-            return self._read_chunked()
+            yield from self._read_chunked()
+            return
         lengths = request.values("Content-Length")
         if not lengths:
-            return b""
+            return
         if len(set(lengths)) != 1 or not lengths[0].isdigit():
             raise BadRequest(f"bad Content-Length {lengths}")
-        length = int(lengths[0])
-        body = self.rfile.read(length)
-        if len(body) != length:
-            raise _Close()
-        return body
+        remaining = int(lengths[0])
+        while remaining:
+            piece = self.rfile.read1(min(remaining, len(_BLOCK)))
+            if not piece:
+                raise _Close()
+            remaining -= len(piece)
+            yield piece
 
-    def _read_chunked(self) -> bytes:
-        parts = []
+    def _read_chunked(self) -> Iterator[bytes]:
         while True:
             line = self._line()
             if not line.endswith(b"\r\n"):
@@ -198,7 +212,7 @@ class Handler(socketserver.StreamRequestHandler):
             data = self.rfile.read(size)
             if len(data) != size:
                 raise _Close()
-            parts.append(data)
+            yield data
             if self.rfile.read(2) != b"\r\n":
                 raise BadRequest("chunk data not followed by CRLF")
         while True:  # trailer section
@@ -207,7 +221,6 @@ class Handler(socketserver.StreamRequestHandler):
                 raise _Close()
             if line == b"\r\n":
                 break
-        return b"".join(parts)
 
     # -- writing ---------------------------------------------------------------------------------------------------
 
@@ -290,6 +303,8 @@ class Handler(socketserver.StreamRequestHandler):
         elif path == "/upload":
             body = self.read_body(request)
             self.send_json(request, {"body_length": len(body), "body_sha256": hashlib.sha256(body).hexdigest()})
+        elif path == "/upload-progress":
+            self.do_upload_progress(request)
         elif path == "/stall-upload":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             _bump("stall_started")
@@ -358,6 +373,18 @@ class Handler(socketserver.StreamRequestHandler):
                 "body_sha256": hashlib.sha256(body).hexdigest(),
             },
         )
+
+    def do_upload_progress(self, request: Request) -> None:
+        self.send_head("200 OK", [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")])
+        digest, length = hashlib.sha256(), 0
+        for piece in self.body_pieces(request):
+            digest.update(piece)
+            length += len(piece)
+            line = b"%d\n" % length
+            self.connection.sendall(b"%x\r\n%s\r\n" % (len(line), line))
+        framing = {name.lower(): value for name, value in request.headers if name.lower() in FRAMING_HEADERS}
+        summary = json.dumps({"body_length": length, "body_sha256": digest.hexdigest(), "framing": framing}).encode()
+        self.connection.sendall(b"%x\r\n%s\r\n0\r\n\r\n" % (len(summary), summary))
 
     def do_bytes(self, request: Request) -> None:
         n = int(request.query.get("n", "0"))

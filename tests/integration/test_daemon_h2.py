@@ -86,6 +86,41 @@ def test_slow_reader_pauses_the_upstream(h2, origin) -> None:
     assert len(stream.data) == size and stream.ended
 
 
+@pytest.mark.parametrize(
+    "headers, framing",
+    [([], {"transfer-encoding": "chunked"}), ([(b"content-length", b"101000")], {"content-length": "101000"})],
+    ids=["unknown length", "declared length"],
+)
+def test_upload_streams_to_the_origin(h2, headers: list[tuple[bytes, bytes]], framing: dict[str, str]) -> None:
+    """The origin reads the first bytes of an upload before the client has sent the rest, framed as declared."""
+    _, client = h2()
+    stream_id = client.request("POST", "/upload-progress", headers, b"a" * 1000, end=False)
+    client.read_until_line(stream_id, b"1000")  # the origin has read them; the client has not finished
+    assert not client.streams[stream_id].done
+    client.send_body(stream_id, b"b" * 100_000)
+    [stream] = client.wait(stream_id)
+    assert stream.status == 200 and stream.ended
+    summary = json.loads(bytes(stream.data).splitlines()[-1])
+    body_sha256 = hashlib.sha256(b"a" * 1000 + b"b" * 100_000).hexdigest()
+    assert summary == {"body_length": 101_000, "body_sha256": body_sha256, "framing": framing}
+
+
+def test_upload_to_an_origin_that_reads_nothing(h2, origin) -> None:
+    """An upload to an origin that stops reading shuts its stream's window long before 32 MiB; other streams go on,
+    and resetting the stream closes the upstream connection."""
+    _, client = h2()
+    stalled = client.request("POST", "/stall-upload", end=False)
+    sent = client.upload_until_stalled(stalled, 32 * 1024 * 1024)
+    assert sent < 16 * 1024 * 1024, sent
+    body = b"x" * 200_000
+    [other] = client.wait(client.request("POST", "/upload", [(b"content-length", b"200000")], body))
+    assert echoed(other) == {"body_length": len(body), "body_sha256": hashlib.sha256(body).hexdigest()}
+    client.conn.reset_stream(stalled)
+    client._flush()
+    stats = origin.stats(min_stall_closed=1, timeout=20)
+    assert stats["stall_closed"] == 1 and not stats["timed_out"]
+
+
 def test_truncated_response_resets_the_stream(h2) -> None:
     """A response the upstream cut short is never ended normally: the stream is reset."""
     _, client = h2()
