@@ -53,6 +53,12 @@ class StreamedRequest(Request):
         if callback is not None and not self.finished:
             callback(reason)
 
+    def finish(self) -> None:
+        # A finished request's loss is no news to anyone; and the callback (a relay's bound method, the relay holding
+        # this request) would make a reference cycle that only the garbage collector could free.
+        self._when_lost = None
+        Request.finish(self)
+
     def renderNow(self, command: bytes, target: bytes, version: bytes, body: StreamingBody, now: float) -> None:
         """
         The head is complete and valid: keep ``body`` as :attr:`proxy_body` and render now.
@@ -277,9 +283,7 @@ class ProxyRequest(StreamedRequest):
             send(self.channel.transport, data)
 
     def finish(self) -> None:
-        # A finished request's loss is no news to anyone; and the callback (a relay's bound method, the relay holding
-        # this request) would make a reference cycle that only the garbage collector could free.
-        self._when_lost = None
+        self._when_lost = None  # (as in StreamedRequest.finish)
         if not self._relaying or self._disconnected or self.finished or self._encoder:
             Request.finish(self)  # (which raises or warns for the last two)
             return
