@@ -439,3 +439,19 @@ def test_body_not_matching_its_length_aborts_the_upstream() -> None:
     pair.pump()
     assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
     assert up.transport.disconnected
+
+
+def test_addresses_asked_of_the_transport_once_per_connection() -> None:
+    """Every stream's request knows both ends of the connection; the transport is asked once per connection (its
+    getHost is a system call), not once per stream."""
+    pair = H2Pair()
+    host, peer = pair.transport.getHost(), pair.transport.getPeer()
+    asked = []
+    pair.transport.getHost = lambda: asked.append("host") or host  # type: ignore[method-assign]
+    pair.transport.getPeer = lambda: asked.append("peer") or peer  # type: ignore[method-assign]
+    for _ in range(3):
+        pair.request(b"GET", b"/")
+    requests = [stream._request for stream in pair.protocol._channel.streams.values()]
+    assert len(requests) == 3
+    assert all(r.getHost() == host and r.getClientAddress() == peer for r in requests)
+    assert sorted(asked) == ["host", "peer"]

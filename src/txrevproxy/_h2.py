@@ -180,6 +180,26 @@ class ProxyH2Connection(H2Connection):
             self.conn.increment_flow_control_window(window - STREAM_WINDOW)
             self.transport.write(self.conn.data_to_send())
 
+    # Asked for by every stream's request: answered once per connection (getHost is a system call each time).
+    _peer: object = None
+    _host: object = None
+    _secure: bool | None = None
+
+    def getPeer(self) -> object:
+        if self._peer is None:
+            self._peer = super().getPeer()
+        return self._peer
+
+    def getHost(self) -> object:
+        if self._host is None:
+            self._host = super().getHost()
+        return self._host
+
+    def _isSecure(self) -> bool:
+        if self._secure is None:
+            self._secure = super()._isSecure()
+        return self._secure
+
     def connectionLost(self, reason: object, _cancelTimeouts: bool = True) -> None:
         gate, self.gate = self.gate, None
         if gate is not None:
