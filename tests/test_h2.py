@@ -10,7 +10,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
-from hyperframe.frame import DataFrame
+from hyperframe.frame import DataFrame, RstStreamFrame
 from _harness import CapturedLog, Harness, SocketlessTransport
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
@@ -21,6 +21,7 @@ from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
 from txrevproxy._framing import ChunkedDecoder
 from txrevproxy._gate import ConnectionGate, GateConfig
 from txrevproxy._h2 import NegotiatedChannel, ProxyH2Connection
+from txrevproxy._relay import error_body
 
 
 class H2Pair:
@@ -76,8 +77,25 @@ class H2Pair:
         self.client.send_data(stream, data, end_stream=end)
         self.send()
 
+    def in_flight(self, frame: object) -> None:
+        """
+        Deliver a frame the client sent before it read what the proxy sent last (so the client's own state has no
+        say): DATA after the proxy reset the stream, a reset crossing the proxy's.
+        """
+        self.protocol.dataReceived(frame.serialize())  # type: ignore[attr-defined]
+        self.pump()
+
     def of(self, kind: type, stream: int) -> list[object]:
         return [e for e in self.events if isinstance(e, kind) and getattr(e, "stream_id", None) == stream]
+
+    def kinds(self, stream: int) -> list[type]:
+        """
+        The kinds of the events of ``stream``, in order.
+        """
+        return [type(e) for e in self.events if getattr(e, "stream_id", None) == stream]
+
+    def terminated(self) -> bool:
+        return any(isinstance(e, h2.events.ConnectionTerminated) for e in self.events)
 
     def status(self, stream: int) -> int:
         [response] = self.of(h2.events.ResponseReceived, stream)
@@ -248,19 +266,29 @@ def test_far_too_many_streams() -> None:
     assert pair.h.attempts == 0
 
 
-def test_body_after_413_is_dropped() -> None:
-    """The rest of a body refused with 413 is dropped without harm: the connection serves the next stream."""
+def test_early_413_then_reset_with_no_error() -> None:
+    """A body refused with 413 before it ended: the whole 413, then RST_STREAM NO_ERROR (RFC 9113 section 8.1)."""
     pair = H2Pair(client=ClientConfig(max_body=10))
     stream = pair.client.get_next_available_stream_id()
     pseudo = [(b":method", b"POST"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")]
     pair.client.send_headers(stream, pseudo + [(b"content-length", b"30")])
     pair.client.send_data(stream, b"x" * 10)
     pair.send()
-    [response] = pair.of(h2.events.ResponseReceived, stream)
-    assert dict(response.headers)[b":status"] == b"413"  # type: ignore[attr-defined]
-    pair.client.send_data(stream, b"y" * 20, end_stream=True)
-    pair.send()
-    assert not [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert pair.status(stream) == 413
+    body = b"".join(e.data for e in pair.of(h2.events.DataReceived, stream))  # type: ignore[attr-defined]
+    assert body == error_body(413)
+    assert pair.kinds(stream)[-2:] == [h2.events.StreamEnded, h2.events.StreamReset]  # the reset after the end
+    [reset] = pair.of(h2.events.StreamReset, stream)
+    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR  # type: ignore[attr-defined]
+
+
+def test_body_after_413_is_dropped() -> None:
+    """DATA the client sent before it read the 413 and the reset is dropped without harm: the connection goes on."""
+    pair = H2Pair(client=ClientConfig(max_body=10))
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"30")])
+    assert pair.status(stream) == 413 and pair.of(h2.events.StreamReset, stream)
+    pair.in_flight(DataFrame(stream, data=b"y" * 30, flags=["END_STREAM"]))
+    assert not pair.terminated()
     following = pair.request(b"GET", b"/next")
     assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
     assert not pair.of(h2.events.StreamReset, following)
@@ -356,7 +384,7 @@ def test_undeclared_body_over_the_limit_aborts_the_upstream() -> None:
     assert not up.received().endswith(b"0\r\n\r\n")  # the chunked body was never ended
     assert pair.status(stream) == 413
     assert "413 request body over the limit of 10 bytes" in captured.text()
-    pair.data(stream, b"z" * 100, end=True)  # the rest is dropped
+    pair.in_flight(DataFrame(stream, data=b"z" * 100, flags=["END_STREAM"]))  # the rest is dropped
     following = pair.request(b"GET", b"/next")
     assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
     assert not pair.of(h2.events.StreamReset, following)
@@ -415,17 +443,42 @@ def test_client_reset_of_paused_uploads() -> None:
     assert up.received().endswith(b"u" * 1_000_000)
 
 
+def test_early_response_then_reset_with_no_error() -> None:
+    """An upstream's complete response before the body ended: the stream ends, then RST_STREAM NO_ERROR; the upstream
+    connection, whose request the relay stopped, is not pooled."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"100")])
+    up = pair.h.upstream().accept()
+    pair.data(stream, b"x" * 10)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.kinds(stream)[-2:] == [h2.events.StreamEnded, h2.events.StreamReset]
+    [reset] = pair.of(h2.events.StreamReset, stream)
+    assert reset.error_code == h2.errors.ErrorCodes.NO_ERROR  # type: ignore[attr-defined]
+    pair.in_flight(DataFrame(stream, data=b"y" * 90, flags=["END_STREAM"]))
+    assert not pair.terminated()
+
+
+def test_no_reset_after_a_whole_body() -> None:
+    """A response to a request whose body had ended is not followed by a reset."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"2")])
+    pair.data(stream, b"ab", end=True)
+    pair.h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.kinds(stream)[-1] is h2.events.StreamEnded and not pair.of(h2.events.StreamReset, stream)
+
+
 def test_reset_after_the_response_is_harmless() -> None:
-    """A client resetting a stream already answered (to stop uploading) keeps its connection."""
+    """A client reset crossing the proxy's own (a stream already answered and reset) keeps its connection."""
     pair = H2Pair()
     stream = pair.open(b"POST", b"/", [(b"content-length", b"100")])
     up = pair.h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     pair.pump()
     assert pair.of(h2.events.StreamEnded, stream)
-    pair.client.reset_stream(stream)
-    pair.send()
-    assert not [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
+    pair.in_flight(RstStreamFrame(stream, error_code=h2.errors.ErrorCodes.CANCEL))
+    assert not pair.terminated()
     pair.request(b"GET", b"/next")
     assert pair.h.upstream().accept().received().startswith(b"GET /next HTTP/1.1")
 
@@ -455,3 +508,124 @@ def test_addresses_asked_of_the_transport_once_per_connection() -> None:
     assert len(requests) == 3
     assert all(r.getHost() == host and r.getClientAddress() == peer for r in requests)
     assert sorted(asked) == ["host", "peer"]
+
+
+def body_deadlines(pair: H2Pair) -> list[object]:
+    """
+    The DelayedCalls of the streams' body deadlines.
+    """
+    calls = pair.h.reactor.getDelayedCalls()
+    return [call for call in calls if call.func.__name__ == "_checkBodyDeadline"]  # type: ignore[attr-defined]
+
+
+def test_stalled_body_gets_408_and_upstream_aborted() -> None:
+    """A body that makes no progress for body_timeout: 408 on the stream, the upstream request aborted, a log line."""
+    pair = H2Pair(client=ClientConfig(body_timeout=30))
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"10")])
+    up = pair.h.upstream().accept()
+    pair.data(stream, b"12345")
+    pair.h.reactor.advance(29)
+    assert not pair.of(h2.events.ResponseReceived, stream)
+    with CapturedLog() as captured:
+        pair.h.reactor.advance(1)
+        pair.pump()
+    assert pair.status(stream) == 408 and pair.of(h2.events.StreamEnded, stream)
+    assert up.transport.disconnected  # aborted: never completed as if whole, never pooled
+    assert up.received().endswith(b"\r\n\r\n12345")
+    assert "rejected HTTP/2 request from 10.0.0.2: 408 request body made no progress for 30s" in captured.text()
+    assert not body_deadlines(pair)
+    pair.request(b"GET", b"/next")
+    assert pair.h.attempts == 2
+
+
+def test_stalled_body_after_the_response_head_resets_the_stream() -> None:
+    """A stalled body whose response has begun: the stream is reset, never ended, and the upstream request aborted."""
+    pair = H2Pair(client=ClientConfig(body_timeout=30))
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"10")])
+    up = pair.h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab")
+    pair.pump()
+    assert pair.status(stream) == 200
+    with CapturedLog() as captured:
+        pair.h.reactor.advance(30)
+        pair.pump()
+    assert pair.of(h2.events.StreamReset, stream) and not pair.of(h2.events.StreamEnded, stream)
+    assert up.transport.disconnected
+    assert "reset HTTP/2 request from 10.0.0.2: 408 request body made no progress for 30s" in captured.text()
+
+
+def test_progress_rearms_the_deadline() -> None:
+    """Each DATA frame moves the deadline, on the same single DelayedCall (no timer per frame)."""
+    pair = H2Pair(client=ClientConfig(body_timeout=30))
+    stream = pair.open(b"POST", b"/")
+    pair.h.upstream().accept()
+    [timer] = body_deadlines(pair)
+    for _ in range(2):
+        pair.h.reactor.advance(10)
+        pair.data(stream, b"x")
+        assert body_deadlines(pair) == [timer] and timer.getTime() == 30  # type: ignore[attr-defined]
+    pair.h.reactor.advance(10)  # the timer fires before the deadline (50): re-armed once, for the rest
+    [timer] = body_deadlines(pair)
+    assert timer.getTime() == 50 and not pair.of(h2.events.ResponseReceived, stream)  # type: ignore[attr-defined]
+    pair.h.reactor.advance(19)
+    pair.pump()
+    assert not pair.of(h2.events.ResponseReceived, stream)
+    pair.h.reactor.advance(1)
+    pair.pump()
+    assert pair.status(stream) == 408
+
+
+def test_held_by_a_slow_upstream_does_not_time_out() -> None:
+    """Time the proxy holds the body back (the upstream reads nothing) does not count; the deadline restarts after."""
+    pair = H2Pair(client=ClientConfig(body_timeout=20))  # (all within the connection's idle timeout of 60 s)
+    stream = pair.open(b"POST", b"/")
+    up = stalled_upstream(pair)
+    pair.upload_until_shut(stream, 1 << 20)
+    assert up.producerPaused
+    pair.h.reactor.advance(30)  # past the body timeout, below the upstream's send timeout
+    pair.pump()
+    assert not pair.of(h2.events.ResponseReceived, stream) and not pair.of(h2.events.StreamReset, stream)
+    while up.producerPaused:  # the upstream reads again: what the proxy held goes out, the stream is let go
+        up.drain()
+        pair.pump()
+    pair.h.reactor.advance(19)
+    pair.pump()
+    assert not pair.of(h2.events.ResponseReceived, stream)
+    pair.h.reactor.advance(1)
+    pair.pump()
+    assert pair.status(stream) == 408 and up.aborted
+
+
+def test_stalled_stream_leaves_the_others_alone() -> None:
+    """One stream timing out does not touch the others: a body still progressing is relayed whole and answered."""
+    pair = H2Pair(client=ClientConfig(body_timeout=30))
+    stalled = pair.open(b"POST", b"/stalled")
+    pair.h.upstream().accept()
+    moving = pair.open(b"POST", b"/moving", [(b"content-length", b"4")])
+    up = pair.h.upstream().accept()
+    for piece in b"abc":
+        pair.h.reactor.advance(15)
+        pair.data(moving, bytes([piece]))
+    pair.pump()
+    assert pair.status(stalled) == 408 and not pair.of(h2.events.ResponseReceived, moving)
+    pair.data(moving, b"d", end=True)
+    assert up.received().endswith(b"\r\n\r\nabcd")
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.status(moving) == 200 and pair.of(h2.events.StreamEnded, moving)
+    assert not pair.terminated() and not pair.of(h2.events.StreamReset, moving)
+
+
+def test_no_deadline_once_the_body_ended() -> None:
+    """A body that ended (or none at all) has no deadline: a slow upstream answer is waited for."""
+    pair = H2Pair(client=ClientConfig(body_timeout=30))
+    stream = pair.open(b"POST", b"/", [(b"content-length", b"2")])
+    pair.data(stream, b"ab", end=True)
+    bodiless = pair.open(b"GET", b"/", end=True)
+    ups = [pair.h.upstream(0).accept(), pair.h.upstream(1).accept()]
+    assert not body_deadlines(pair)
+    pair.h.reactor.advance(29)  # (below the upstream's response timeout)
+    for up in ups:
+        up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.status(stream) == 200 and pair.status(bodiless) == 200

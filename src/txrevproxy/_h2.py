@@ -12,8 +12,9 @@ what the proxy needs on top:
 - :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (header list size; concurrent streams, a
   stream over the limit refused alone with RST_STREAM ``REFUSED_STREAM``, RFC 9113 section 5.1.2), the
   connection gate's slot released when the connection ends, the connection's flow-control window opened to room for
-  every stream's window (so that an upload held back does not stall the others), and the body of a stream already
-  answered (a 413, an early response) dropped instead of failing the connection;
+  every stream's window (so that an upload held back does not stall the others), and a stream answered before its
+  body ended (a 413, an early response) reset with ``NO_ERROR`` once its response is complete (END_STREAM sent), so
+  that the client stops sending the rest (RFC 9113 section 8.1);
 - :class:`H2ProxyRequest`: each stream's request validated like an HTTP/1.1 one (``Host`` from ``:authority``,
   target, ``Host`` syntax, the ``_``-alias rule) as soon as its headers are complete, and relayed from then on. Its
   body streams upstream as DATA arrives, through the same :class:`~txrevproxy._body.StreamingBody` as an HTTP/1.1
@@ -22,28 +23,32 @@ what the proxy needs on top:
   cannot take more, the stream is paused and Twisted stops acknowledging its DATA, so the client's window for that
   stream shuts: beyond the 64 KiB buffers of the streaming body and of the upstream connection, the proxy holds at
   most one window (64 KiB) of DATA for a stream whose upstream reads nothing. A body over
-  ``max_body`` gets ``413`` (a declared one before anything is relayed); once relaying, the upstream request is
-  aborted, and the stream gets ``413`` or, if response bytes went out already, RST_STREAM. A client resetting its
-  stream aborts the upstream request. The response streams with per-stream backpressure (a stream whose
-  flow-control window is exhausted pauses its upstream); a response the upstream cut short resets the stream
-  (RST_STREAM) instead of ending it.
+  ``max_body`` gets ``413`` (a declared one before anything is relayed); a body that makes no progress for
+  ``body_timeout`` while the proxy is not holding it back gets ``408`` (one DelayedCall per stream, re-armed when it
+  fires, never per DATA frame; time paused for a slow upstream does not count, as on HTTP/1.1). In both cases, once
+  relaying, the upstream request is aborted (never completed as if whole), and the stream gets the status or, if
+  response bytes went out already, RST_STREAM. A client resetting its stream aborts the upstream request. The
+  response streams with per-stream backpressure (a stream whose flow-control window is exhausted pauses its
+  upstream); a response the upstream cut short resets the stream (RST_STREAM) instead of ending it.
 """
 
 from __future__ import annotations
 
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
-from twisted.internet.interfaces import IProtocol
+from h2.stream import StreamState
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
-from twisted.web._http2 import H2Connection
+from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http_headers import Headers
 
 from ._body import StreamingBody
 from ._framing import CHUNKED, Kind
 from ._headers import values_of
-from ._relay import respond_error
+from ._relay import _Producer, respond_error
 from ._request import StreamedRequest
+from ._upstream import TIMER_SLACK
 from ._validate import validate_request
 
 log = Logger(namespace="txrevproxy")
@@ -55,18 +60,29 @@ STREAM_WINDOW = 65535
 MAX_WINDOW = 2**31 - 1
 
 
+#: States of a stream's request body (:attr:`H2ProxyRequest._body`).
+STREAMING, HELD, ENDED, DROPPED = "streaming", "held", "ended", "dropped"
+
+
 class H2ProxyRequest(StreamedRequest):
     """
     A request on an HTTP/2 stream: validated and rendered when its headers are complete, its body streamed to the
     upstream as DATA arrives (see the module docstring).
 
-    States of its body: ``streaming`` (DATA fed to :attr:`proxy_body`, which pauses the stream while the upstream
-    is slow) until END_STREAM; ``refused`` (answered or reset by the proxy: the rest of its DATA is dropped).
+    States of its body: ``streaming`` (DATA fed to :attr:`proxy_body`; the body deadline runs) and ``held`` (the
+    proxy paused the stream because the upstream is slow; no deadline meanwhile) go back and forth until
+    ``ended`` (END_STREAM) or ``dropped`` (answered, refused or reset by the proxy, or the stream lost: the rest
+    of its DATA is dropped). Nothing leaves those two.
     """
 
-    _refused = False
+    _body = STREAMING
     _too_large: str | None = None  # a declared length over the limit: refused once the stream is set up
     _max_body = 0
+    _body_timeout = 0.0
+    _body_since = 0.0  # when the body last made progress, or was last let go by the proxy
+    _body_timer: IDelayedCall | None = None  # the body deadline's one DelayedCall, re-armed when it fires
+    _clock: IReactorTime  # from headersComplete on
+    _stream: H2Stream  # the stream (Twisted's Request forgets it, as its channel, when the stream is lost)
 
     def gotLength(self, length: int | None) -> None:
         # Called by Twisted from each content-length while it builds the stream, before the stream can carry an
@@ -76,11 +92,14 @@ class H2ProxyRequest(StreamedRequest):
         if cap and length is not None and length > cap:
             self._too_large = f"request body of {length} bytes is over the limit of {cap}"
 
-    def headersComplete(self, command: bytes, path: bytes, ended: bool, now: float) -> None:
+    def headersComplete(self, command: bytes, path: bytes, ended: bool, clock: IReactorTime) -> None:
         """
-        The stream's headers are in (``ended``: with END_STREAM): refuse the request, or start relaying it.
+        The stream's headers are in (``ended``: with END_STREAM): refuse the request, or start relaying it, its
+        body deadline timed by ``clock``.
         """
         self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
+        self._clock = clock
+        self._stream = self.channel
         if self._too_large is not None:
             self._refuse(413, self._too_large)
             return
@@ -92,29 +111,90 @@ class H2ProxyRequest(StreamedRequest):
         assert framing is not None
         if not ended and framing.kind is Kind.NONE and not values_of(headers, b"content-length"):
             framing = CHUNKED  # DATA is coming and its length is not known: chunked toward the upstream
-        self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, self.channel), now)
+        now = clock.seconds()
+        if ended:
+            self._body = ENDED
+        else:
+            self._body_timeout = self.channel.site.client.body_timeout  # type: ignore[attr-defined]
+            self._body_since = now
+            self._armBodyDeadline(self._body_timeout)
+        reading = _Producer(self._holdBody, self._releaseBody, _nothing)
+        self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, reading), now)
 
     def handleContentChunk(self, data: bytes) -> None:
         body = self.proxy_body
-        if self._refused or body is None:
+        if self._body is DROPPED or body is None:
             return
+        self._body_since = self._clock.seconds()
         cap = self._max_body
         if cap and body.received + len(data) > cap:
-            self._overLimit(f"request body over the limit of {cap} bytes")
+            self._bodyFailed(413, f"request body over the limit of {cap} bytes")
             return
         body.feed(data)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # END_STREAM: the whole body has arrived (rendering happened when the headers were complete).
-        if not self._refused and self.proxy_body is not None:
+        if self._body is STREAMING and self.proxy_body is not None:
+            self._stopBody(ENDED)
             self.proxy_body.end()
 
-    def _overLimit(self, reason: str) -> None:
+    def finish(self) -> None:
+        self._stopBody(DROPPED)  # answered: the rest of a body still coming is dropped (the stream is then reset)
+        super().finish()
+
+    def connectionLost(self, reason: object) -> None:
+        self._stopBody(DROPPED)
+        super().connectionLost(reason)
+
+    # The stream as the body's producer: the streaming body pauses it while the upstream is slow. Time held back so
+    # is not the client's: the deadline starts over when the stream is let go.
+
+    def _holdBody(self) -> None:
+        if self._body is STREAMING:
+            self._body = HELD
+        self._stream.pauseProducing()
+
+    def _releaseBody(self) -> None:
+        if self._body is HELD:
+            self._body = STREAMING
+            self._body_since = self._clock.seconds()
+            self._armBodyDeadline(self._body_timeout)
+        self._stream.resumeProducing()  # always: a stopped body lets the stream drain what it holds, dropped
+
+    # The body deadline: one DelayedCall per stream, armed when the body starts or is let go and re-armed when it
+    # fires early (progress moves _body_since, never the timer).
+
+    def _armBodyDeadline(self, delay: float) -> None:
+        if self._body_timer is None:
+            self._body_timer = self._clock.callLater(delay, self._checkBodyDeadline)
+
+    def _checkBodyDeadline(self) -> None:
+        self._body_timer = None
+        if self._body is not STREAMING:
+            return  # held: armed again when let go; ended or dropped: no deadline any more
+        timeout = self._body_timeout
+        remaining = self._body_since + timeout - self._clock.seconds()
+        if remaining > TIMER_SLACK:
+            self._armBodyDeadline(remaining)
+            return
+        self._bodyFailed(408, f"request body made no progress for {timeout:g}s")
+
+    def _stopBody(self, state: str) -> None:
         """
-        An undeclared body went over the limit: the upstream request is aborted, never completed as if whole, and
-        the client gets 413 if no response head has gone out yet, else a reset stream.
+        The body leaves ``streaming`` or ``held`` for ``state`` (``ended`` or ``dropped``): no more deadline.
         """
-        self._refused = True
+        if self._body is STREAMING or self._body is HELD:
+            self._body = state
+        timer, self._body_timer = self._body_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _bodyFailed(self, status: int, reason: str) -> None:
+        """
+        The body went over the limit or made no progress in time: the upstream request is aborted, never completed
+        as if whole, and the client gets ``status`` if no response head has gone out yet, else a reset stream.
+        """
+        self._stopBody(DROPPED)
         assert self.proxy_body is not None
         self.proxy_body.fail(reason)  # a relay already sending the body aborts its upstream request
         callback, self._when_lost = self._when_lost, None
@@ -123,14 +203,14 @@ class H2ProxyRequest(StreamedRequest):
         if self.finished or self._disconnected:
             return  # answered already: the rest of the body is dropped
         if self.startedWriting:
-            self._log(413, reason, "reset")
+            self._log(status, reason, "reset")
             self.channel.abortConnection()
             return
         self.responseHeaders = Headers()  # any the upstream's response head had set
-        self._refuse(413, reason)
+        self._refuse(status, reason)
 
     def _refuse(self, status: int, reason: str) -> None:
-        self._refused = True
+        self._stopBody(DROPPED)
         self._log(status, reason, "rejected")
         respond_error(self, status)
 
@@ -143,6 +223,10 @@ class H2ProxyRequest(StreamedRequest):
             status=status,
             reason=reason,
         )
+
+
+def _nothing() -> None:
+    pass
 
 
 class ProxyH2Connection(H2Connection):
@@ -206,14 +290,6 @@ class ProxyH2Connection(H2Connection):
             gate.closed()  # type: ignore[attr-defined]
         super().connectionLost(reason, _cancelTimeouts)
 
-    def _requestDataReceived(self, event: object) -> None:
-        if event.stream_id not in self.streams:  # type: ignore[attr-defined]
-            # The rest of a body whose request was answered already (a 413, an early response): dropped, the
-            # connection's window reopened so that other streams go on.
-            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)  # type: ignore[attr-defined]
-            return
-        super()._requestDataReceived(event)
-
     def _requestReceived(self, event: object) -> None:
         if len(self.streams) >= self.max_streams:  # type: ignore[attr-defined]
             # RFC 9113 section 5.1.2: a stream over the announced limit is a stream error; REFUSED_STREAM tells the
@@ -228,15 +304,27 @@ class ProxyH2Connection(H2Connection):
         super()._requestReceived(event)
         stream = self.streams[event.stream_id]  # type: ignore[attr-defined]
         ended = event.stream_ended is not None  # type: ignore[attr-defined]
-        stream._request.headersComplete(stream.command, stream.path, ended, self._reactor.seconds())
+        stream._request.headersComplete(stream.command, stream.path, ended, self._reactor)
 
     def _requestEnded(self, event: object) -> None:
         if event.stream_id in self.streams:  # type: ignore[attr-defined]
             super()._requestEnded(event)
 
+    def _requestDone(self, streamID: int) -> None:
+        # Twisted forgets a stream once its response is complete (END_STREAM sent), or reset, or the connection lost.
+        # A response complete before the client ended its body: RST_STREAM with NO_ERROR asks the client to stop
+        # sending the rest (RFC 9113 section 8.1). DATA already on its way is then dropped by the h2 library, which
+        # gives its room in the connection's window back.
+        stream = self.conn.streams.get(streamID)
+        if self._stillProducing and stream is not None and stream.state_machine.state is StreamState.HALF_CLOSED_LOCAL:
+            self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
+            if not self._tryToWriteControlData():
+                return  # too much unread output: the connection was aborted, and has forgotten the stream
+        super()._requestDone(streamID)
+
     def _requestAborted(self, event: object) -> None:
-        # A client may reset a stream whose response has been sent already (say, to stop uploading a body the
-        # proxy answered early): Twisted has forgotten it, and would fail the connection looking it up.
+        # A client may reset a stream whose response has been sent already (its reset crossing the proxy's, see
+        # _requestDone): Twisted has forgotten it, and would fail the connection looking it up.
         if event.stream_id in self.streams:  # type: ignore[attr-defined]
             super()._requestAborted(event)
 

@@ -176,3 +176,17 @@ def test_upstream_down(h2) -> None:
     _, client = h2(upstream="http://127.0.0.1:9")
     [stream] = client.wait(client.request("GET", "/"))
     assert stream.status == 502
+
+
+def test_stalled_body_gets_408(h2, origin) -> None:
+    """A stream whose body stops short of its content-length gets 408 at --body-timeout; the upstream request is
+    aborted, never answered, and the connection serves the next stream."""
+    proxy, client = h2("--body-timeout", "0.5")
+    [stream] = client.wait(client.request("POST", "/upload", [(b"content-length", b"1000")], b"x" * 100, end=False))
+    assert stream.status == 408 and stream.ended
+    logged = r"rejected HTTP/2 request from 127\.0\.0\.1: 408 request body made no progress for 0\.5s"
+    proxy.wait_for_log(logged)  # type: ignore[attr-defined]
+    stats = origin.stats(min_closed=1)
+    assert stats["closed"] >= 1 and stats["requests"] == 0 and not stats["timed_out"]
+    [following] = client.wait(client.request("GET", "/echo"))
+    assert following.status == 200
