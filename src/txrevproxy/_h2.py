@@ -46,7 +46,7 @@ from twisted.web.http_headers import Headers
 from ._body import StreamingBody
 from ._framing import CHUNKED, Kind
 from ._headers import values_of
-from ._relay import _Producer, respond_error
+from ._relay import CallbackProducer, respond_error
 from ._request import StreamedRequest
 from ._upstream import TIMER_SLACK
 from ._validate import validate_request
@@ -118,7 +118,7 @@ class H2ProxyRequest(StreamedRequest):
             self._body_timeout = self.channel.site.client.body_timeout  # type: ignore[attr-defined]
             self._body_since = now
             self._armBodyDeadline(self._body_timeout)
-        reading = _Producer(self._holdBody, self._releaseBody, _nothing)
+        reading = CallbackProducer(self._holdBody, self._releaseBody, _nothing)
         self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, reading), now)
 
     def handleContentChunk(self, data: bytes) -> None:

@@ -70,7 +70,7 @@ class ProxyConfig:
 
 
 @implementer(IPushProducer)
-class _Producer:
+class CallbackProducer:
     """
     Adapts three callables to ``IPushProducer``; the relay is the producer of two different streams.
     """
@@ -180,7 +180,7 @@ class Relay:
         if self.body.framing.kind is Kind.NONE:
             self._requestSent()
         else:
-            upload = _Producer(self._uploadPaused, self._uploadResumed, self._uploadStopped)
+            upload = CallbackProducer(self._uploadPaused, self._uploadResumed, self._uploadStopped)
             proto.transport.registerProducer(upload, True)
             self.body.start(self)
 
@@ -329,7 +329,7 @@ class Relay:
             flush()
         if not self._downloading:
             self._downloading = True
-            download = _Producer(self._pauseResponse, self._resumeResponse, self._clientGone)
+            download = CallbackProducer(self._pauseResponse, self._resumeResponse, self._clientGone)
             request.registerProducer(download, True)  # type: ignore[attr-defined]
 
     def _stopDownloading(self) -> None:
