@@ -12,6 +12,7 @@ from txrevproxy._headers import (
     REBUILT_REQUEST,
     ForwardingContext,
     TrustedNetworks,
+    connection_options,
     connection_tokens,
     end_to_end,
     forwarding_headers,
@@ -345,3 +346,15 @@ def test_token_names_are_remembered_within_a_bound() -> None:
     finally:
         _headers.KNOWN_TOKENS.clear()
         _headers.KNOWN_TOKENS.update(saved)
+
+
+def test_connection_options_of_a_repeated_value_are_the_same_and_independent_of_case():
+    """The options of a value seen before (kept, as every browser sends Connection: keep-alive) come out the same."""
+    first = connection_options([b"Keep-Alive, X-Hop"])
+    assert first == {b"keep-alive", b"x-hop"}
+    assert connection_options([b"Keep-Alive, X-Hop"]) == first
+    assert connection_options([b"close"]) == {b"close"} and connection_options([b"close", b"x"]) == {b"close", b"x"}
+    assert connection_tokens([(b"CONNECTION", b"Upgrade"), (b"X-Connection", b"no"), (b"Connection", b"te")]) == {
+        b"upgrade",
+        b"te",
+    }

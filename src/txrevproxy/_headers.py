@@ -61,21 +61,32 @@ def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes
     """
     The lower-cased option names listed in every ``Connection`` header (RFC 9110 section 7.6.1).
     """
-    return connection_options(value for name, value in headers if name.lower() == b"connection")
+    values = [value for name, value in headers if len(name) == 10 and name.lower() == b"connection"]
+    return connection_options(values)
 
 
 _NO_OPTIONS: frozenset[bytes] = frozenset()
+#: The options of single ``Connection`` values seen before (``keep-alive`` in nearly every browser request); bounded.
+_single_options: dict[bytes, frozenset[bytes]] = {}
+_SINGLE_OPTIONS_MAX = 256
 
 
-def connection_options(values: Iterable[bytes]) -> frozenset[bytes]:
+def connection_options(values: Sequence[bytes]) -> frozenset[bytes]:
     """
     The lower-cased option names in these ``Connection`` header values.
     """
     if not values:
         return _NO_OPTIONS
+    if len(values) == 1:
+        options = _single_options.get(values[0])
+        if options is not None:
+            return options
     tokens = {t.strip().lower() for value in values for t in value.split(b",")}
     tokens.discard(b"")
-    return frozenset(tokens)
+    options = frozenset(tokens)
+    if len(values) == 1 and len(_single_options) < _SINGLE_OPTIONS_MAX:
+        _single_options[values[0]] = options
+    return options
 
 
 def end_to_end(
