@@ -99,6 +99,18 @@ def test_end_to_end_also_drop():
     assert end_to_end(headers, frozenset({b"content-length"})) == [(b"X-A", b"1")]
 
 
+@pytest.mark.parametrize("given", [True, False])
+def test_end_to_end_drops_headers_named_in_connection_whatever_their_length(given):
+    """Headers named in Connection are dropped, in any case, whether the options are handed in or found here; a
+    header of the same length as a dropped one but another name is kept, and so are headers once their options
+    change."""
+    headers = [(b"Connection", b"X-Hop-Header, Z"), (b"x-hop-header", b"1"), (b"X-Hop-Heaver", b"2"), (b"z", b"3")]
+    options = connection_tokens(headers) if given else None
+    assert end_to_end(headers, frozenset(), options) == [(b"X-Hop-Heaver", b"2")]
+    others = [(b"Connection", b"close"), (b"x-hop-header", b"1"), (b"z", b"3")]
+    assert end_to_end(others, frozenset(), connection_tokens(others) if given else None) == others[1:]
+
+
 def test_values_of_is_case_insensitive_and_ordered():
     """values_of returns every value of a header, matching the name case-insensitively, in order."""
     headers = [(b"Via", b"1.1 a"), (b"X", b"-"), (b"VIA", b"1.0 b")]

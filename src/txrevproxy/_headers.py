@@ -99,18 +99,23 @@ def end_to_end(
 
     Order and repeats are kept. ``connection``: the ``Connection`` options when already known.
     """
-    lowered = [name.lower() for name, _ in headers]
-    drop = _drop_sets.get(also_drop)
-    if drop is None:
-        drop = _drop_sets[also_drop] = HOP_BY_HOP | also_drop
-    if connection is None and b"connection" in lowered:
+    if connection is None:
         connection = connection_tokens(headers)
-    if connection:
-        drop = drop | connection
-    return [header for lower, header in zip(lowered, headers) if lower not in drop]
+    key = (also_drop, connection)
+    found = _drop_sets.get(key)
+    if found is None:
+        drop = HOP_BY_HOP | also_drop | connection
+        found = (drop, frozenset(len(name) for name in drop))
+        if len(_drop_sets) < _DROP_SETS_MAX:
+            _drop_sets[key] = found
+    drop, sizes = found
+    # (A name of no dropped name's length is kept without being lower-cased.)
+    return [header for header in headers if len(header[0]) not in sizes or header[0].lower() not in drop]
 
 
-_drop_sets: dict[frozenset[bytes], frozenset[bytes]] = {}
+#: The names to drop, and their lengths, for the (also_drop, Connection options) pairs seen; bounded.
+_drop_sets: dict[tuple[frozenset[bytes], frozenset[bytes]], tuple[frozenset[bytes], frozenset[int]]] = {}
+_DROP_SETS_MAX = 256
 
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
