@@ -17,6 +17,7 @@ from txrevproxy._headers import (
     end_to_end,
     forwarding_headers,
     host_header,
+    is_token,
     upstream_request_headers,
     values_of,
 )
@@ -370,3 +371,17 @@ def test_connection_options_of_a_repeated_value_are_the_same_and_independent_of_
         b"upgrade",
         b"te",
     }
+
+
+def test_caches_keep_no_long_values():
+    """What a client controls (header names, a Connection value, Host) is cached only when short, so that ever new
+    long values cannot grow the module's caches; the answers are the same either way."""
+    from txrevproxy import _headers
+
+    name = b"X-" + b"n" * 100
+    assert is_token(name) and name not in _headers.KNOWN_TOKENS
+    value = b"x-" + b"o" * 100
+    assert connection_options([value]) == {value} and value not in _headers._single_options
+    long_host = ForwardingContext(client_ip="10.0.0.9", proto=b"http", host=b"h" * 100, trusted=False)
+    assert values_of(forwarding_headers([], long_host), b"x-forwarded-host") == [b"h" * 100]
+    assert long_host not in _headers._fresh_forwarding

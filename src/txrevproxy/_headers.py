@@ -54,7 +54,9 @@ REBUILT_REQUEST = frozenset(
 #: Response headers the proxy writes itself: framing is decided by the proxy for the client connection.
 REBUILT_RESPONSE = frozenset({b"content-length"})
 
-_TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: The longest header name, ``Connection`` value or ``Host`` that the module's caches keep (each bounded in count
+#: too): a client sending ever new or long values cannot grow them past a few hundred KiB.
+CACHED_MAX = 64
 
 
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
@@ -84,7 +86,7 @@ def connection_options(values: Sequence[bytes]) -> frozenset[bytes]:
     tokens = {t.strip().lower() for value in values for t in value.split(b",")}
     tokens.discard(b"")
     options = frozenset(tokens)
-    if len(values) == 1 and len(_single_options) < _SINGLE_OPTIONS_MAX:
+    if len(values) == 1 and len(_single_options) < _SINGLE_OPTIONS_MAX and len(values[0]) <= CACHED_MAX:
         _single_options[values[0]] = options
     return options
 
@@ -120,7 +122,7 @@ _DROP_SETS_MAX = 256
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 #: Header names already found to be tokens: requests and responses repeat the same few dozen names, and a set lookup
-#: costs a fraction of a regex match. Bounded, so that a client sending ever new names cannot grow it.
+#: costs a fraction of a regex match. Bounded (see CACHED_MAX).
 KNOWN_TOKENS: set[bytes] = set()
 KNOWN_TOKENS_MAX = 4096
 
@@ -133,7 +135,7 @@ def is_token(name: bytes) -> bool:
         return True
     if _TOKEN.match(name) is None:
         return False
-    if len(KNOWN_TOKENS) < KNOWN_TOKENS_MAX:
+    if len(KNOWN_TOKENS) < KNOWN_TOKENS_MAX and len(name) <= CACHED_MAX:
         KNOWN_TOKENS.add(name)
     return True
 
@@ -224,7 +226,7 @@ def _rebuild(
             kept.append(header)
         elif lower in _FORWARDING:
             seen.setdefault(lower, []).append(header[1])
-    if seen:
+    if seen or (ctx.host is not None and len(ctx.host) > CACHED_MAX):
         return kept, _forwarding(ctx, seen)
     # None came in (the usual case): the headers depend on ctx alone, and a connection sends the same ctx again.
     out = _fresh_forwarding.get(ctx)
