@@ -29,6 +29,7 @@ from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from ._accesslog import AccessLog
+from ._addresses import AddressesOnce
 from ._framing import ChunkedDecoder, Framing, FramingError, Kind
 from ._gate import ConnectionGate, RefusedConnection
 from ._h2 import MAX_STREAMS, NegotiatedChannel
@@ -106,7 +107,7 @@ class _UploadReading:
 IDLE, HEAD, BODY, WAITING, TUNNEL, CLOSED = "idle", "head", "body", "waiting", "tunnel", "closed"
 
 
-class ProxyChannel(HTTPChannel):
+class ProxyChannel(AddressesOnce, HTTPChannel):
     """
     ``HTTPChannel`` with the proxy's own strict request parsing, limits and deadlines (see the module docstring).
     """
@@ -134,8 +135,6 @@ class ProxyChannel(HTTPChannel):
 
     # -- connection ----------------------------------------------------------------------------------------
 
-    _host: object = None
-    _peer: object = None
     _secure: bool | None = None
 
     def isSecure(self) -> bool:
@@ -143,18 +142,6 @@ class ProxyChannel(HTTPChannel):
         if self._secure is None:
             self._secure = HTTPChannel.isSecure(self)
         return self._secure
-
-    def getHost(self) -> object:
-        # Asked for by every Request; the socket's own address does not change, so ask the system once.
-        if self._host is None:
-            self._host = self.transport.getHost()
-        return self._host
-
-    def getPeer(self) -> object:
-        # The same for the peer's (a TCP transport makes a new address object on each call).
-        if self._peer is None:
-            self._peer = self.transport.getPeer()
-        return self._peer
 
     def connectionMade(self) -> None:
         self._idle_timeout = self.timeOut

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 from enum import Enum
-
+from typing import NamedTuple
 
 from ._headers import values_of
 

@@ -43,6 +43,7 @@ from twisted.python.components import proxyForInterface
 from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http_headers import Headers
 
+from ._addresses import AddressesOnce
 from ._body import StreamingBody
 from ._framing import CHUNKED, Kind
 from ._headers import values_of
@@ -229,7 +230,7 @@ def _nothing() -> None:
     pass
 
 
-class ProxyH2Connection(H2Connection):
+class ProxyH2Connection(AddressesOnce, H2Connection):
     """
     Twisted's HTTP/2 connection with the proxy's limits and bookkeeping.
     """
@@ -264,22 +265,10 @@ class ProxyH2Connection(H2Connection):
             self.conn.increment_flow_control_window(window - STREAM_WINDOW)
             self.transport.write(self.conn.data_to_send())
 
-    # Asked for by every stream's request: answered once per connection (getHost is a system call each time).
-    _peer: object = None
-    _host: object = None
     _secure: bool | None = None
 
-    def getPeer(self) -> object:
-        if self._peer is None:
-            self._peer = super().getPeer()
-        return self._peer
-
-    def getHost(self) -> object:
-        if self._host is None:
-            self._host = super().getHost()
-        return self._host
-
     def _isSecure(self) -> bool:
+        # Asked for by every stream's request; a connection does not change.
         if self._secure is None:
             self._secure = super()._isSecure()
         return self._secure

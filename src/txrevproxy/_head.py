@@ -120,14 +120,14 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
         for line in lines[1:]:
             name, colon, value = line.partition(b":")
             if len(line) > max_line or not colon or (name not in KNOWN_TOKENS and not is_token(name)):
-                return _header_line_problem(line, max_line)
+                return _header_line(line, max_line)
             value = value.strip(b" \t")
             if len(name) == 10 and name.lower() == b"connection":
                 connection.append(value)
             headers.append((name, value))
     else:
         for line in lines[1:]:
-            header = _header_line_problem(line, limits.header_line)
+            header = _header_line(line, limits.header_line)
             if isinstance(header, Rejection):
                 return header
             if len(header[0]) == 10 and header[0].lower() == b"connection":
@@ -136,7 +136,8 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
     return RequestHead(parsed[0], parsed[1], parsed[2], headers, connection_options(connection))
 
 
-def _header_line_problem(line: bytes, max_line: int) -> tuple[bytes, bytes] | Rejection:
+def _header_line(line: bytes, max_line: int) -> tuple[bytes, bytes] | Rejection:
+    # parse_header_line, after the line-length limit.
     if len(line) > max_line:
         return _too_large("header line too long")
     return parse_header_line(line)

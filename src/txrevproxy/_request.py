@@ -160,7 +160,8 @@ class ProxyRequest(StreamedRequest):
         The head is complete and valid: render now.
         """
         channel = self.channel
-        self.renderNow(command, target, version, StreamingBody(framing, channel.upload_reading), channel._clock.seconds())
+        body = StreamingBody(framing, channel.upload_reading)
+        self.renderNow(command, target, version, body, channel._clock.seconds())
 
     def handleContentChunk(self, data: bytes) -> None:
         assert self.proxy_body is not None
@@ -283,10 +284,10 @@ class ProxyRequest(StreamedRequest):
             send(self.channel.transport, data)
 
     def finish(self) -> None:
-        self._when_lost = None  # (as in StreamedRequest.finish)
         if not self._relaying or self._disconnected or self.finished or self._encoder:
-            Request.finish(self)  # (which raises or warns for the last two)
+            StreamedRequest.finish(self)  # (Request.finish raises or warns for the last two)
             return
+        self._when_lost = None  # (as in StreamedRequest.finish)
         # Request.finish for a relayed response: the last chunk and a held head in one write, log, clean up.
         last = b"0\r\n\r\n" if self.chunked else b""
         self.chunked = 0
