@@ -6,6 +6,8 @@ networks.
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from txrevproxy._headers import (
     HOP_BY_HOP,
@@ -18,6 +20,7 @@ from txrevproxy._headers import (
     forwarding_headers,
     host_header,
     is_token,
+    only_line_ends,
     upstream_request_headers,
     values_of,
 )
@@ -385,3 +388,30 @@ def test_caches_keep_no_long_values():
     long_host = ForwardingContext(client_ip="10.0.0.9", proto=b"http", host=b"h" * 100, trusted=False)
     assert values_of(forwarding_headers([], long_host), b"x-forwarded-host") == [b"h" * 100]
     assert long_host not in _headers._fresh_forwarding
+
+
+@pytest.mark.parametrize(
+    "head, expected",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX: a\tb", True),
+        (b"HTTP/1.1 200 OK", True),
+        (b"X: \x80\xff obs-text", True),
+        (b"GET / HTTP/1.1\nHost: x", False),
+        (b"GET / HTTP/1.1\r\nHost: x\r", False),
+        (b"GET / HTTP/1.1\r\nX: a\rb", False),
+        (b"GET / HTTP/1.1\r\nX: a\x00b", False),
+        (b"GET / HTTP/1.1\r\nX: a\x7f", False),
+        (b"GET / HTTP/1.1\r\nX: \x0bchunked", False),
+    ],
+)
+def test_only_line_ends(head, expected):
+    """A head passes when its only control bytes (HTAB aside) are the CR LF pairs that end its lines."""
+    assert only_line_ends(head, len(head.split(b"\r\n")) - 1) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40))
+def test_only_line_ends_matches_a_byte_by_byte_reading(head):
+    """only_line_ends agrees with a plain reading: no control byte but HTAB once the CR LF pairs are removed."""
+    plain = all(b == 0x09 or 0x20 <= b < 0x7F or b >= 0x80 for b in head.replace(b"\r\n", b""))
+    assert only_line_ends(head, len(head.split(b"\r\n")) - 1) is plain

@@ -9,12 +9,14 @@ import pytest
 from txrevproxy._headers import values_of
 from txrevproxy._framing import CHUNKED, NO_BODY, Framing, Kind
 from txrevproxy._validate import (
+    _VALID_HOSTS,
     InvalidResponse,
     Rejection,
     ResponseHead,
     authority_of,
     origin_form,
     parse_response_head,
+    valid_host,
     validate_request,
 )
 
@@ -66,6 +68,7 @@ def _status(method, target, version, headers):
         (b"G ET", b"/", V11, H, 400),
         (b"GE(T", b"/", V11, H, 400),
         (b"GET\x00", b"/", V11, H, 400),
+        (b"GET\n", b"/", V11, H, 400),  # (a regex with $ would have let a final newline through)
         (b"G\xc3\x89T", b"/", V11, H, 400),
         # Target: visible ASCII only, no fragment (RFC 9112 section 3.2).
         (b"GET", b"", V11, H, 400),
@@ -76,6 +79,7 @@ def _status(method, target, version, headers):
         (b"GET", b"/\x7f", V11, H, 400),
         (b"GET", b"/caf\xc3\xa9", V11, H, 400),
         (b"GET", b"/\x80", V11, H, 400),
+        (b"GET", b"/\n", V11, H, 400),
         (b"GET", b"/a#frag", V11, H, 400),
         (b"GET", b"http://example.com/#", V11, H, 400),
         # Target form: origin-form, absolute-form, or * for OPTIONS only.
@@ -143,12 +147,22 @@ def test_validate_request_good_host(host):
         b"[::1",
         b"[example.com]",
         b"example.com\x00",
+        b"example.com\n",
         b"caf\xc3\xa9.example",
     ],
 )
 def test_validate_request_malformed_host(host):
     """A Host field with an invalid value is rejected with 400 (RFC 9112 section 3.2)."""
     assert _status(b"GET", b"/", V11, [(b"Host", host)]) == 400
+
+
+def test_valid_host_is_the_same_answer_when_remembered():
+    """A Host found valid is remembered (up to a bound, short values only) without changing any answer."""
+    long_host = b"a" * 200 + b".example"
+    for _ in range(2):
+        assert valid_host(b"example.com:8080") and valid_host(long_host)
+        assert not valid_host(b"example.com\n") and not valid_host(b"exa mple.com")
+    assert b"example.com:8080" in _VALID_HOSTS and long_host not in _VALID_HOSTS
 
 
 @pytest.mark.parametrize(

@@ -19,14 +19,14 @@ from typing import NamedTuple
 
 from attrs import frozen
 
-from ._headers import KNOWN_TOKENS, connection_options, is_token
+from ._headers import KNOWN_TOKENS, connection_options, is_token, only_line_ends
 from ._validate import Rejection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")
+_USUAL_VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 # A field value may hold HTAB, SP, visible ASCII and obs-text; any other control byte is refused.
 _BAD_VALUE_BYTE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_BAD_HEAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # as _BAD_VALUE_BYTE, less CR and LF
 
 
 @frozen
@@ -67,9 +67,9 @@ def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | Rejection:
             return Rejection(400, "HTTP/0.9 request line")
         return Rejection(400, "malformed request line")
     method, target, version = parts
-    if not _TOKEN.match(method):
+    if not is_token(method):
         return Rejection(400, "method is not a token")
-    if not _VERSION.match(version):
+    if version not in _USUAL_VERSIONS and not _VERSION.match(version):
         return Rejection(400, "malformed HTTP version")
     return method, target, version
 
@@ -99,7 +99,8 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
     """
     lines = head.split(b"\r\n")
     crlf = len(lines) - 1
-    if head.count(b"\r") != crlf or head.count(b"\n") != crlf:
+    clean = only_line_ends(head, crlf)  # (then no bare CR or LF, and no control byte in any value)
+    if not clean and (head.count(b"\r") != crlf or head.count(b"\n") != crlf):
         return Rejection(400, "bare CR or LF in the request head")
     request_line = lines[0]
     if len(request_line) > limits.request_line:
@@ -113,7 +114,7 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
         return _too_large("header section too large")
     headers = []
     connection: list[bytes] = []
-    if _BAD_HEAD_BYTE.search(head, len(request_line)) is None and b"\n " not in head and b"\n\t" not in head:
+    if clean and b"\n " not in head and b"\n\t" not in head:
         # The usual head: no control byte and no line starting with whitespace anywhere, so that each line needs
         # only its length, colon and name checked here (a line failing one gets parse_header_line's answer).
         max_line = limits.header_line

@@ -59,6 +59,18 @@ REBUILT_RESPONSE = frozenset({b"content-length"})
 CACHED_MAX = 64
 
 
+#: Every control byte but HTAB (RFC 9110 section 5.5: a field value holds HTAB, SP, visible ASCII and obs-text).
+_CONTROLS = bytes(range(0x09)) + bytes(range(0x0A, 0x20)) + b"\x7f"
+
+
+def only_line_ends(head: bytes, line_ends: int) -> bool:
+    """
+    Whether the only control bytes (HTAB aside) in ``head`` are the CR LF pairs of its ``line_ends`` line ends:
+    no bare CR or LF, no NUL, no other control byte anywhere (one ``translate``, no per-line search).
+    """
+    return len(head) - len(head.translate(None, _CONTROLS)) == 2 * line_ends
+
+
 def connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
     """
     The lower-cased option names listed in every ``Connection`` header (RFC 9110 section 7.6.1).

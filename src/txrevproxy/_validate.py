@@ -15,7 +15,7 @@ from typing import NamedTuple
 from attrs import frozen
 
 from ._framing import Framing, FramingError, request_framing_of
-from ._headers import KNOWN_TOKENS, connection_options, is_token
+from ._headers import CACHED_MAX, KNOWN_TOKENS, connection_options, is_token, only_line_ends
 
 
 @frozen
@@ -24,11 +24,26 @@ class Rejection:
     reason: str
 
 
-_METHOD = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-# Visible ASCII only (RFC 9112 section 3.2): no controls, no DEL, no bytes >= 0x80, no space.
-_TARGET = re.compile(rb"^[\x21-\x7e]+$")
+# Visible ASCII (RFC 9112 section 3.2), which is all a request target may hold: deleting it leaves nothing.
+_VISIBLE = bytes(range(0x21, 0x7F))
 # reg-name / IPv4 / [IPv6] with an optional port (RFC 3986 section 3.2.2, RFC 9110 section 7.2).
-_HOST = re.compile(rb"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]{0,5})?$")
+_HOST = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(:[0-9]{0,5})?\Z")
+#: Host values already found valid (a connection sends the same one every time); bounded like KNOWN_TOKENS.
+_VALID_HOSTS: set[bytes] = set()
+_VALID_HOSTS_MAX = 256
+
+
+def valid_host(value: bytes) -> bool:
+    """
+    Whether ``value`` is a syntactically valid ``Host``: reg-name, IPv4 or ``[IPv6]``, with an optional port.
+    """
+    if value in _VALID_HOSTS:
+        return True
+    if _HOST.match(value) is None:
+        return False
+    if len(_VALID_HOSTS) < _VALID_HOSTS_MAX and len(value) <= CACHED_MAX:
+        _VALID_HOSTS.add(value)
+    return True
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 _FRAMING_AND_ROUTING = frozenset([b"content-length", b"transfer-encoding", b"host"])
 _VERSION = re.compile(rb"^HTTP/[0-9]\.[0-9]\Z")
@@ -68,9 +83,9 @@ def validate_request(
         if _VERSION.match(version):
             return None, Rejection(505, "unsupported HTTP version")
         return None, Rejection(400, "malformed HTTP version")
-    if not _METHOD.match(method):
+    if not is_token(method):
         return None, Rejection(400, "method is not a token")
-    if not _TARGET.match(target):
+    if not target or target.translate(None, _VISIBLE):
         return None, Rejection(400, "invalid bytes in request target")
     if b"#" in target:
         return None, Rejection(400, "fragment in request target")
@@ -100,7 +115,7 @@ def validate_request(
         return None, Rejection(400, "more than one Host header")
     if not hosts and version == b"HTTP/1.1":
         return None, Rejection(400, "missing Host header")
-    if hosts and not _HOST.match(hosts[0]):
+    if hosts and not valid_host(hosts[0]):
         return None, Rejection(400, "malformed Host header")
     authority = authority_of(target) if not target.startswith(b"/") else None
     if authority is not None and hosts and authority.lower() != hosts[0].lower():
@@ -137,7 +152,6 @@ class InvalidResponse(Exception):
 
 _STATUS_LINE = re.compile(rb"^(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_BAD_HEAD_BYTE = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # as _BAD_VALUE, less CR and LF
 
 
 def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
@@ -145,17 +159,16 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
     Parse a response head (status line and header lines, without the final blank line) strictly: CRLF line ends
     only, no obs-fold, no whitespace before a colon, token names, no control bytes in values.
     """
-    crlf = head.count(b"\r\n")
-    if head.count(b"\n") != crlf:
-        raise InvalidResponse("bare LF in response head")
     lines = head.split(b"\r\n")
+    # Control bytes (a bare CR among them) anywhere in a value: one pass over the whole head, not one per line.
+    values_bad = not only_line_ends(head, len(lines) - 1)
+    if values_bad and head.count(b"\n") != len(lines) - 1:
+        raise InvalidResponse("bare LF in response head")
     match = _STATUS_LINE.match(lines[0])
     if match is None:
         raise InvalidResponse("malformed status line")
     if len(lines) - 1 > max_headers:
         raise InvalidResponse("too many response headers")
-    # Control bytes (a bare CR among them) anywhere in a value: one search over the whole head, not one per line.
-    values_bad = head.count(b"\r") != crlf or _BAD_HEAD_BYTE.search(head, len(lines[0])) is not None
     headers = []
     connection: list[bytes] = []
     content_length: list[bytes] = []
