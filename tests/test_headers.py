@@ -9,17 +9,25 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from txrevproxy import _headers
 from txrevproxy._headers import (
+    CONNECTION,
+    CONTENT_LENGTH,
+    FIELD_LINE_CACHED_MAX,
     HOP_BY_HOP,
+    OTHER,
+    TRANSFER_ENCODING,
     REBUILT_REQUEST,
     ForwardingContext,
     TrustedNetworks,
     connection_options,
     connection_tokens,
     end_to_end,
+    field_line,
     forwarding_headers,
     host_header,
     is_token,
+    known_field_line,
     only_line_ends,
     upstream_request_headers,
     values_of,
@@ -415,3 +423,40 @@ def test_only_line_ends_matches_a_byte_by_byte_reading(head):
     """only_line_ends agrees with a plain reading: no control byte but HTAB once the CR LF pairs are removed."""
     plain = all(b == 0x09 or 0x20 <= b < 0x7F or b >= 0x80 for b in head.replace(b"\r\n", b""))
     assert only_line_ends(head, len(head.split(b"\r\n")) - 1) is plain
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (b"Server: nginx", ((b"Server", b"nginx"), OTHER)),
+        (b"X:\t a b \t", ((b"X", b"a b"), OTHER)),
+        (b"Empty:", ((b"Empty", b""), OTHER)),
+        (b"CONNECTION: close", ((b"CONNECTION", b"close"), CONNECTION)),
+        (b"content-length: 12", ((b"content-length", b"12"), CONTENT_LENGTH)),
+        (b"Transfer-Encoding: chunked", ((b"Transfer-Encoding", b"chunked"), TRANSFER_ENCODING)),
+        (b"Content_Length: 12", ((b"Content_Length", b"12"), OTHER)),
+        (b"no colon", None),
+        (b"X : v", None),
+        (b" X: v", None),
+        (b": v", None),
+        (b"X(: v", None),
+    ],
+)
+def test_field_line(line, expected):
+    """A field line splits into its name and trimmed value, with whether it is a header the parsers act on."""
+    assert field_line(line) == expected
+    assert field_line(line) == expected  # (the second time from what was kept)
+
+
+def test_field_lines_kept_are_short_and_bounded():
+    """Only lines up to FIELD_LINE_CACHED_MAX bytes are kept, and the store is emptied once full."""
+    long_line = b"X-Long: " + b"v" * FIELD_LINE_CACHED_MAX
+    assert field_line(long_line) == ((b"X-Long", b"v" * FIELD_LINE_CACHED_MAX), OTHER)
+    assert known_field_line(long_line) is None
+    assert known_field_line(b"X-Kept: 1") is None
+    field_line(b"X-Kept: 1")
+    assert known_field_line(b"X-Kept: 1") == ((b"X-Kept", b"1"), OTHER)
+    for i in range(_headers._FIELD_LINES_MAX):
+        field_line(b"X-Fill: %d" % i)
+    assert len(_headers._FIELD_LINES) <= _headers._FIELD_LINES_MAX
+    assert known_field_line(b"X-Kept: 1") is None

@@ -19,7 +19,15 @@ from typing import NamedTuple
 
 from attrs import frozen
 
-from ._headers import KNOWN_TOKENS, connection_options, is_token, only_line_ends
+from ._headers import (
+    CONNECTION,
+    KNOWN_TOKENS,
+    connection_options,
+    field_line,
+    is_token,
+    known_field_line,
+    only_line_ends,
+)
 from ._validate import Rejection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
@@ -116,16 +124,16 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
     connection: list[bytes] = []
     if clean and b"\n " not in head and b"\n\t" not in head:
         # The usual head: no control byte and no line starting with whitespace anywhere, so that each line needs
-        # only its length, colon and name checked here (a line failing one gets parse_header_line's answer).
+        # only its length, colon and name checked (field_line; a line failing one gets parse_header_line's answer).
         max_line = limits.header_line
         for line in lines[1:]:
-            name, colon, value = line.partition(b":")
-            if len(line) > max_line or not colon or (name not in KNOWN_TOKENS and not is_token(name)):
-                return _header_line(line, max_line)
-            value = value.strip(b" \t")
-            if len(name) == 10 and name.lower() == b"connection":
-                connection.append(value)
-            headers.append((name, value))
+            found = known_field_line(line) or field_line(line)
+            if found is None or len(line) > max_line:
+                return _header_line(line, max_line)  # type: ignore[return-value]  # (a Rejection)
+            header, kind = found
+            if kind == CONNECTION:
+                connection.append(header[1])
+            headers.append(header)
     else:
         for line in lines[1:]:
             header = _header_line(line, limits.header_line)

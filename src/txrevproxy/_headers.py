@@ -152,6 +152,45 @@ def is_token(name: bytes) -> bool:
     return True
 
 
+#: What a head parser acts on in a field line: the header is one of these, or OTHER.
+OTHER, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING = range(4)
+_ACTED_ON = {b"connection": CONNECTION, b"content-length": CONTENT_LENGTH, b"transfer-encoding": TRANSFER_ENCODING}
+_ACTED_ON_SIZES = frozenset(len(name) for name in _ACTED_ON)
+
+FieldLine = tuple[tuple[bytes, bytes], int]
+#: Field lines already split: requests from one client, and responses from one upstream, repeat most of theirs byte
+#: for byte. Lines up to FIELD_LINE_CACHED_MAX bytes, at most _FIELD_LINES_MAX of them (emptied when full): well
+#: under 1 MiB however varied the lines that arrive.
+_FIELD_LINES: dict[bytes, FieldLine] = {}
+_FIELD_LINES_MAX = 1024
+FIELD_LINE_CACHED_MAX = 256
+#: ``known_field_line(line)``: :func:`field_line`'s answer for a line split before, else ``None``; the parsers'
+#: loops call it first (a dict lookup, no Python call) and :func:`field_line` only on a miss.
+known_field_line = _FIELD_LINES.get
+
+
+def field_line(line: bytes) -> FieldLine | None:
+    """
+    ``((name, value), kind)`` for a field line ``name ":" OWS value OWS`` of a head in which
+    :func:`only_line_ends` found no control byte, ``kind`` telling whether it is one of the headers the parsers act
+    on (:data:`CONNECTION`, :data:`CONTENT_LENGTH`, :data:`TRANSFER_ENCODING`) or :data:`OTHER`; ``None`` if the
+    line has no colon or its name is not a token.
+    """
+    found = _FIELD_LINES.get(line)
+    if found is not None:
+        return found
+    name, colon, value = line.partition(b":")
+    if not colon or not is_token(name):
+        return None
+    kind = _ACTED_ON.get(name.lower(), OTHER) if len(name) in _ACTED_ON_SIZES else OTHER
+    found = ((name, value.strip(b" \t")), kind)
+    if len(line) <= FIELD_LINE_CACHED_MAX:
+        if len(_FIELD_LINES) >= _FIELD_LINES_MAX:
+            _FIELD_LINES.clear()
+        _FIELD_LINES[line] = found
+    return found
+
+
 def values_of(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     """
     Every value of the header ``name`` (lower-case), in order.

@@ -15,7 +15,16 @@ from typing import NamedTuple
 from attrs import frozen
 
 from ._framing import Framing, FramingError, request_framing_of
-from ._headers import CACHED_MAX, KNOWN_TOKENS, connection_options, is_token, only_line_ends
+from ._headers import (
+    CACHED_MAX,
+    CONNECTION,
+    CONTENT_LENGTH,
+    connection_options,
+    field_line,
+    is_token,
+    known_field_line,
+    only_line_ends,
+)
 
 
 @frozen
@@ -150,7 +159,7 @@ class InvalidResponse(Exception):
     """
 
 
-_STATUS_LINE = re.compile(rb"^(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$")
+_STATUS_LINE = re.compile(rb"(HTTP/1\.[01]) ([1-9][0-9][0-9])(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?\Z")
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
@@ -174,24 +183,22 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
     content_length: list[bytes] = []
     transfer_encoding: list[bytes] = []
     for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon:
-            raise InvalidResponse("response header line without a colon")
-        if name not in KNOWN_TOKENS and not is_token(name):  # (the set test first: no call for known names)
+        found = known_field_line(line) or field_line(line)
+        if found is None:
+            if b":" not in line:
+                raise InvalidResponse("response header line without a colon")
             raise InvalidResponse("invalid response header name")
-        value = value.strip(b" \t")
-        if values_bad and _BAD_VALUE.search(value):
+        header, kind = found
+        if values_bad and _BAD_VALUE.search(header[1]):
             raise InvalidResponse("control byte in response header value")
-        size = len(name)
-        if size == 10 or size == 14 or size == 17:  # the headers the proxy itself acts on, found in this one pass
-            lowered = name.lower()
-            if lowered == b"connection":
-                connection.append(value)
-            elif lowered == b"content-length":
-                content_length.append(value)
-            elif lowered == b"transfer-encoding":
-                transfer_encoding.append(value)
-        headers.append((name, value))
+        if kind:  # the headers the proxy itself acts on, found in this one pass
+            if kind == CONNECTION:
+                connection.append(header[1])
+            elif kind == CONTENT_LENGTH:
+                content_length.append(header[1])
+            else:
+                transfer_encoding.append(header[1])
+        headers.append(header)
     return ResponseHead(
         match.group(1),
         int(match.group(2)),
