@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from txrevproxy._headers import values_of
+from txrevproxy._headers import REBUILT_RESPONSE, end_to_end, values_of
 from txrevproxy._framing import CHUNKED, NO_BODY, Framing, Kind
 from txrevproxy._validate import (
     _VALID_HOSTS,
@@ -16,6 +16,7 @@ from txrevproxy._validate import (
     authority_of,
     origin_form,
     parse_response_head,
+    relayed_headers,
     valid_host,
     validate_request,
 )
@@ -267,9 +268,10 @@ def test_authority_of(target, expected):
 def test_parse_response_head(head, expected):
     """A well-formed response head parses into version, status, reason and the headers in order, values trimmed."""
     parsed = parse_response_head(head)
-    assert parsed._replace(content_length=None, transfer_encoding=None) == expected
+    assert parsed._replace(content_length=None, transfer_encoding=None, relayed=None) == expected
     assert parsed.content_length == values_of(expected.headers, b"content-length")
     assert parsed.transfer_encoding == values_of(expected.headers, b"transfer-encoding")
+    assert parsed.relayed == end_to_end(expected.headers, REBUILT_RESPONSE)
 
 
 @pytest.mark.parametrize(
@@ -343,3 +345,22 @@ def test_response_head_collects_framing_headers() -> None:
     )
     assert head.content_length == [b"5", b"5"] and head.transfer_encoding == [b"chunked"]
     assert parse_response_head(b"HTTP/1.1 204 No Content").content_length == []
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 1",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\nProxy-Connection: x\r\nX-A: 1",
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nx-secret: 2\r\nX-Kept: 3",
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nClose: 1\r\nUpgrade: h2c\r\nTE: trailers\r\nX-Kept: 3",
+        b"HTTP/1.1 200 OK\r\nCONNECTION: Keep-Alive\r\nKEEP-ALIVE: 1\r\nX-Kept: 3",
+    ],
+)
+def test_relayed_headers_are_the_end_to_end_ones(head):
+    """The headers relayed from a response are its end-to-end ones less Content-Length, also when found while parsing."""
+    parsed = parse_response_head(head)
+    expected = end_to_end(parsed.headers, REBUILT_RESPONSE, parsed.connection)
+    assert relayed_headers(parsed) == expected
+    assert relayed_headers(parsed._replace(relayed=None)) == expected
+    assert all(name.lower() not in (b"connection", b"x-secret", b"close") for name, _ in expected)

@@ -152,9 +152,14 @@ def is_token(name: bytes) -> bool:
     return True
 
 
-#: What a head parser acts on in a field line: the header is one of these, or OTHER.
-OTHER, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING = range(4)
-_ACTED_ON = {b"connection": CONNECTION, b"content-length": CONTENT_LENGTH, b"transfer-encoding": TRANSFER_ENCODING}
+#: What a head parser acts on in a field line: the header is one of these, another hop-by-hop header (HOP), or OTHER.
+OTHER, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, HOP = range(5)
+_ACTED_ON = {
+    **{name: HOP for name in HOP_BY_HOP},
+    b"connection": CONNECTION,
+    b"content-length": CONTENT_LENGTH,
+    b"transfer-encoding": TRANSFER_ENCODING,
+}
 _ACTED_ON_SIZES = frozenset(len(name) for name in _ACTED_ON)
 
 FieldLine = tuple[tuple[bytes, bytes], int]
@@ -173,8 +178,8 @@ def field_line(line: bytes) -> FieldLine | None:
     """
     ``((name, value), kind)`` for a field line ``name ":" OWS value OWS`` of a head in which
     :func:`only_line_ends` found no control byte, ``kind`` telling whether it is one of the headers the parsers act
-    on (:data:`CONNECTION`, :data:`CONTENT_LENGTH`, :data:`TRANSFER_ENCODING`) or :data:`OTHER`; ``None`` if the
-    line has no colon or its name is not a token.
+    on (:data:`CONNECTION`, :data:`CONTENT_LENGTH`, :data:`TRANSFER_ENCODING`), another hop-by-hop one
+    (:data:`HOP`), or :data:`OTHER`; ``None`` if the line has no colon or its name is not a token.
     """
     found = _FIELD_LINES.get(line)
     if found is not None:

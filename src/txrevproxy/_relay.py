@@ -25,10 +25,8 @@ from twisted.internet.interfaces import IPushProducer
 from ._body import BodySource
 from ._framing import Framing, FramingError, Kind, parse_content_length
 from ._headers import (
-    REBUILT_RESPONSE,
     ForwardingContext,
     TrustedNetworks,
-    end_to_end,
     upstream_request_headers,
     values_of,
 )
@@ -42,7 +40,7 @@ from ._upstream import (
     UpstreamTLSError,
 )
 from ._tunnel import Tunnel
-from ._validate import ResponseHead
+from ._validate import ResponseHead, relayed_headers
 
 log = Logger(namespace="txrevproxy")
 
@@ -279,7 +277,7 @@ class Relay:
             return
         self.state = "streaming"
         request = self.request
-        relayed = end_to_end(head.headers, REBUILT_RESPONSE, head.connection)
+        relayed = relayed_headers(head)
         length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
         write_head = getattr(request, "writeHead", None)
         if write_head is not None:
@@ -307,7 +305,7 @@ class Relay:
             return None
         self.state = "done"
         lines = [b"HTTP/1.1 101 ", head.reason or b"Switching Protocols", b"\r\n"]
-        for name, value in end_to_end(head.headers, REBUILT_RESPONSE, head.connection):
+        for name, value in relayed_headers(head):
             lines += (name, b": ", value, b"\r\n")
         lines += (b"Connection: upgrade\r\nUpgrade: ", values_of(head.headers, b"upgrade")[0], b"\r\n\r\n")
         channel = self.request.channel  # type: ignore[attr-defined]

@@ -19,7 +19,12 @@ from ._headers import (
     CACHED_MAX,
     CONNECTION,
     CONTENT_LENGTH,
+    HOP_BY_HOP,
+    OTHER,
+    REBUILT_RESPONSE,
+    TRANSFER_ENCODING,
     connection_options,
+    end_to_end,
     field_line,
     is_token,
     known_field_line,
@@ -142,6 +147,9 @@ class ResponseHead(NamedTuple):
     :ivar content_length: the values of its ``Content-Length`` headers, found while parsing (``None``: not looked
         for; use the headers).
     :ivar transfer_encoding: the same for ``Transfer-Encoding``.
+    :ivar relayed: its headers but the hop-by-hop ones and ``Content-Length`` (found while parsing; ``None``: not
+        looked for). Those named in ``Connection`` are still to be dropped: see
+        :func:`relayed_headers`.
     """
 
     version: bytes
@@ -151,6 +159,23 @@ class ResponseHead(NamedTuple):
     connection: frozenset[bytes] = frozenset()
     content_length: list[bytes] | None = None
     transfer_encoding: list[bytes] | None = None
+    relayed: list[tuple[bytes, bytes]] | None = None
+
+
+#: What parse_response_head leaves out of ResponseHead.relayed.
+_LEFT_OUT = HOP_BY_HOP | REBUILT_RESPONSE
+
+
+def relayed_headers(head: ResponseHead) -> list[tuple[bytes, bytes]]:
+    """
+    The headers of an upstream response to relay: all but hop-by-hop ones, those named in ``Connection``, and
+    ``Content-Length`` (the proxy frames the body itself).
+    """
+    if head.relayed is None:
+        return end_to_end(head.headers, REBUILT_RESPONSE, head.connection)
+    if head.connection <= _LEFT_OUT:  # (Connection: keep-alive, the usual case, names nothing more to drop)
+        return head.relayed
+    return end_to_end(head.relayed, REBUILT_RESPONSE, head.connection)
 
 
 class InvalidResponse(Exception):
@@ -179,6 +204,7 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
     if len(lines) - 1 > max_headers:
         raise InvalidResponse("too many response headers")
     headers = []
+    relayed = []
     connection: list[bytes] = []
     content_length: list[bytes] = []
     transfer_encoding: list[bytes] = []
@@ -191,14 +217,16 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
         header, kind = found
         if values_bad and _BAD_VALUE.search(header[1]):
             raise InvalidResponse("control byte in response header value")
-        if kind:  # the headers the proxy itself acts on, found in this one pass
-            if kind == CONNECTION:
-                connection.append(header[1])
-            elif kind == CONTENT_LENGTH:
-                content_length.append(header[1])
-            else:
-                transfer_encoding.append(header[1])
         headers.append(header)
+        # The headers the proxy itself acts on, and those it relays, found in this one pass.
+        if kind == OTHER:
+            relayed.append(header)
+        elif kind == CONNECTION:
+            connection.append(header[1])
+        elif kind == CONTENT_LENGTH:
+            content_length.append(header[1])
+        elif kind == TRANSFER_ENCODING:
+            transfer_encoding.append(header[1])
     return ResponseHead(
         match.group(1),
         int(match.group(2)),
@@ -207,4 +235,5 @@ def parse_response_head(head: bytes, max_headers: int = 100) -> ResponseHead:
         connection_options(connection),
         content_length,
         transfer_encoding,
+        relayed,
     )
