@@ -187,13 +187,10 @@ class ProxyRequest(StreamedRequest):
         """
         self.code, self.code_message = status, reason or RESPONSES.get(status, b"Unknown")
         channel = self.channel
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, self.code_message)]
-        has_date = False
-        for name, value in headers:
-            out.append(b"%s: %s\r\n" % (name, value))
-            if not has_date and len(name) == 4 and name.lower() == b"date":
-                has_date = True
-        if not has_date:
+        # The status line and header lines joined in C; every header line follows a LF (no value holds one).
+        head = b"\r\n".join([b"HTTP/1.1 %d %s" % (status, self.code_message), *map(b": ".join, headers)])
+        out = [head, b"\r\n"]
+        if b"\ndate:" not in head.lower():
             out.append(b"Date: %s\r\n" % (http_date(channel._clock.seconds()),))
         if length is not None:
             out.append(b"Content-Length: %d\r\n" % (length,))

@@ -210,15 +210,13 @@ class UpstreamProtocol(Protocol):
         self._keep_alive = True
         self._chunked_upload = body.kind is Kind.CHUNKED
         self._request_done = body.kind is Kind.NONE
-        out = [method, b" ", target, b" HTTP/1.1\r\n"]
-        for name, value in headers:
-            out += (name, b": ", value, b"\r\n")
+        out = [b"%s %s HTTP/1.1" % (method, target), *map(b": ".join, headers)]
         if body.kind is Kind.LENGTH:
-            out.append(b"Content-Length: %d\r\n" % (body.length,))
+            out.append(b"Content-Length: %d" % (body.length,))
         elif self._chunked_upload:
-            out.append(b"Transfer-Encoding: chunked\r\n")
+            out.append(b"Transfer-Encoding: chunked")
         out.append(b"\r\n")
-        send(self.transport, b"".join(out))
+        send(self.transport, b"\r\n".join(out))
 
     def writeBody(self, data: bytes) -> None:
         if self.state == "dead" or not data:
