@@ -2,7 +2,8 @@
 The servers under test and their origins, each started as a child process on 127.0.0.1:
 
 - ``origin``: nginx serving static files, keep-alive, one worker;
-- ``txrevproxy``: the twistd daemon, run by this very Python;
+- ``txrevproxy``: the twistd daemon as the ``txrevproxy`` console script runs it (``--reactor=txrevproxy``), by
+  this very Python;
 - ``twisted.web.proxy``: ``twisted_web_proxy.py``, the reference;
 - ``nginx``: nginx ``proxy_pass`` with upstream keep-alive, one worker;
 - the proxies again on a TLS listener (txrevproxy and nginx offering HTTP/2 too), with a certificate made by trustme;
@@ -206,10 +207,11 @@ def start_proxy(
     """
     if kind in (TXREVPROXY, TXREVPROXY_2):
         # ``python -m twisted.scripts.twistd`` is a silent no-op (that module has no __main__ block), so call
-        # its run() ourselves: the same interpreter and the same twistd command line as the documented daemon.
+        # its run() ourselves: the same interpreter and the same twistd command line as the console script
+        # ``txrevproxy`` runs (on txrevproxy's reactor).
         argv = [
             sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "txrevproxy",
+            "-n", "--pidfile=", "--reactor=txrevproxy", "txrevproxy",
             "--listen", tls_endpoint(cert) if cert else "tcp:0:interface=127.0.0.1",
             "--upstream", f"http://127.0.0.1:{upstream_port}",
         ]  # fmt: skip

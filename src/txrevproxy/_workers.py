@@ -47,6 +47,18 @@ STOP_TIMEOUT = 10.0
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", "-n", "--pidfile="]
 
+
+def reactor_options(reactor: object) -> list[str]:
+    """
+    twistd's options for a worker to run on the supervisor's kind of reactor: ``--reactor=txrevproxy`` when that
+    is :class:`~txrevproxy._reactor.ProxyReactor`, else none (twistd's default).
+    """
+    try:
+        from ._reactor import NAME, ProxyReactor
+    except ImportError:  # (no epoll on this platform)
+        return []
+    return [f"--reactor={NAME}"] if isinstance(reactor, ProxyReactor) else []
+
 _FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6, "AF_UNIX": socket.AF_UNIX}
 
 

@@ -23,7 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from ._access import AccessPolicy
-from ._workers import TWISTD, Inherited, ParentWatch, Supervisor, family_name, reuseport_sockets
+from ._workers import TWISTD, Inherited, ParentWatch, Supervisor, family_name, reactor_options, reuseport_sockets
 from ._accesslog import AccessLog, write_all
 from ._channel import ClientConfig, ProxySite
 from ._fdlimit import (
@@ -605,7 +605,7 @@ class SupervisorService(service.MultiService):
                 upstream=upstream,
                 workers=count,
             )
-        command = [*TWISTD, "txrevproxy"]
+        command = [*TWISTD, *reactor_options(self.reactor), "txrevproxy"]
         supervisor = Supervisor(
             count,
             lambda index: [*command, *worker_args(options, upstream, inherited, index)],

@@ -7,7 +7,8 @@ daemon, each a child process on 127.0.0.1 port 0, killed at teardown.
 ``proxy_factory``
     ``proxy_factory(*flags, upstream=URL)`` starts a daemon with ``--listen tcp:0:interface=127.0.0.1``, the
     ``--upstream`` (the origin's URL unless given; ``upstream=None`` for none, e.g. with ``--demo``) and the extra
-    flags, waits until it logs ``listening on http://127.0.0.1:PORT`` and returns a :class:`Proxy` (``.port``,
+    flags (``reactor=NAME``: twistd's ``--reactor``), waits until it logs ``listening on http://127.0.0.1:PORT`` and
+    returns a :class:`Proxy` (``.port``,
     ``.url``, ``.log_lines()``, ``.wait_for_log(regex)``, ``.wait_for_log_count(regex, n)``). ``nofile=N`` starts
     it with ``RLIMIT_NOFILE`` set to ``(N, N)`` (set by the child itself before it runs ``twistd``: ``preexec_fn``
     is not safe while the output reader threads run).
@@ -234,8 +235,11 @@ _DEFAULT = object()
 def proxy_factory(origin: Origin, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
-    def start(*flags: str, upstream: object = _DEFAULT, nofile: int | None = None) -> Proxy:
-        argv = [*TWISTD, "-n", "--pidfile=", "txrevproxy", "--listen", "tcp:0:interface=127.0.0.1"]
+    def start(
+        *flags: str, upstream: object = _DEFAULT, nofile: int | None = None, reactor: str | None = None
+    ) -> Proxy:
+        argv = [*TWISTD, "-n", "--pidfile=", *([f"--reactor={reactor}"] if reactor else [])]
+        argv += ["txrevproxy", "--listen", "tcp:0:interface=127.0.0.1"]
         if nofile is not None:
             limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile:d}, {nofile:d})); "
             argv[2] = limit + argv[2]
