@@ -5,6 +5,7 @@ it listens, read its memory from /proc, and always stop the whole group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -12,6 +13,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,3 +198,26 @@ def process_tree(pid: int) -> list[int]:
         for child in children:
             found.extend(process_tree(int(child)))
     return found
+
+
+@contextlib.contextmanager
+def pinned_to(cpu: int, pids: list[int]) -> Iterator[None]:
+    """
+    Run the body with this process (and so the clients it starts), ``pids`` and their descendants on core ``cpu``
+    alone; each gets its former CPU set back afterwards. Nothing is pinned when ``pids`` is empty.
+    """
+    if not pids:
+        yield
+        return
+    everyone = [0, *(p for pid in pids for p in process_tree(pid))]
+    before = {pid: os.sched_getaffinity(pid) for pid in everyone}
+    try:
+        for pid in everyone:
+            os.sched_setaffinity(pid, {cpu})
+        yield
+    finally:
+        for pid, cpus in before.items():
+            try:
+                os.sched_setaffinity(pid, cpus)
+            except ProcessLookupError:
+                pass

@@ -48,6 +48,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 LOAD_PROXIES = (DIRECT, TXREVPROXY, TXREVPROXY_2, TWISTED, NGINX)
+#: The core of the one-core scenarios (the last one: the first takes more of the kernel's interrupt work).
+ONE_CORE = (os.cpu_count() or 1) - 1
 TLS_PROXIES = (TXREVPROXY, TWISTED, NGINX)
 H2_PROXIES = (TXREVPROXY, NGINX)  # Twisted's ssl: endpoint offers no ALPN: twisted.web.proxy has no HTTP/2
 
@@ -64,10 +66,22 @@ class LoadScenario:
     client: str = "wrk"  # or "h2load": HTTP/2
     streams: int = 1  # h2load: requests in flight on each connection
     headers: tuple[str, ...] = ()  # wrk: extra request headers
+    # The client, the origin and the server under test all pinned to one core (ONE_CORE): no wake-up of another
+    # core between the hops, so what remains is the proxy's own cost.
+    one_core: bool = False
 
 
 LOAD_SCENARIOS = (
     LoadScenario("12b-c1", "12 B, -c1", "/12b", 12, 1),
+    LoadScenario(
+        "12b-c1-one-core",
+        "12 B, -c1, client, origin and proxy on one core",
+        "/12b",
+        12,
+        1,
+        proxies=(DIRECT, TXREVPROXY, TWISTED, NGINX),
+        one_core=True,
+    ),
     LoadScenario("12b-c50", "12 B, -c50", "/12b", 12, 50),
     LoadScenario("1k-c50", "1 KiB, -c50", "/1k", 1024, 50),
     LoadScenario("1m-c10", "1 MiB, -c10", "/1m", MiB, 10),
@@ -327,7 +341,9 @@ def load_phase(lab: Lab, proxy: str, tls: bool, scenarios: list[LoadScenario]) -
     try:
         with lab.serving(proxy, phase, tls=tls) as target:
             for scenario in scenarios:
-                result = measure_load(lab.tools, target, proxy, scenario, lab.run.settings)
+                pinned = [target.pid, lab.nginx_origin().pid] if scenario.one_core else []
+                with _procs.pinned_to(ONE_CORE, pinned):
+                    result = measure_load(lab.tools, target, proxy, scenario, lab.run.settings)
                 lab.run.load.append(result)
                 print(f"  {proxy:22} {scenario.title:42} {summarize(result)}", flush=True)
     except _procs.StartupError as e:
