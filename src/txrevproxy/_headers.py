@@ -176,10 +176,11 @@ known_field_line = _FIELD_LINES.get
 
 def field_line(line: bytes) -> FieldLine | None:
     """
-    ``((name, value), kind)`` for a field line ``name ":" OWS value OWS`` of a head in which
-    :func:`only_line_ends` found no control byte, ``kind`` telling whether it is one of the headers the parsers act
-    on (:data:`CONNECTION`, :data:`CONTENT_LENGTH`, :data:`TRANSFER_ENCODING`), another hop-by-hop one
-    (:data:`HOP`), or :data:`OTHER`; ``None`` if the line has no colon or its name is not a token.
+    ``((name, value), kind)`` for a field line ``name ":" OWS value OWS``, ``kind`` telling whether it is one of
+    the headers the parsers act on (:data:`CONNECTION`, :data:`CONTENT_LENGTH`, :data:`TRANSFER_ENCODING`), another
+    hop-by-hop one (:data:`HOP`), or :data:`OTHER`; ``None`` if the line has no colon or its name is not a token.
+    Control bytes in the value are not looked for here: the parsers check the whole head with
+    :func:`only_line_ends` (and each value only when that finds one).
     """
     found = _FIELD_LINES.get(line)
     if found is not None:
