@@ -143,12 +143,18 @@ def is_token(name: bytes) -> bool:
     """
     Whether ``name`` is a token (RFC 9110 section 5.6.2), as every field name must be.
     """
-    if name in KNOWN_TOKENS:
-        return True
-    if _TOKEN.match(name) is None:
+    return name in KNOWN_TOKENS or remember_match(_TOKEN, name, KNOWN_TOKENS, KNOWN_TOKENS_MAX)
+
+
+def remember_match(pattern: re.Pattern[bytes], value: bytes, known: set[bytes], limit: int) -> bool:
+    """
+    Whether ``pattern`` matches ``value`` (not in ``known`` yet), adding it to ``known`` if so while ``known`` holds
+    fewer than ``limit`` values and ``value`` is at most CACHED_MAX bytes: the callers test ``value in known`` first.
+    """
+    if pattern.match(value) is None:
         return False
-    if len(KNOWN_TOKENS) < KNOWN_TOKENS_MAX and len(name) <= CACHED_MAX:
-        KNOWN_TOKENS.add(name)
+    if len(known) < limit and len(value) <= CACHED_MAX:
+        known.add(value)
     return True
 
 
@@ -176,15 +182,13 @@ known_field_line = _FIELD_LINES.get
 
 def field_line(line: bytes) -> FieldLine | None:
     """
-    ``((name, value), kind)`` for a field line ``name ":" OWS value OWS``, ``kind`` telling whether it is one of
-    the headers the parsers act on (:data:`CONNECTION`, :data:`CONTENT_LENGTH`, :data:`TRANSFER_ENCODING`), another
-    hop-by-hop one (:data:`HOP`), or :data:`OTHER`; ``None`` if the line has no colon or its name is not a token.
+    ``((name, value), kind)`` for a field line ``name ":" OWS value OWS`` (kept for :func:`known_field_line`, which
+    the parsers ask first), ``kind`` telling whether it is one of the headers the parsers act on
+    (:data:`CONNECTION`, :data:`CONTENT_LENGTH`, :data:`TRANSFER_ENCODING`), another hop-by-hop one (:data:`HOP`),
+    or :data:`OTHER`; ``None`` if the line has no colon or its name is not a token.
     Control bytes in the value are not looked for here: the parsers check the whole head with
     :func:`only_line_ends` (and each value only when that finds one).
     """
-    found = _FIELD_LINES.get(line)
-    if found is not None:
-        return found
     name, colon, value = line.partition(b":")
     if not colon or not is_token(name):
         return None

@@ -16,7 +16,6 @@ from attrs import frozen
 
 from ._framing import Framing, FramingError, request_framing_of
 from ._headers import (
-    CACHED_MAX,
     CONNECTION,
     CONTENT_LENGTH,
     HOP_BY_HOP,
@@ -29,6 +28,7 @@ from ._headers import (
     is_token,
     known_field_line,
     only_line_ends,
+    remember_match,
 )
 
 
@@ -51,13 +51,7 @@ def valid_host(value: bytes) -> bool:
     """
     Whether ``value`` is a syntactically valid ``Host``: reg-name, IPv4 or ``[IPv6]``, with an optional port.
     """
-    if value in _VALID_HOSTS:
-        return True
-    if _HOST.match(value) is None:
-        return False
-    if len(_VALID_HOSTS) < _VALID_HOSTS_MAX and len(value) <= CACHED_MAX:
-        _VALID_HOSTS.add(value)
-    return True
+    return value in _VALID_HOSTS or remember_match(_HOST, value, _VALID_HOSTS, _VALID_HOSTS_MAX)
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 _FRAMING_AND_ROUTING = frozenset([b"content-length", b"transfer-encoding", b"host"])
 _VERSION = re.compile(rb"^HTTP/[0-9]\.[0-9]\Z")
