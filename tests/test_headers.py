@@ -445,7 +445,7 @@ def test_only_line_ends_matches_a_byte_by_byte_reading(head):
 def test_field_line(line, expected):
     """A field line splits into its name and trimmed value, with whether it is a header the parsers act on."""
     assert field_line(line) == expected
-    assert field_line(line) == expected  # (the second time from what was kept)
+    assert field_line(line) == expected  # (the same answer again, once kept)
 
 
 def test_field_lines_kept_are_short_and_bounded():
