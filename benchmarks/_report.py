@@ -172,17 +172,33 @@ def _metric(
     return result[field]
 
 
-def _scaling_rows(data: dict[str, Any]) -> list[list[str]]:
+#: txrevproxy's runs with options beyond the defaults, each compared with the default run.
+VARIANTS = ("txrevproxy --workers 2", "txrevproxy --busy-poll-us 50")
+
+
+def _variant_rows(data: dict[str, Any]) -> list[list[str]]:
+    """
+    Each scenario run with a txrevproxy variant: its headline figure with the defaults and with the option (the
+    added median latency at ``-c1``; else throughput), and the ratio.
+    """
     by_key = {(r["scenario"], r["proxy"]): r for r in data["load"]}
     rows = []
     for scenario in data["settings"]["load_scenarios"]:
         key = scenario["key"]
-        field, label = ("mib_per_s", "MiB/s") if scenario["body_bytes"] >= 1 << 20 else ("requests_per_s", "req/s")
-        one, two = by_key.get((key, "txrevproxy")), by_key.get((key, "txrevproxy --workers 2"))
-        if one is None or two is None:
-            continue
-        a, b = _metric(one, field, None), _metric(two, field, None)
-        rows.append([scenario["title"], label, _number(a), _number(b), _ratio(b, a)])
+        if scenario["connections"] == 1:
+            field, label = "added_p50_us", "added median latency vs direct, µs (lower is better)"
+        elif scenario["body_bytes"] >= 1 << 20:
+            field, label = "mib_per_s", "MiB/s"
+        else:
+            field, label = "requests_per_s", "req/s"
+        direct, default = by_key.get((key, "direct")), by_key.get((key, "txrevproxy"))
+        for variant in VARIANTS:
+            other = by_key.get((key, variant))
+            if default is None or other is None:
+                continue
+            a, b = _metric(default, field, direct), _metric(other, field, direct)
+            option = variant.removeprefix("txrevproxy ")
+            rows.append([scenario["title"], label, option, _number(a), _number(b), _ratio(b, a)])
     return rows
 
 
@@ -226,7 +242,8 @@ def _setup(m: dict[str, Any], s: dict[str, Any]) -> str:
         f"{m['cpu_model']}, {m['cores']} cores, {m['os']}; {m['python']}, Twisted {m['twisted']}, "
         f"txrevproxy {m['txrevproxy']} ({m['txrevproxy_commit']}); {tools}. "
         f"{clients}, {s['load_seconds']:g} s per run after {s['warmup_seconds']:g} s warm-up; "
-        "every server is one process / one worker on 127.0.0.1 (but txrevproxy --workers 2)."
+        "every server is one process / one worker on 127.0.0.1 (but txrevproxy --workers 2); the columns show "
+        "txrevproxy with its defaults."
     )
 
 
@@ -247,10 +264,10 @@ def render_markdown(data: dict[str, Any]) -> str:
             "txrevproxy ÷ nginx",
         ]
         out += ["### Load (wrk; h2load for HTTP/2)", "", _table(header, _load_rows(data)), ""]
-        scaling = _scaling_rows(data)
-        if scaling:
-            header = ["scenario", "metric", "1 process", "--workers 2", "scaling"]
-            out += ["### Scaling (txrevproxy --workers)", "", _table(header, scaling), ""]
+        variants = _variant_rows(data)
+        if variants:
+            header = ["scenario", "metric", "option", "defaults", "with the option", "ratio"]
+            out += ["### txrevproxy's options (--workers 2: scaling; --busy-poll-us)", "", _table(header, variants), ""]
     if data["memory"]:
         out += [
             "### Memory (RSS of the proxy process)",

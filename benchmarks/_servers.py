@@ -3,7 +3,7 @@ The servers under test and their origins, each started as a child process on 127
 
 - ``origin``: nginx serving static files, keep-alive, one worker;
 - ``txrevproxy``: the twistd daemon as the ``txrevproxy`` console script runs it (``--reactor=txrevproxy``), by
-  this very Python;
+  this very Python; again with ``--workers 2``, and with ``--busy-poll-us 50``;
 - ``twisted.web.proxy``: ``twisted_web_proxy.py``, the reference;
 - ``nginx``: nginx ``proxy_pass`` with upstream keep-alive, one worker;
 - the proxies again on a TLS listener (txrevproxy and nginx offering HTTP/2 too), with a certificate made by trustme;
@@ -31,6 +31,13 @@ LISTENING = r"listening on (https?)://127\.0\.0\.1:(\d+)"
 DIRECT = "direct"
 TXREVPROXY = "txrevproxy"
 TXREVPROXY_2 = "txrevproxy --workers 2"
+TXREVPROXY_BUSY = "txrevproxy --busy-poll-us 50"
+#: txrevproxy as run by the benchmark with options beyond the defaults: the options, and the name of its log.
+TXREVPROXY_VARIANTS = {
+    TXREVPROXY: ([], "txrevproxy.log"),
+    TXREVPROXY_2: (["--workers", "2"], "txrevproxy-2.log"),
+    TXREVPROXY_BUSY: (["--busy-poll-us", "50"], "txrevproxy-busy-poll.log"),
+}
 TWISTED = "twisted.web.proxy"
 NGINX = "nginx"
 PROXIES = (TXREVPROXY, TWISTED, NGINX)
@@ -205,7 +212,7 @@ def start_proxy(
     Start one proxy of ``kind`` (``PROXIES``) in front of 127.0.0.1:``upstream_port`` and wait until it listens:
     plain HTTP, or TLS with ``cert`` (txrevproxy and nginx offering HTTP/2 there too; twisted.web.proxy only HTTP/1.1).
     """
-    if kind in (TXREVPROXY, TXREVPROXY_2):
+    if kind in TXREVPROXY_VARIANTS:
         # ``python -m twisted.scripts.twistd`` is a silent no-op (that module has no __main__ block), so call
         # its run() ourselves: the same interpreter and the same twistd command line as the console script
         # ``txrevproxy`` runs (on txrevproxy's reactor).
@@ -215,9 +222,8 @@ def start_proxy(
             "--listen", tls_endpoint(cert) if cert else "tcp:0:interface=127.0.0.1",
             "--upstream", f"http://127.0.0.1:{upstream_port}",
         ]  # fmt: skip
-        if kind == TXREVPROXY_2:
-            argv += ["--workers", "2"]
-        return _start_reporting_port(kind, argv, workdir / ("txrevproxy.log" if kind == TXREVPROXY else "txrevproxy-2.log"))
+        options, log_name = TXREVPROXY_VARIANTS[kind]
+        return _start_reporting_port(kind, argv + options, workdir / log_name)
     if kind == TWISTED:
         argv = [sys.executable, str(HERE / "twisted_web_proxy.py"), str(upstream_port)]
         argv += [tls_endpoint(cert)] if cert else []

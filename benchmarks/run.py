@@ -36,7 +36,7 @@ import _procs
 import _report
 import _servers
 import _wrk
-from _servers import DIRECT, NGINX, TWISTED, TXREVPROXY, TXREVPROXY_2, Tools
+from _servers import DIRECT, NGINX, TWISTED, TXREVPROXY, TXREVPROXY_2, TXREVPROXY_BUSY, Tools
 
 MiB = 1 << 20
 RATE = 2 * MiB  # the slow client's and the slow origin's pace, bytes per second
@@ -48,6 +48,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 LOAD_PROXIES = (DIRECT, TXREVPROXY, TXREVPROXY_2, TWISTED, NGINX)
+#: Also run with txrevproxy busy-polling (the scenarios where wake-ups matter, and one under load).
+BUSY_POLL_PROXIES = (*LOAD_PROXIES, TXREVPROXY_BUSY)
 #: The core of the one-core scenarios (the last one: the first takes more of the kernel's interrupt work).
 ONE_CORE = (os.cpu_count() or 1) - 1
 TLS_PROXIES = (TXREVPROXY, TWISTED, NGINX)
@@ -72,7 +74,7 @@ class LoadScenario:
 
 
 LOAD_SCENARIOS = (
-    LoadScenario("12b-c1", "12 B, -c1", "/12b", 12, 1),
+    LoadScenario("12b-c1", "12 B, -c1", "/12b", 12, 1, proxies=BUSY_POLL_PROXIES),
     LoadScenario(
         "12b-c1-one-core",
         "12 B, -c1, client, origin and proxy on one core",
@@ -82,7 +84,7 @@ LOAD_SCENARIOS = (
         proxies=(DIRECT, TXREVPROXY, TWISTED, NGINX),
         one_core=True,
     ),
-    LoadScenario("12b-c50", "12 B, -c50", "/12b", 12, 50),
+    LoadScenario("12b-c50", "12 B, -c50", "/12b", 12, 50, proxies=BUSY_POLL_PROXIES),
     LoadScenario("1k-c50", "1 KiB, -c50", "/1k", 1024, 50),
     LoadScenario("1m-c10", "1 MiB, -c10", "/1m", MiB, 10),
     LoadScenario("tls-12b-c50", "12 B over TLS, -c50", "/12b", 12, 50, proxies=TLS_PROXIES, tls=True),
@@ -328,7 +330,7 @@ def run_load(lab: Lab) -> None:
     Each proxy started once for its plain-HTTP scenarios, then (all plain runs done) once with TLS for the others.
     """
     for tls in (False, True):
-        for proxy in LOAD_PROXIES:
+        for proxy in BUSY_POLL_PROXIES:
             scenarios = [
                 s for s in lab.run.settings.load_scenarios if s.tls == tls and proxy in s.proxies
             ]

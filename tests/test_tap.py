@@ -12,7 +12,7 @@ from twisted.logger import capturedLogs, formatEvent
 from txrevproxy import AccessPolicy, ProxySite
 from txrevproxy._channel import ClientConfig
 from txrevproxy._head import HeadLimits
-from txrevproxy.tap import Options, ProxyService, makeService
+from txrevproxy.tap import Options, ProxyService, SupervisorService, makeService
 
 
 def parse(*args: str) -> Options:
@@ -67,6 +67,8 @@ def test_upgrade_flags():
         (["--upstream", "http://h", "--trusted-proxy", "10.0.0.0/99"], "not a network"),
         (["--upstream", "http://h", "--connect-timeout", "-1"], "below the minimum"),
         (["--upstream", "http://h", "--pool-size", "x"], "not a int"),
+        (["--upstream", "http://h", "--busy-poll-us", "10001"], "above the maximum of 10000"),
+        (["--upstream", "http://h", "--busy-poll-us", "-1"], "below the minimum of 0"),
     ],
 )
 def test_bad_flags_exit_with_one_line(args, message, capsys):
@@ -98,6 +100,36 @@ def test_demo_starts_an_origin_first():
     (origin_port, _, _, origin_interface), (proxy_port, _, _, _) = reactor.tcpServers
     assert origin_interface == "127.0.0.1" and proxy_port == 81
     assert service.resource.host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("service_class", [ProxyService, SupervisorService])
+def test_busy_polling_needs_txrevproxys_reactor(service_class, capsys):
+    """--busy-poll-us on another reactor ends the process with one line and exit status 2, before listening."""
+    reactor = MemoryReactor()
+    service = service_class(parse("--upstream", "http://h:1", "--busy-poll-us", "50", "--workers", "2"), reactor)
+    with pytest.raises(SystemExit) as exited:
+        service.privilegedStartService()
+    assert exited.value.code == 2 and reactor.tcpServers == []
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--busy-poll-us needs txrevproxy's reactor" in err
+
+
+def test_busy_polling_is_set_on_txrevproxys_reactor():
+    """On txrevproxy's reactor busy_poll is set (in seconds) and logged; a supervisor's (apply=False) is not."""
+    from txrevproxy._reactor import ProxyReactor
+    from txrevproxy.tap import _busy_poll
+
+    reactor = ProxyReactor()
+    try:
+        _busy_poll(reactor, 75, apply=False)
+        assert reactor.busy_poll == 0
+        with capturedLogs() as events:
+            _busy_poll(reactor, 75, apply=True)
+        assert reactor.busy_poll == pytest.approx(75e-6)
+        assert [formatEvent(e) for e in events] == ["busy polling for 75 µs after I/O (--busy-poll-us)"]
+    finally:
+        reactor.waker.connectionLost(None)
+        reactor._poller.close()
 
 
 class _BusyReactor(MemoryReactor):

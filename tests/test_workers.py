@@ -155,7 +155,7 @@ def test_worker_args_carry_every_setting():
     options = _parse(
         "--upstream", "http://127.0.0.1:9/base", "--workers", "3", "-l", "tcp:1", "--trusted-proxy", "10.0.0.0/8",
         "--deny", "192.0.2.0/24", "--preserve-host", "--max-body-size", "2m", "--head-timeout", "2.5",
-        "--access-log", "off", "--upstream-read-timeout", "7",
+        "--access-log", "off", "--upstream-read-timeout", "7", "--busy-poll-us", "50",
     )
     inherited = [Inherited(3, "AF_INET", "tcp:1")]
     worker = _parse(*worker_args(options, "http://127.0.0.1:9/base", inherited, 2))
@@ -163,6 +163,7 @@ def test_worker_args_carry_every_setting():
     assert worker.config() == options.config()
     assert worker.client_config() == options.client_config()
     assert worker["access"] == options["access"] and worker["access-log"] == "off"
+    assert worker["busy-poll-us"] == 50
     assert isinstance(makeService(worker), type(makeService(_parse("--upstream", "http://h:1"))))
     assert isinstance(makeService(options), SupervisorService)
 

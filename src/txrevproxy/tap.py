@@ -61,7 +61,22 @@ def _number(kind: type, minimum: float) -> Callable[[str], float]:
     return coerce
 
 
+def _number_up_to(kind: type, minimum: float, maximum: float) -> Callable[[str], float]:
+    at_least = _number(kind, minimum)
+
+    def coerce(text: str) -> float:
+        value = at_least(text)
+        if value > maximum:
+            raise ValueError(f"{text!r} is above the maximum of {maximum:g}")
+        return value
+
+    coerce.coerceDoc = f"({kind.__name__} from {minimum:g} to {maximum:g})"  # type: ignore[attr-defined]
+    return coerce
+
+
 _seconds = _number(float, 0.001)
+#: The longest ``--busy-poll-us``: past a few hundred microseconds a CPU would rather sleep.
+MAX_BUSY_POLL_US = 10_000
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
@@ -175,6 +190,13 @@ class Options(usage.Options):
             "Processes serving the listening sockets; with more than 1, a supervisor starts them, restarts any that "
             "exits and stops them on SIGTERM/SIGINT.",
             _number(int, 1),
+        ],
+        [
+            "busy-poll-us",
+            None,
+            0,
+            "Microseconds to keep polling without sleeping after I/O (lower latency on VMs, for CPU); 0 for off.",
+            _number_up_to(int, 0, MAX_BUSY_POLL_US),
         ],
         ["worker-index", None, 0, "(internal) This worker's number, given by the supervisor.", _number(int, 0)],
     ]
@@ -342,6 +364,25 @@ def _listen_now(reactor: object, description: str, factory: object) -> object:
     return results[0]
 
 
+def _busy_poll(reactor: object, microseconds: int, *, apply: bool) -> None:
+    """
+    ``--busy-poll-us``: exit with a one-line error unless ``reactor`` is txrevproxy's (the only one that can
+    busy-poll); set it there when ``apply`` (a supervisor only checks, its workers poll).
+    """
+    if not microseconds:
+        return
+    if not reactor_options(reactor):  # (no options: not txrevproxy's reactor)
+        print(
+            "txrevproxy: error: --busy-poll-us needs txrevproxy's reactor (the txrevproxy command's default, or "
+            "twistd --reactor=txrevproxy)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if apply:
+        reactor.busy_poll = microseconds / 1e6  # type: ignore[attr-defined]
+        log.info("busy polling for {microseconds} µs after I/O (--busy-poll-us)", microseconds=microseconds)
+
+
 def _upstream_or_demo(reactor: object, options: Options, ports: list[object]) -> str:
     """
     The upstream URL: ``--upstream``, or with ``--demo`` that of a demo origin started now (its port is added to
@@ -406,6 +447,7 @@ class ProxyService(service.Service):
 
             self.reactor = reactor
         options = self.options
+        _busy_poll(self.reactor, options["busy-poll-us"], apply=True)
         upstream = _upstream_or_demo(self.reactor, options, self.ports)
         self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
         if options["upstream-insecure"]:
@@ -588,6 +630,7 @@ class SupervisorService(service.MultiService):
 
             self.reactor = reactor
         options = self.options
+        _busy_poll(self.reactor, options["busy-poll-us"], apply=False)
         upstream = _upstream_or_demo(self.reactor, options, self.ports)
         raise_open_file_limit()  # inherited by the workers
         count = options["workers"]
