@@ -59,6 +59,17 @@ def _os_name() -> str:
     return platform.system()
 
 
+#: A KVM guest's halt polling: how long an idle vCPU polls before it halts (waking a halted one costs more).
+HALT_POLL = Path("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+
+
+def _guest_halt_poll_ns() -> int | None:
+    try:
+        return int(HALT_POLL.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -84,6 +95,7 @@ def machine_info(tools: Tools) -> dict[str, Any]:
         "mem_total_mib": _mem_total_mib(),
         "os": _os_name(),
         "kernel": platform.release(),
+        "guest_halt_poll_ns": _guest_halt_poll_ns(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "python_executable": sys.executable,
         "twisted": _version("twisted"),
@@ -238,8 +250,10 @@ def _notes(data: dict[str, Any]) -> list[str]:
 def _setup(m: dict[str, Any], s: dict[str, Any]) -> str:
     tools = "; ".join(str(m.get(tool)) for tool in ("nginx", "wrk", "h2load") if m.get(tool))
     clients = "wrk -t1" + (" (h2load -t1 for HTTP/2)" if m.get("h2load") else "")
+    halt_poll = m.get("guest_halt_poll_ns")
+    vcpu = "" if halt_poll is None else f" (guest halt polling {halt_poll:,} ns)"
     return (
-        f"{m['cpu_model']}, {m['cores']} cores, {m['os']}; {m['python']}, Twisted {m['twisted']}, "
+        f"{m['cpu_model']}, {m['cores']} cores{vcpu}, {m['os']}; {m['python']}, Twisted {m['twisted']}, "
         f"txrevproxy {m['txrevproxy']} ({m['txrevproxy_commit']}); {tools}. "
         f"{clients}, {s['load_seconds']:g} s per run after {s['warmup_seconds']:g} s warm-up; "
         "every server is one process / one worker on 127.0.0.1 (but txrevproxy --workers 2); the columns show "
