@@ -20,7 +20,8 @@ from twisted.python.failure import Failure
 from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
 from txrevproxy._framing import ChunkedDecoder
 from txrevproxy._gate import ConnectionGate, GateConfig
-from txrevproxy._h2 import NegotiatedChannel, ProxyH2Connection
+from txrevproxy._h2 import HPACK_CEILING, NegotiatedChannel, ProxyH2Connection, head_rejection
+from txrevproxy._validate import Rejection
 from txrevproxy._relay import error_body
 
 
@@ -219,12 +220,61 @@ def test_invalid_host_is_400() -> None:
     assert pair.h.attempts == 0
 
 
-def test_header_list_over_the_limit() -> None:
-    """A header list over the announced size ends the connection (GOAWAY) and nothing goes upstream."""
+def test_header_list_over_the_limit_is_431_on_its_stream() -> None:
+    """A header list over the announced size gets 431 on its stream, nothing goes upstream, and the connection
+    goes on: the next stream is relayed."""
     pair = H2Pair(client=ClientConfig(head=HeadLimits(header_section=4096)))
-    pair.request(b"GET", b"/", [(b"x-big", b"y" * 8000)])
-    assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
-    assert pair.h.attempts == 0
+    stream = pair.request(b"GET", b"/", [(b"x-big", b"y" * 8000)])
+    assert pair.status(stream) == 431 and pair.of(h2.events.StreamEnded, stream)
+    assert pair.h.attempts == 0 and not pair.terminated()
+    after = pair.request(b"GET", b"/after")
+    assert pair.h.upstream().accept().received().startswith(b"GET /after HTTP/1.1\r\n")
+    assert not pair.of(h2.events.ResponseReceived, after) and not pair.terminated()
+
+
+def test_header_list_over_the_hpack_ceiling_ends_the_connection() -> None:
+    """Past HPACK_CEILING times the announced size the decoder stops midway: the connection ends (GOAWAY)."""
+    pair = H2Pair(client=ClientConfig(head=HeadLimits(header_section=4096)))
+    pair.request(b"GET", b"/", [(b"x-big", b"y" * (HPACK_CEILING * 4096))])
+    assert pair.terminated() and pair.h.attempts == 0
+
+
+@pytest.mark.parametrize(
+    "path, headers, limits, status",
+    [
+        (b"/", [(b"x-%d" % i, b"v") for i in range(11)], HeadLimits(header_count=10), 431),
+        (b"/", [(b"x-long", b"v" * 100)], HeadLimits(header_line=100), 431),
+        (b"/" + b"p" * 100, [], HeadLimits(request_line=100), 414),
+    ],
+)
+def test_heads_over_the_http_1_1_limits_are_refused_alone(
+    path: bytes, headers: list[tuple[bytes, bytes]], limits: HeadLimits, status: int
+) -> None:
+    """The HTTP/1.1 head limits on header count, line length and request line hold for a stream too: 431 or 414
+    on it alone, its body dropped, the connection kept."""
+    pair = H2Pair(client=ClientConfig(head=limits))
+    stream = pair.request(b"POST", path, headers, b"a body, dropped")
+    assert pair.status(stream) == status and pair.h.attempts == 0 and not pair.terminated()
+
+
+def test_head_rejection_counts_as_rfc_9113_and_http_1_1_do() -> None:
+    """The size counts 32 bytes a field, pseudo-headers included; the field count and length leave pseudo-headers
+    out (a field's length is its HTTP/1.1 line's, "name: value"); :method and :path make the request line."""
+    pseudo = [(b":method", b"GET"), (b":path", b"/abc")]
+    fields = pseudo + [(b"a", b"12345")]
+    size = 7 + 3 + 5 + 4 + 1 + 5 + 3 * 32
+    assert head_rejection(fields, HeadLimits(header_section=size)) is None
+    assert head_rejection(fields, HeadLimits(header_section=size - 1)) == Rejection(
+        431, f"header list of {size} bytes over the limit of {size - 1}"
+    )
+    assert head_rejection(fields, HeadLimits(header_count=1)) is None
+    assert head_rejection(fields + [(b"b", b"")], HeadLimits(header_count=1)) == Rejection(
+        431, "2 header fields, over the limit of 1"
+    )
+    assert head_rejection(fields, HeadLimits(header_line=8)) is None  # "a: 12345"
+    assert head_rejection(fields, HeadLimits(header_line=7)) == Rejection(431, "header field over the limit of 7 bytes")
+    assert head_rejection(fields, HeadLimits(request_line=17)) is None  # "GET /abc HTTP/1.1"
+    assert head_rejection(fields, HeadLimits(request_line=16)) == Rejection(414, "request line too long")
 
 
 def open_at_once(pair: H2Pair, count: int) -> list[int]:

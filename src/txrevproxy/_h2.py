@@ -9,8 +9,11 @@ what the proxy needs on top:
 
 - :class:`NegotiatedChannel`: per TLS connection, HTTP/2 when ALPN chose ``h2``, else the proxy's own HTTP/1.1
   channel, unchanged;
-- :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (header list size; concurrent streams, a
-  stream over the limit refused alone with RST_STREAM ``REFUSED_STREAM``, RFC 9113 section 5.1.2), the
+- :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (concurrent streams, a stream over the
+  limit refused alone with RST_STREAM ``REFUSED_STREAM``, RFC 9113 section 5.1.2; the header list size, and the
+  HTTP/1.1 head limits on header count, field length and request line: a stream over one is answered ``431`` (or
+  ``414``) alone, as an HTTP/1.1 request would be, up to :data:`HPACK_CEILING` times the announced size, past which the connection
+  ends, since HPACK cannot go on from a header block decoded halfway), the
   connection gate's slot released when the connection ends, the connection's flow-control window opened to room for
   every stream's window (so that an upload held back does not stall the others), and a stream answered before its
   body ended (a 413, an early response) reset with ``NO_ERROR`` once its response is complete (END_STREAM sent), so
@@ -46,16 +49,20 @@ from twisted.web.http_headers import Headers
 from ._addresses import AddressesOnce
 from ._body import StreamingBody
 from ._framing import CHUNKED, Kind
+from ._head import HeadLimits
 from ._headers import values_of
 from ._relay import CallbackProducer, respond_error
 from ._request import StreamedRequest
 from ._upstream import TIMER_SLACK
-from ._validate import validate_request
+from ._validate import Rejection, validate_request
 
 log = Logger(namespace="txrevproxy")
 
 #: Default for ``SETTINGS_MAX_CONCURRENT_STREAMS``: streams one client connection may have open at once.
 MAX_STREAMS = 100
+#: Header lists up to this many times the announced MAX_HEADER_LIST_SIZE are decoded and answered 431 on their
+#: stream; a larger one ends the connection (the HPACK decoder stops midway, its table then unknown).
+HPACK_CEILING = 4
 #: The initial flow-control window of a stream and of the connection (RFC 9113 section 6.9.2), never changed here.
 STREAM_WINDOW = 65535
 MAX_WINDOW = 2**31 - 1
@@ -93,14 +100,19 @@ class H2ProxyRequest(StreamedRequest):
         if cap and length is not None and length > cap:
             self._too_large = f"request body of {length} bytes is over the limit of {cap}"
 
-    def headersComplete(self, command: bytes, path: bytes, ended: bool, clock: IReactorTime) -> None:
+    def headersComplete(
+        self, command: bytes, path: bytes, ended: bool, clock: IReactorTime, too_large: Rejection | None = None
+    ) -> None:
         """
-        The stream's headers are in (``ended``: with END_STREAM): refuse the request, or start relaying it, its
-        body deadline timed by ``clock``.
+        The stream's headers are in (``ended``: with END_STREAM): refuse the request (``too_large``: its header
+        list is over the head limits), or start relaying it, its body deadline timed by ``clock``.
         """
         self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
         self._clock = clock
         self._stream = self.channel
+        if too_large is not None:
+            self._refuse(too_large.status, too_large.reason)
+            return
         if self._too_large is not None:
             self._refuse(413, self._too_large)
             return
@@ -230,14 +242,48 @@ def _nothing() -> None:
     pass
 
 
+def head_rejection(headers: list[tuple[bytes, bytes]], limits: HeadLimits) -> Rejection | None:
+    """
+    A stream's header list (pseudo-headers included) against the HTTP/1.1 head ``limits``: 431 when its size as
+    RFC 9113 counts it (name, value and 32 bytes a field) is over ``header_section`` (the MAX_HEADER_LIST_SIZE
+    announced), when it has more fields than ``header_count``, or when a field is longer than ``header_line`` as
+    the ``name: value`` line it would be in HTTP/1.1; 414 when ``:method`` and ``:path`` make a request line over
+    ``request_line``. Else None.
+    """
+    size = count = longest = request_line = 0
+    for name, value in headers:
+        length = len(name) + len(value)
+        size += length + 32
+        if name[:1] == b":":
+            if name == b":path" or name == b":method":
+                request_line += len(value) + 1
+        else:
+            count += 1
+            longest = max(longest, length + 2)
+    if size > limits.header_section:
+        return Rejection(431, f"header list of {size} bytes over the limit of {limits.header_section}")
+    if request_line + len(b"HTTP/1.1") > limits.request_line:
+        return Rejection(414, "request line too long")
+    if count > limits.header_count:
+        return Rejection(431, f"{count} header fields, over the limit of {limits.header_count}")
+    if longest > limits.header_line:
+        return Rejection(431, f"header field over the limit of {limits.header_line} bytes")
+    return None
+
+
 class ProxyH2Connection(AddressesOnce, H2Connection):
     """
     Twisted's HTTP/2 connection with the proxy's limits and bookkeeping.
     """
 
     max_streams = MAX_STREAMS
-    max_header_list = 32768
+    head_limits = HeadLimits()
     gate: object = None
+
+    @property
+    def max_header_list(self) -> int:
+        """The MAX_HEADER_LIST_SIZE announced: the size of header section an HTTP/1.1 request may have."""
+        return self.head_limits.header_section
 
     def _settings(self, max_streams: int) -> Settings:
         return Settings(
@@ -251,7 +297,7 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
     def connectionMade(self) -> None:
         # The settings announced in the connection preface (initiate_connection, in super), in force at once.
         self.conn.local_settings = self._settings(self.max_streams)
-        self.conn.decoder.max_header_list_size = self.max_header_list
+        self.conn.decoder.max_header_list_size = HPACK_CEILING * self.max_header_list  # (below that: 431, see above)
         super().connectionMade()
         # Streams over the announced limit are refused one by one (_requestReceived); the h2 library, which would
         # end the connection for the first one, only holds a client to twice the limit (a client that far over it
@@ -293,7 +339,8 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
         super()._requestReceived(event)
         stream = self.streams[event.stream_id]  # type: ignore[attr-defined]
         ended = event.stream_ended is not None  # type: ignore[attr-defined]
-        stream._request.headersComplete(stream.command, stream.path, ended, self._reactor)
+        rejection = head_rejection(event.headers, self.head_limits)  # type: ignore[attr-defined]
+        stream._request.headersComplete(stream.command, stream.path, ended, self._reactor, rejection)
 
     def _requestEnded(self, event: object) -> None:
         if event.stream_id in self.streams:  # type: ignore[attr-defined]
@@ -347,7 +394,7 @@ class NegotiatedChannel(proxyForInterface(IProtocol, "_channel")):  # type: igno
         connection = ProxyH2Connection(site.reactor)  # type: ignore[attr-defined]
         connection.gate = gate
         connection.max_streams = site.max_streams  # type: ignore[attr-defined]
-        connection.max_header_list = site.client.head.header_section  # type: ignore[attr-defined]
+        connection.head_limits = site.client.head  # type: ignore[attr-defined]
         connection.requestFactory = H2ProxyRequest
         connection.site = site
         connection.factory = site

@@ -137,6 +137,17 @@ def test_body_too_large(h2) -> None:
     assert too_large.status == 413 and fine.status == 200
 
 
+def test_header_list_too_large(h2, origin) -> None:
+    """A header list over --max-header-size gets 431 on its stream, and another over --max-headers too; nothing of
+    them goes upstream, and the connection goes on."""
+    _, client = h2("--max-header-size", "4k", "--max-headers", "5")
+    big = client.request("GET", "/echo", [(b"x-big", b"y" * 6000)])
+    many = client.request("GET", "/echo", [(b"x-%d" % i, b"v") for i in range(6)])
+    fine = client.request("GET", "/echo")
+    assert [stream.status for stream in client.wait(big, many, fine)] == [431, 431, 200]
+    assert origin.stats()["requests"] == 1
+
+
 def test_no_authority(h2, origin) -> None:
     """A request with neither :authority nor host ends the connection with PROTOCOL_ERROR; nothing goes upstream."""
     _, client = h2(validate=False)
