@@ -389,6 +389,22 @@ def test_upstream_framing(headers: list[tuple[bytes, bytes]], body: list[bytes] 
         assert (dechunk(sent) if b"chunked" in framing else sent) == b"".join(body or [])
 
 
+def test_request_trailers_end_the_body_and_are_dropped() -> None:
+    """Trailers (HEADERS with END_STREAM after DATA) end the upstream body, whole; they are not relayed, as chunk
+    trailers from an HTTP/1.1 client are not (RFC 9110 section 6.5.1 lets an intermediary discard them)."""
+    pair = H2Pair()
+    stream = pair.open(b"POST", b"/", [(b"te", b"trailers")])
+    up = pair.h.upstream().accept()
+    pair.data(stream, b"abc")
+    pair.client.send_headers(stream, [(b"x-checksum", b"1234")], end_stream=True)
+    pair.send()
+    sent = up.received()
+    assert sent.endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n") and b"1234" not in sent
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    pair.pump()
+    assert pair.status(stream) == 200 and pair.of(h2.events.StreamEnded, stream)
+
+
 def test_upload_to_an_upstream_that_reads_nothing() -> None:
     """Uploading 32 MiB to an upstream that reads nothing: the stream's window shuts and the proxy holds little."""
     pair = H2Pair()
