@@ -1,7 +1,7 @@
 """
 The byte tunnel on its own (StringTransports, a Clock, Twisted's FileDescriptor buffer): bytes and counts,
 backpressure both ways through the producers it registers, closing from either side or at shutdown, the idle
-deadline.
+deadline, the send deadlines.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from _harness import CapturedLog, SocketlessTransport
 from txrevproxy._tunnel import Tunnel
 
 
-def make_tunnel(idle: float = 10, client: object = None) -> tuple[Tunnel, StringTransport, StringTransport, Clock]:
+def make_tunnel(
+    idle: float = 10, client: object = None, send: tuple[float, float] = (0.0, 0.0)
+) -> tuple[Tunnel, StringTransport, StringTransport, Clock]:
     client = client if client is not None else StringTransport()
     upstream, clock = StringTransport(), Clock()
-    return Tunnel(client, upstream, clock, idle, "test"), client, upstream, clock  # type: ignore[return-value]
+    return Tunnel(client, upstream, clock, idle, "test", send), client, upstream, clock  # type: ignore[return-value]
 
 
 def test_bytes_and_counts() -> None:
@@ -117,3 +119,69 @@ def test_no_idle_deadline() -> None:
     assert clock.getDelayedCalls() == []
     clock.advance(10**6)
     assert not client.disconnecting
+
+
+def test_a_side_reading_nothing_for_its_send_timeout_aborts_both() -> None:
+    """The upstream's buffer full for its send timeout (the client still sending, so never idle) aborts both, with
+    a log line; the client's own timeout is another figure."""
+    tunnel, client, upstream, clock = make_tunnel(idle=5, send=(30, 8))
+    upstream.producer.pauseProducing()  # the upstream reads nothing: its transport pauses the producer on it
+    with CapturedLog() as captured:
+        for _ in range(7):
+            clock.advance(1)
+            tunnel.fromClient(b"x")
+        assert not upstream.disconnecting
+        clock.advance(1)
+    assert client.disconnected and upstream.disconnected  # (aborted)
+    assert "tunnel test upstream read nothing for 8s: closed; 7 bytes up, 0 bytes down" in captured.text()
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_drained_buffer_starts_the_send_deadline_over() -> None:
+    """A side whose buffer drains before its send timeout is not aborted; its next stall is timed from its start."""
+    tunnel, client, upstream, clock = make_tunnel(idle=0, send=(10, 10))
+    client.producer.pauseProducing()
+    clock.advance(9)
+    client.producer.resumeProducing()
+    clock.advance(5)
+    client.producer.pauseProducing()
+    clock.advance(9.9)
+    assert not client.disconnecting
+    clock.advance(0.1)
+    assert client.disconnected and upstream.disconnected
+
+
+def test_an_earlier_send_deadline_is_not_found_late() -> None:
+    """A stall with a nearer deadline than the one already timed re-arms the timer: found on time."""
+    tunnel, client, upstream, clock = make_tunnel(idle=0, send=(60, 5))
+    client.producer.pauseProducing()  # deadline at 60
+    clock.advance(1)
+    upstream.producer.pauseProducing()  # deadline at 6
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(5)
+    assert client.disconnected and upstream.disconnected
+
+
+def test_a_side_that_takes_not_its_last_bytes_is_aborted() -> None:
+    """Once the upstream has gone, the client is closed after its bytes; a client taking none of them for its send
+    timeout is aborted, with a log line."""
+    client = SocketlessTransport()
+    tunnel, _, upstream, clock = make_tunnel(client=client, send=(10, 10))
+    tunnel.fromUpstream(bytes(256 * 1024))  # over the transport's buffer
+    tunnel.upstreamLost()
+    assert client.disconnecting and not client.disconnected
+    with CapturedLog() as captured:
+        clock.advance(10)
+    assert client.aborted
+    assert "tunnel test: the client did not take its last bytes within 10s: aborted" in captured.text()
+
+
+def test_a_side_that_closes_in_time_is_not_aborted() -> None:
+    """A side being closed whose loss is reported within its send timeout cancels the timer."""
+    tunnel, client, upstream, clock = make_tunnel(send=(10, 10))
+    tunnel.shutdown()
+    assert len(clock.getDelayedCalls()) == 1
+    tunnel.clientLost()
+    assert len(clock.getDelayedCalls()) == 1  # the upstream is still closing
+    tunnel.upstreamLost()
+    assert clock.getDelayedCalls() == []

@@ -194,17 +194,35 @@ def test_tunnel_idle_timeout() -> None:
 
 
 def test_client_deadlines_do_not_fire_in_a_tunnel() -> None:
-    """The client's idle, head, body and send timeouts do not apply to a tunnel; only its idle timeout does."""
+    """The client's idle, head and body timeouts do not apply to a tunnel (with no idle timeout of its own)."""
     config = ClientConfig(head_timeout=1, body_timeout=1, send_timeout=1)
     h = Harness(ProxyConfig(response_timeout=1, tunnel_idle_timeout=0), client=config)
     h.send(UPGRADE)
     up = h.upstream().accept()
     up.respond(SWITCHED)
     h.send(b"GET / HTTP/1.1\r\n")  # a partial "head", now just bytes
-    h.client.producer.pauseProducing()  # a client not reading: its transport pauses the producer registered on it
     h.reactor.advance(10**5)
     assert not h.client.disconnecting and not up.transport.disconnecting
     assert h.reactor.getDelayedCalls() == []
+
+
+def test_a_tunnel_client_reading_nothing_for_the_send_timeout_is_aborted() -> None:
+    """In a tunnel the client's send timeout holds: a client whose buffer stays full that long (bytes still going
+    up, which keeps the tunnel from being idle) has both connections aborted, with a log line."""
+    h = Harness(ProxyConfig(tunnel_idle_timeout=5), client=ClientConfig(send_timeout=10))
+    h.send(UPGRADE)
+    up = h.upstream().accept()
+    up.respond(SWITCHED)
+    h.client.producer.pauseProducing()  # a client not reading: its transport pauses the producer registered on it
+    assert up.transport.producerState == "paused"
+    with CapturedLog() as captured:
+        for _ in range(4):
+            h.reactor.advance(2.4)
+            h.send(b"ping")
+        assert not h.client.disconnecting
+        h.reactor.advance(0.5)
+    assert h.client.disconnected and up.transport.disconnected  # (aborted)
+    assert "read nothing for 10s: closed" in captured.text()
 
 
 def test_pool_close_closes_tunnels() -> None:

@@ -383,10 +383,13 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         gate, self.gate = self.gate, None
         return gate
 
-    def switchProtocols(self, request: ProxyRequest, head: bytes, upstream: object, idle_timeout: float) -> Tunnel:
+    def switchProtocols(
+        self, request: ProxyRequest, head: bytes, upstream: object, idle_timeout: float, upstream_send_timeout: float
+    ) -> Tunnel:
         """
         The upstream answered ``request`` with ``101``: send the client ``head`` and join this connection to the
-        ``upstream`` transport in a :class:`~txrevproxy._tunnel.Tunnel`; no more HTTP is parsed here.
+        ``upstream`` transport in a :class:`~txrevproxy._tunnel.Tunnel` (with the client's send timeout and
+        ``upstream_send_timeout``); no more HTTP is parsed here.
         """
         send(self.transport, head)
         request.code, request.code_message = 101, b"Switching Protocols"
@@ -401,7 +404,8 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         # The tunnel pauses each side for the other's full buffer itself (on TLS transports too, where this channel
         # is no producer): this channel no longer hears of the client's buffer.
         self._networkProducer.unregisterProducer()
-        tunnel = self._tunnel = Tunnel(self.transport, upstream, self._clock, idle_timeout, name)
+        send_timeouts = (self.config.send_timeout, upstream_send_timeout)
+        tunnel = self._tunnel = Tunnel(self.transport, upstream, self._clock, idle_timeout, name, send_timeouts)
         pending, self._in = bytes(self._in), bytearray()
         self._read_pauses.clear()
         self.transport.resumeProducing()

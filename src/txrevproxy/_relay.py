@@ -309,8 +309,9 @@ class Relay:
             lines += (name, b": ", value, b"\r\n")
         lines += (b"Connection: upgrade\r\nUpgrade: ", values_of(head.headers, b"upgrade")[0], b"\r\n\r\n")
         channel = self.request.channel  # type: ignore[attr-defined]
+        config = self.config
         return channel.switchProtocols(  # type: ignore[no-any-return]
-            self.request, b"".join(lines), self._proto.transport, self.config.tunnel_idle_timeout
+            self.request, b"".join(lines), self._proto.transport, config.tunnel_idle_timeout, config.pool.send_timeout
         )
 
     def responseWaiting(self) -> None:

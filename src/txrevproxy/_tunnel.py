@@ -11,6 +11,11 @@ is buffered for it has been sent (a transport with a paused producer registered 
 bytes in either direction for ``idle_timeout`` seconds abort both (one lazy timer per tunnel, not one per write);
 :meth:`Tunnel.shutdown` closes both when the proxy stops.
 
+Send deadlines: a side whose send buffer stays full (it reads nothing of what waits for it) for its send timeout
+(``send_timeouts``: the client's, the upstream's) aborts both, even while bytes flow the other way (which keeps
+the idle deadline from firing). A side being closed after the other has gone gets that long, counted from the
+close, to take what is buffered for it; then it is aborted (at shutdown both get the longer of the two).
+
 The two ends are plain transports; the owners of the connections feed :meth:`Tunnel.fromClient` /
 :meth:`Tunnel.fromUpstream` and report their losses, so this module knows nothing of HTTP.
 """
@@ -29,6 +34,8 @@ log = Logger(namespace="txrevproxy")
 
 #: A deadline DelayedCall that fires this close to its deadline counts as expired.
 TIMER_SLACK = 0.001
+#: The tunnel's two sides.
+CLIENT, UPSTREAM = "client", "upstream"
 
 
 @implementer(IPushProducer)
@@ -37,16 +44,19 @@ class _PausesReading:
     Registered on one side's transport: that side's send buffer full pauses reading from ``source``, the other side.
     """
 
-    def __init__(self, tunnel: Tunnel, source: Any) -> None:
+    def __init__(self, tunnel: Tunnel, source: Any, side: str) -> None:
         self.tunnel = tunnel
         self.source = source
+        self.side = side  # the side whose buffer this is
 
     def pauseProducing(self) -> None:
         if not self.tunnel.closed:
+            self.tunnel._stalled(self.side)
             self.source.pauseProducing()
 
     def resumeProducing(self) -> None:
         if not self.tunnel.closed:
+            self.tunnel._drained(self.side)
             self.source.resumeProducing()
 
     def stopProducing(self) -> None:
@@ -61,7 +71,15 @@ class Tunnel:
     :ivar sent_down: bytes relayed from the upstream to the client.
     """
 
-    def __init__(self, client: Any, upstream: Any, reactor: Any, idle_timeout: float, name: str = "") -> None:
+    def __init__(
+        self,
+        client: Any,
+        upstream: Any,
+        reactor: Any,
+        idle_timeout: float,
+        name: str = "",
+        send_timeouts: tuple[float, float] = (0.0, 0.0),
+    ) -> None:
         self.client = client
         self.upstream = upstream
         self.reactor = reactor
@@ -72,8 +90,12 @@ class Tunnel:
         self.closed = False
         self._last = reactor.seconds()
         self._timer: IDelayedCall | None = None
-        upstream.registerProducer(_PausesReading(self, client), True)
-        client.registerProducer(_PausesReading(self, upstream), True)
+        self._send_timeouts = {CLIENT: send_timeouts[0], UPSTREAM: send_timeouts[1]}
+        self._stalled_since: dict[str, float] = {}  # side -> since when its send buffer has been full
+        self._send_timer: IDelayedCall | None = None
+        self._closing: dict[str, Any] = {}  # after close: the sides still taking what is buffered for them
+        upstream.registerProducer(_PausesReading(self, client, UPSTREAM), True)
+        client.registerProducer(_PausesReading(self, upstream, CLIENT), True)
         if idle_timeout:
             self._timer = reactor.callLater(idle_timeout, self._checkIdle)
 
@@ -96,23 +118,33 @@ class Tunnel:
     # -- ends ----------------------------------------------------------------------------------------------
 
     def clientLost(self) -> None:
-        self._close("the client closed the connection", (self.upstream,))
+        self._gone(CLIENT)
+        self._close("the client closed the connection", (UPSTREAM,))
 
     def upstreamLost(self) -> None:
-        self._close("the upstream closed the connection", (self.client,))
+        self._gone(UPSTREAM)
+        self._close("the upstream closed the connection", (CLIENT,))
 
     def shutdown(self) -> None:
         """
         The proxy is stopping: close both sides once what is buffered for each is sent.
         """
-        self._close("the proxy is shutting down", (self.client, self.upstream))
+        self._close("the proxy is shutting down", (CLIENT, UPSTREAM))
 
-    def _close(self, why: str, others: tuple[Any, ...]) -> None:
+    def _transport(self, side: str) -> Any:
+        return self.client if side is CLIENT else self.upstream
+
+    def _close(self, why: str, others: tuple[str, ...]) -> None:
         if self.closed:
             return
         self._end()
-        for other in others:
-            other.loseConnection()  # after what is buffered for it is sent
+        for side in others:
+            self._transport(side).loseConnection()  # after what is buffered for it is sent
+            if self._send_timeouts[side]:
+                self._closing[side] = self._transport(side)
+        if self._closing:  # bounded by each one's send timeout
+            delay = max(self._send_timeouts[side] for side in self._closing)
+            self._send_timer = self.reactor.callLater(delay, self._abortClosing)
         log.info(
             "tunnel {name} closed: {why}; {up} bytes up, {down} bytes down",
             name=self.name,
@@ -123,10 +155,74 @@ class Tunnel:
 
     def _end(self) -> None:
         self.closed = True
-        self._stopTimer()
+        self._timer = _cancel(self._timer)
+        self._send_timer = _cancel(self._send_timer)
+        self._stalled_since.clear()
         # Both, so that neither transport waits on a paused producer before it closes.
         self.upstream.unregisterProducer()
         self.client.unregisterProducer()
+
+    def _abort(self, why: str) -> None:
+        self._end()
+        log.info(
+            "tunnel {name} {why}: closed; {up} bytes up, {down} bytes down",
+            name=self.name,
+            why=why,
+            up=self.sent_up,
+            down=self.sent_down,
+        )
+        self.client.abortConnection()
+        self.upstream.abortConnection()
+
+    # -- the send deadlines -----------------------------------------------------------------------------------
+
+    def _stalled(self, side: str) -> None:
+        if side in self._stalled_since:
+            return
+        now = self._stalled_since[side] = self.reactor.seconds()
+        timeout = self._send_timeouts[side]
+        if not timeout:
+            return
+        timer = self._send_timer
+        if timer is None or timer.getTime() > now + timeout:  # (none yet, or one for a later deadline)
+            _cancel(timer)
+            self._send_timer = self.reactor.callLater(timeout, self._checkSend)
+
+    def _drained(self, side: str) -> None:
+        self._stalled_since.pop(side, None)  # (the timer, if any, finds no stall when it fires)
+
+    def _checkSend(self) -> None:
+        self._send_timer = None
+        now = self.reactor.seconds()
+        soonest = None
+        for side, since in self._stalled_since.items():
+            timeout = self._send_timeouts[side]
+            if not timeout:
+                continue
+            remaining = since + timeout - now
+            if remaining <= TIMER_SLACK:
+                self._abort(f"{side} read nothing for {timeout:g}s")
+                return
+            soonest = remaining if soonest is None else min(soonest, remaining)
+        if soonest is not None:
+            self._send_timer = self.reactor.callLater(soonest, self._checkSend)
+
+    def _gone(self, side: str) -> None:
+        self._closing.pop(side, None)
+        if self.closed and not self._closing:
+            self._send_timer = _cancel(self._send_timer)  # every side closed in time
+
+    def _abortClosing(self) -> None:
+        self._send_timer = None
+        closing, self._closing = self._closing, {}
+        for side, transport in closing.items():
+            log.info(
+                "tunnel {name}: the {side} did not take its last bytes within {timeout:g}s: aborted",
+                name=self.name,
+                side=side,
+                timeout=self._send_timeouts[side],
+            )
+            transport.abortConnection()
 
     # -- the idle deadline ------------------------------------------------------------------------------------
 
@@ -138,18 +234,9 @@ class Tunnel:
         if remaining > TIMER_SLACK:
             self._timer = self.reactor.callLater(remaining, self._checkIdle)
             return
-        self._end()
-        log.info(
-            "tunnel {name} idle for {timeout:g}s: closed; {up} bytes up, {down} bytes down",
-            name=self.name,
-            timeout=self.idle_timeout,
-            up=self.sent_up,
-            down=self.sent_down,
-        )
-        self.client.abortConnection()
-        self.upstream.abortConnection()
+        self._abort(f"idle for {self.idle_timeout:g}s")
 
-    def _stopTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+
+def _cancel(timer: IDelayedCall | None) -> None:
+    if timer is not None and timer.active():
+        timer.cancel()

@@ -1,11 +1,15 @@
 """
 WebSocket through the real daemon, with the ``websockets`` library on both ends: the upgrade is relayed, then
 messages of every kind and size flow both ways and either side can close; without a ``101`` the connection stays
-HTTP; ``--no-upgrade`` drops the upgrade; a TLS listener carries tunnels too; stopping the daemon closes them.
+HTTP; ``--no-upgrade`` drops the upgrade; a TLS listener carries tunnels too; stopping the daemon closes them; a
+client that stops reading is aborted after the send timeout.
 """
 
 from __future__ import annotations
 
+import base64
+import os
+import socket
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -197,3 +201,24 @@ def test_https_upstream(proxy_factory: Callable[..., object], tmp_path: Path) ->
             assert ws.recv(TIMEOUT) == payload
     finally:
         origin.close()
+
+
+def test_a_client_that_stops_reading_is_aborted_after_the_send_timeout(
+    proxy_factory: Callable[..., object], ws_origin: WebSocketOrigin
+) -> None:
+    """A tunnel client that reads nothing while the server pushes has both connections aborted once its buffer
+    has been full for --send-timeout, though --tunnel-idle-timeout is far off."""
+    proxy = proxy_factory("--send-timeout", "1", "--tunnel-idle-timeout", "300", upstream=ws_origin.url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.connect(("127.0.0.1", proxy.port))  # type: ignore[attr-defined]
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /push?n=512 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert sock.recv(12) == b"HTTP/1.1 101"  # then nothing more is read
+        proxy.wait_for_log(r"tunnel 127\.0\.0\.1 /push\?n=512 client read nothing for 1s: closed", TIMEOUT)  # type: ignore[attr-defined]
+    finally:
+        sock.close()
