@@ -12,9 +12,9 @@ what the proxy needs on top:
 - :class:`ProxyH2Connection`: limits announced in SETTINGS and enforced (concurrent streams, a stream over the
   limit refused alone with RST_STREAM ``REFUSED_STREAM``, RFC 9113 section 5.1.2; the header list size, and the
   HTTP/1.1 head limits on header count, field length and request line: a stream over one is answered ``431`` (or
-  ``414``) alone, as an HTTP/1.1 request would be, up to :data:`HPACK_CEILING` times the announced size, past which the connection
-  ends, since HPACK cannot go on from a header block decoded halfway), the
-  connection gate's slot released when the connection ends, the connection's flow-control window opened to room for
+  ``414``) alone, as an HTTP/1.1 request would be, up to :data:`HPACK_CEILING` times the announced size, past
+  which the connection ends, since HPACK cannot go on from a header block decoded halfway), the connection gate's
+  slot released when the connection ends, the connection's flow-control window opened to room for
   every stream's window (so that an upload held back does not stall the others), and a stream answered before its
   body ended (a 413, an early response) reset with ``NO_ERROR`` once its response is complete (END_STREAM sent), so
   that the client stops sending the rest (RFC 9113 section 8.1);
