@@ -93,7 +93,7 @@ class Tunnel:
         self._send_timeouts = {CLIENT: send_timeouts[0], UPSTREAM: send_timeouts[1]}
         self._stalled_since: dict[str, float] = {}  # side -> since when its send buffer has been full
         self._send_timer: IDelayedCall | None = None
-        self._closing: dict[str, Any] = {}  # after close: the sides still taking what is buffered for them
+        self._closing: set[str] = set()  # after close: the sides still taking what is buffered for them
         upstream.registerProducer(_PausesReading(self, client, UPSTREAM), True)
         client.registerProducer(_PausesReading(self, upstream, CLIENT), True)
         if idle_timeout:
@@ -141,7 +141,7 @@ class Tunnel:
         for side in others:
             self._transport(side).loseConnection()  # after what is buffered for it is sent
             if self._send_timeouts[side]:
-                self._closing[side] = self._transport(side)
+                self._closing.add(side)
         if self._closing:  # bounded by each one's send timeout
             delay = max(self._send_timeouts[side] for side in self._closing)
             self._send_timer = self.reactor.callLater(delay, self._abortClosing)
@@ -208,21 +208,21 @@ class Tunnel:
             self._send_timer = self.reactor.callLater(soonest, self._checkSend)
 
     def _gone(self, side: str) -> None:
-        self._closing.pop(side, None)
+        self._closing.discard(side)
         if self.closed and not self._closing:
             self._send_timer = _cancel(self._send_timer)  # every side closed in time
 
     def _abortClosing(self) -> None:
         self._send_timer = None
-        closing, self._closing = self._closing, {}
-        for side, transport in closing.items():
+        closing, self._closing = self._closing, set()
+        for side in sorted(closing):
             log.info(
                 "tunnel {name}: the {side} did not take its last bytes within {timeout:g}s: aborted",
                 name=self.name,
                 side=side,
                 timeout=self._send_timeouts[side],
             )
-            transport.abortConnection()
+            self._transport(side).abortConnection()
 
     # -- the idle deadline ------------------------------------------------------------------------------------
 
