@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from _servers import Tools
+from _servers import TXREVPROXY_2, TXREVPROXY_BUSY, Tools
 
 REPO = Path(__file__).resolve().parent.parent
 PROXY_COLUMNS = ("direct", "txrevproxy", "twisted.web.proxy", "nginx")
@@ -185,7 +185,7 @@ def _metric(
 
 
 #: txrevproxy's runs with options beyond the defaults, each compared with the default run.
-VARIANTS = ("txrevproxy --workers 2", "txrevproxy --busy-poll-us 50")
+VARIANTS = (TXREVPROXY_2, TXREVPROXY_BUSY)
 
 
 def _variant_rows(data: dict[str, Any]) -> list[list[str]]:
@@ -207,7 +207,7 @@ def _variant_rows(data: dict[str, Any]) -> list[list[str]]:
         for variant in VARIANTS:
             other = by_key.get((key, variant))
             if default is None or other is None:
-                continue
+                continue  # (not run with this variant)
             a, b = _metric(default, field, direct), _metric(other, field, direct)
             option = variant.removeprefix("txrevproxy ")
             rows.append([scenario["title"], label, option, _number(a), _number(b), _ratio(b, a)])
