@@ -55,7 +55,7 @@ class ProxyReactor(EPollReactor):
     def doPoll(self, timeout: float | None) -> None:
         wait = -1 if timeout is None else timeout
         try:
-            if self._active and self.busy_poll and wait:
+            if self.busy_poll and self._active and wait:  # (off by default: one test)
                 events = self._spin(wait)
             else:
                 events = self._poller.poll(wait, len(self._selectables))
