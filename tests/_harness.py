@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from txrevproxy import PassThroughProxyResource, ProxyConfig, ProxySite
-from txrevproxy._channel import ClientConfig
+from txrevproxy._server.channel import ClientConfig
 
 
 class Upstream:

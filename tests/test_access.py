@@ -8,7 +8,7 @@ import ipaddress
 
 import pytest
 
-from txrevproxy._access import AccessPolicy, parse_address, parse_network
+from txrevproxy._http.networks import AccessPolicy, parse_address, parse_network
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,18 @@ import datetime
 import os
 
 import pytest
-from _harness import Harness
 from twisted.internet.task import Clock
 
-from txrevproxy._accesslog import FLUSH_INTERVAL, FLUSH_SIZE, AccessLog, combined_line, line_batches, log_date, write_all
+from _harness import Harness
+from txrevproxy._server.accesslog import (
+    FLUSH_INTERVAL,
+    FLUSH_SIZE,
+    AccessLog,
+    combined_line,
+    line_batches,
+    log_date,
+    write_all,
+)
 
 
 def test_combined_line():

@@ -8,12 +8,12 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from _harness import Harness, head_and_body, header_lines
 from _requests import HOST, REFUSED
-
 from txrevproxy import PoolConfig, ProxyConfig
-from txrevproxy._channel import ClientConfig
-from txrevproxy._head import HeadLimits
+from txrevproxy._http.head import HeadLimits
+from txrevproxy._server.channel import ClientConfig
 
 SMALL = ClientConfig(max_body=100)  # the cap REFUSED assumes
 
@@ -346,7 +346,7 @@ def test_proxy_request_has_every_attribute_twisted_request_sets():
     """ProxyRequest sets Twisted's Request attributes itself (for speed): none of them may go missing."""
     from twisted.web.server import Request
 
-    from txrevproxy._request import ProxyRequest
+    from txrevproxy._server.request import ProxyRequest
 
     h = Harness()
     ours, twisted = ProxyRequest(h.channel), Request(h.channel)

@@ -3,16 +3,19 @@ The public API is the real objects.
 """
 
 import txrevproxy
-from txrevproxy import _channel, _head, _relay, resource
+from txrevproxy import resource
+from txrevproxy._http import head
+from txrevproxy._relay import exchange
+from txrevproxy._server import channel
 
 
 def test_exports_are_the_implementations():
     """The names in __all__ are the implementation classes, not copies."""
     assert txrevproxy.ReverseProxyResource is resource.ReverseProxyResource
-    assert txrevproxy.ProxySite is _channel.ProxySite
-    assert txrevproxy.ProxyConfig is _relay.ProxyConfig
-    assert txrevproxy.ClientConfig is _channel.ClientConfig
-    assert txrevproxy.HeadLimits is _head.HeadLimits
+    assert txrevproxy.ProxySite is channel.ProxySite
+    assert txrevproxy.ProxyConfig is exchange.ProxyConfig
+    assert txrevproxy.ClientConfig is channel.ClientConfig
+    assert txrevproxy.HeadLimits is head.HeadLimits
     assert all(hasattr(txrevproxy, name) for name in txrevproxy.__all__)
 
 
@@ -27,10 +30,11 @@ def test_plugin_is_discoverable():
 
 def test_testing_exports():
     """txrevproxy.testing exports the helpers themselves, and the pytest plugin module defines the fixtures."""
-    from txrevproxy import _recording, _threaded, pytest_plugin, testing
+    from txrevproxy import pytest_plugin, testing
+    from txrevproxy._testing import recording, threaded
 
-    assert testing.start_proxy is _threaded.start_proxy
-    assert testing.RunningProxy is _threaded.RunningProxy
-    assert testing.SeenRequest is _recording.SeenRequest
+    assert testing.start_proxy is threaded.start_proxy
+    assert testing.RunningProxy is threaded.RunningProxy
+    assert testing.SeenRequest is recording.SeenRequest
     assert all(hasattr(testing, name) for name in testing.__all__)
     assert callable(pytest_plugin.txrevproxy_to_url) and callable(pytest_plugin.txrevproxy_to_resource)

@@ -14,8 +14,8 @@ from twisted.internet import protocol, tcp
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 
-from txrevproxy import _fdlimit
-from txrevproxy._fdlimit import (
+from txrevproxy._daemon import fdlimit as _fdlimit
+from txrevproxy._daemon.fdlimit import (
     DEFAULT_ACCEPT_BACKOFF,
     FD_HEADROOM,
     AcceptBackoff,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txrevproxy._framing import (
+from txrevproxy._http.framing import (
     CHUNKED,
     LAST_CHUNK,
     NO_BODY,

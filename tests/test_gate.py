@@ -11,7 +11,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 
 from txrevproxy import AccessPolicy, PassThroughProxyResource, ProxySite
-from txrevproxy._gate import CAP_LOG_INTERVAL, DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
+from txrevproxy._server.gate import CAP_LOG_INTERVAL, DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 
 
 def v4(host: str) -> IPv4Address:

@@ -11,18 +11,18 @@ import h2.errors
 import h2.events
 import pytest
 from hyperframe.frame import DataFrame, RstStreamFrame
-from _harness import CapturedLog, Harness, SocketlessTransport
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
+from _harness import CapturedLog, Harness, SocketlessTransport
 from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
-from txrevproxy._framing import ChunkedDecoder
-from txrevproxy._gate import ConnectionGate, GateConfig
-from txrevproxy._h2 import HPACK_CEILING, NegotiatedChannel, ProxyH2Connection, head_rejection
-from txrevproxy._validate import Rejection
-from txrevproxy._relay import error_body
+from txrevproxy._http.framing import ChunkedDecoder
+from txrevproxy._http.responses import error_body
+from txrevproxy._http.validate import Rejection
+from txrevproxy._server.gate import ConnectionGate, GateConfig
+from txrevproxy._server.h2 import HPACK_CEILING, NegotiatedChannel, ProxyH2Connection, head_rejection
 
 
 class H2Pair:

@@ -1,5 +1,5 @@
 """
-Tests for :mod:`txrevproxy._head`: request-head syntax and size limits, as pure functions.
+Tests for :mod:`txrevproxy._http.head`: request-head syntax and size limits, as pure functions.
 """
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txrevproxy._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
-from txrevproxy._validate import Rejection
+from txrevproxy._http.head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
+from txrevproxy._http.validate import Rejection
 
 LIMITS = HeadLimits()
 SMALL = HeadLimits(request_line=40, header_line=30, header_section=80, header_count=3)

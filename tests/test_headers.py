@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txrevproxy import _headers
-from txrevproxy._headers import (
+from txrevproxy._http import headers as _headers
+from txrevproxy._http.headers import (
     CONNECTION,
     CONTENT_LENGTH,
     FIELD_LINE_CACHED_MAX,
     HOP_BY_HOP,
     OTHER,
-    TRANSFER_ENCODING,
     REBUILT_REQUEST,
+    TRANSFER_ENCODING,
     ForwardingContext,
     TrustedNetworks,
     connection_options,
@@ -357,7 +357,7 @@ def test_trusted_networks_ipv4_mapped(ip, specs, expected):
 
 def test_token_names_are_remembered_within_a_bound() -> None:
     """Valid names are remembered up to a bound; invalid ones never are."""
-    from txrevproxy import _headers
+    from txrevproxy._http import headers as _headers
 
     assert _headers.is_token(b"X-Remembered") and b"X-Remembered" in _headers.KNOWN_TOKENS
     assert not _headers.is_token(b"Bad Name") and b"Bad Name" not in _headers.KNOWN_TOKENS
@@ -387,7 +387,7 @@ def test_connection_options_of_a_repeated_value_are_the_same_and_independent_of_
 def test_caches_keep_no_long_values():
     """What a client controls (header names, a Connection value, Host) is cached only when short, so that ever new
     long values cannot grow the module's caches; the answers are the same either way."""
-    from txrevproxy import _headers
+    from txrevproxy._http import headers as _headers
 
     name = b"X-" + b"n" * 100
     assert is_token(name) and name not in _headers.KNOWN_TOKENS

@@ -9,7 +9,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRef
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from txrevproxy._memory import HIGH_WATER, SEGMENT, MemoryNetwork
+from txrevproxy._testing.memory import HIGH_WATER, SEGMENT, MemoryNetwork
 
 
 class Recorder(Protocol):

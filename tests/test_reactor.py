@@ -1,5 +1,5 @@
 """
-txrevproxy's reactor (:mod:`txrevproxy._reactor`): ready descriptors are handled without a log context pushed
+txrevproxy's reactor (:mod:`txrevproxy._daemon.reactor`): ready descriptors are handled without a log context pushed
 per event, and an exception escaping a handler is still logged with the descriptor's prefix; busy polling follows
 I/O for up to its time, never past the reactor's timeout. On a pipe or a scripted poller, no sockets.
 """
@@ -16,7 +16,7 @@ from twisted.internet.task import Clock
 from twisted.python import context, log
 from twisted.python.failure import Failure
 
-from txrevproxy._reactor import ProxyReactor
+from txrevproxy._daemon.reactor import ProxyReactor
 
 
 class PipeReader:

@@ -1,5 +1,5 @@
 """
-:func:`txrevproxy._sending.send` on a real socket pair: sent at once when nothing waits, otherwise queued behind
+:func:`txrevproxy._net.sending.send` on a real socket pair: sent at once when nothing waits, otherwise queued behind
 what waits, and never reordered.
 """
 
@@ -11,7 +11,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from txrevproxy._sending import send
+from txrevproxy._net.sending import send
 
 
 def _server() -> tuple[tcp.Server, socket.socket, MemoryReactor]:

@@ -1,5 +1,5 @@
 """
-Certificates chosen by SNI (``txrevproxy._sni``) without sockets: the name rule, loading a directory, and real TLS
+Certificates chosen by SNI (``txrevproxy._tls.sni``) without sockets: the name rule, loading a directory, and real TLS
 handshakes between two pyOpenSSL connections in memory.
 """
 
@@ -14,7 +14,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from _certs import TestCA
-from txrevproxy._sni import SNICertificates, choose, lookup_names
+from txrevproxy._tls.sni import SNICertificates, choose, lookup_names
 
 
 def test_lookup_names() -> None:

@@ -10,9 +10,10 @@ from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs, formatEvent
 
 from txrevproxy import AccessPolicy, ProxySite
-from txrevproxy._channel import ClientConfig
-from txrevproxy._head import HeadLimits
-from txrevproxy.tap import Options, ProxyService, SupervisorService, makeService
+from txrevproxy._daemon.service import ProxyService, SupervisorService
+from txrevproxy._http.head import HeadLimits
+from txrevproxy._server.channel import ClientConfig
+from txrevproxy.tap import Options, makeService
 
 
 def parse(*args: str) -> Options:
@@ -116,8 +117,8 @@ def test_busy_polling_needs_txrevproxys_reactor(service_class, capsys):
 
 def test_busy_polling_is_set_on_txrevproxys_reactor():
     """On txrevproxy's reactor busy_poll is set (in seconds) and logged; a supervisor's (apply=False) is not."""
-    from txrevproxy._reactor import ProxyReactor
-    from txrevproxy.tap import _busy_poll
+    from txrevproxy._daemon.reactor import ProxyReactor
+    from txrevproxy._daemon.service import _busy_poll
 
     reactor = ProxyReactor()
     try:
@@ -274,7 +275,7 @@ def test_default_cap_lowered_is_information_an_asked_cap_a_warning():
 
 def test_a_site_behind_a_wrapping_factory_refuses_by_closing():
     """Only a port whose factory is not the site itself (ssl: wraps it) switches the site to refusing by closing."""
-    from txrevproxy.tap import _wraps
+    from txrevproxy._daemon.service import _wraps
 
     class Port:
         def __init__(self, factory):

@@ -15,9 +15,10 @@ from twisted.python.failure import Failure
 
 from _certs import TestCA
 from txrevproxy import PoolConfig, ProxyConfig, ProxySite, ReverseProxyResource, UpstreamTLS
-from txrevproxy._headers import host_header
-from txrevproxy._tls import ClientTLS, server_endpoint, tls_failure, tls_layers
-from txrevproxy._upstream import UpstreamAddress
+from txrevproxy._http.headers import host_header
+from txrevproxy._tls.client import ClientTLS, tls_failure
+from txrevproxy._tls.server import server_endpoint, tls_layers
+from txrevproxy._upstream.pool import UpstreamAddress
 from txrevproxy.resource import parse_upstream_url
 from txrevproxy.tap import Options
 
@@ -94,7 +95,7 @@ def test_server_endpoint(tmp_path: Path) -> None:
     endpoints are Twisted's own."""
     from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 
-    from txrevproxy._sni import SNICertificates
+    from txrevproxy._tls.sni import SNICertificates
 
     assert isinstance(server_endpoint(None, "tcp:8080"), TCP4ServerEndpoint)
     with pytest.raises(ValueError, match="no private key"):

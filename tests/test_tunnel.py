@@ -11,7 +11,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from _harness import CapturedLog, SocketlessTransport
-from txrevproxy._tunnel import Tunnel
+from txrevproxy._net.tunnel import Tunnel
 
 
 def make_tunnel(

@@ -16,10 +16,11 @@ from zope.interface import implementer, implementer_only
 
 from _harness import CapturedLog, Harness, SocketlessTransport, head_and_body, header_lines
 from txrevproxy import ProxyConfig
-from txrevproxy._channel import ClientConfig, ProxyChannel
-from txrevproxy._headers import upgrade_accepted, upgrade_offer
-from txrevproxy._memory import HIGH_WATER, SEGMENT, MemoryTransport
-from txrevproxy._upstream import UpstreamAddress, UpstreamProtocol
+from txrevproxy._http.headers import upgrade_accepted, upgrade_offer
+from txrevproxy._server.channel import ClientConfig, ProxyChannel
+from txrevproxy._testing.memory import HIGH_WATER, SEGMENT, MemoryTransport
+from txrevproxy._upstream.pool import UpstreamAddress
+from txrevproxy._upstream.protocol import UpstreamProtocol
 from txrevproxy.testing import MemoryProxy
 
 UPGRADE = (

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 from twisted.web.server import Site
-from _harness import CapturedLog, Harness, head_and_body
 
+from _harness import CapturedLog, Harness, head_and_body
 from txrevproxy import PoolConfig, ProxyConfig
-from txrevproxy._framing import ChunkedDecoder
+from txrevproxy._http.framing import ChunkedDecoder
 
 GET = b"GET / HTTP/1.1\r\nHost: e\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -228,7 +228,7 @@ def test_close_delimited_body_has_a_read_deadline_too():
 
 # -- invalid upstream responses ---------------------------------------------------------------------------------------
 
-from txrevproxy._upstream import MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS  # noqa: E402
+from txrevproxy._upstream.protocol import MAX_RESPONSE_HEAD, MAX_RESPONSE_HEADERS  # noqa: E402
 
 _S = b"HTTP/1.1 200 OK\r\n"
 

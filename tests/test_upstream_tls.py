@@ -19,13 +19,8 @@ from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
 
 from _certs import CertFiles, TestCA
 from txrevproxy import PoolConfig, UpstreamTLS
-from txrevproxy._upstream import (
-    ConnectTimeout,
-    UpstreamAddress,
-    UpstreamPool,
-    UpstreamProtocol,
-    UpstreamTLSError,
-)
+from txrevproxy._upstream.pool import ConnectTimeout, UpstreamAddress, UpstreamPool
+from txrevproxy._upstream.protocol import UpstreamProtocol, UpstreamTLSError
 
 ADDRESS = UpstreamAddress("127.0.0.1", 443, "https")
 

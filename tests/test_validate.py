@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from txrevproxy._headers import REBUILT_RESPONSE, end_to_end, values_of
-from txrevproxy._framing import CHUNKED, NO_BODY, Framing, Kind
-from txrevproxy._validate import (
+from txrevproxy._http.framing import CHUNKED, NO_BODY, Framing, Kind
+from txrevproxy._http.headers import REBUILT_RESPONSE, end_to_end, values_of
+from txrevproxy._http.validate import (
     _VALID_HOSTS,
     InvalidResponse,
     Rejection,

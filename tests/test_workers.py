@@ -9,7 +9,8 @@ from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTer
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from txrevproxy._workers import (
+from txrevproxy._daemon.service import SupervisorService, worker_args
+from txrevproxy._daemon.workers import (
     FIRST_RESTART_DELAY,
     MAX_RESTART_DELAY,
     STOP_TIMEOUT,
@@ -18,7 +19,7 @@ from txrevproxy._workers import (
     Supervisor,
     restart_delay,
 )
-from txrevproxy.tap import Options, SupervisorService, makeService, worker_args
+from txrevproxy.tap import Options, makeService
 
 
 class FakeProcess:
@@ -179,7 +180,7 @@ def test_reuseport_sockets_share_one_port():
     """Sockets for the workers of a TCP listener are all bound to one (kernel-chosen) port and all listening."""
     import socket
 
-    from txrevproxy._workers import reuseport_sockets
+    from txrevproxy._daemon.workers import reuseport_sockets
 
     sockets = reuseport_sockets(socket.AF_INET, "127.0.0.1", 0, 5, 3)
     try:
@@ -196,7 +197,7 @@ def test_reuseport_sockets_fail_cleanly_on_a_taken_port():
     """A port already taken (without SO_REUSEPORT) is an OSError, and no socket is left open."""
     import socket
 
-    from txrevproxy._workers import reuseport_sockets
+    from txrevproxy._daemon.workers import reuseport_sockets
 
     taken = socket.create_server(("127.0.0.1", 0))
     try:

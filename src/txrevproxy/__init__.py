@@ -2,15 +2,15 @@
 txrevproxy: a streaming reverse proxy on Twisted, as a daemon (``twistd -n txrevproxy``) and a library.
 """
 
-from ._access import AccessPolicy
-from ._channel import ClientConfig, ProxyChannel, ProxySite
-from ._head import HeadLimits
-from ._request import ProxyRequest
-from ._headers import TrustedNetworks
-from ._relay import ProxyConfig
-from ._tls import UpstreamTLS
-from ._upstream import PoolConfig, UpstreamPool
-from .resource import PassThroughProxyResource, ReverseProxyResource
+from txrevproxy._http.head import HeadLimits
+from txrevproxy._http.headers import TrustedNetworks
+from txrevproxy._http.networks import AccessPolicy
+from txrevproxy._relay.exchange import ProxyConfig
+from txrevproxy._server.channel import ClientConfig, ProxyChannel, ProxySite
+from txrevproxy._server.request import ProxyRequest
+from txrevproxy._tls.client import UpstreamTLS
+from txrevproxy._upstream.pool import PoolConfig, UpstreamPool
+from txrevproxy.resource import PassThroughProxyResource, ReverseProxyResource
 
 __all__ = [
     "AccessPolicy",

@@ -1,6 +1,6 @@
 """
 The ``txrevproxy`` console script: the twistd plugin run in the foreground, logging to stdout, on
-:class:`~txrevproxy._reactor.ProxyReactor` where there is epoll.
+:class:`~txrevproxy._daemon.reactor.ProxyReactor` where there is epoll.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 def main(argv: list[str] | None = None) -> None:
     from twisted.scripts.twistd import run
 
-    from .tap import Options
+    from txrevproxy.tap import Options
 
     args = sys.argv[1:] if argv is None else argv
     Options().parseOptions(args)  # exits with a one-line error before twistd starts
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _reactor_option() -> list[str]:
-    # txrevproxy's own reactor where there is epoll (see txrevproxy._reactor); else twistd's default.
+    # txrevproxy's own reactor where there is epoll (see txrevproxy._daemon.reactor); else twistd's default.
     import select
 
     return ["--reactor=txrevproxy"] if hasattr(select, "epoll") else []

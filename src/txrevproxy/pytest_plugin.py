@@ -23,12 +23,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from .testing import RunningProxy
+    from txrevproxy.testing import RunningProxy
 
 
 def _factory(key: str) -> Iterator[Callable[..., RunningProxy]]:
     # Imported here: the plugin loads in every pytest run, most of which never start a proxy.
-    from .testing import start_proxy
+    from txrevproxy.testing import start_proxy
 
     started: list[RunningProxy] = []
 

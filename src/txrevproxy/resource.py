@@ -14,12 +14,13 @@ from twisted.logger import Logger
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
-from ._access import AccessPolicy
-from ._body import BodySource, BufferedBody
-from ._headers import host_header
-from ._relay import ProxyConfig, Relay, respond_error
-from ._upstream import UpstreamAddress, UpstreamPool
-from ._validate import origin_form
+from txrevproxy._http.headers import host_header
+from txrevproxy._http.networks import AccessPolicy
+from txrevproxy._http.validate import origin_form
+from txrevproxy._relay.exchange import ProxyConfig, Relay
+from txrevproxy._server.body import BodySource, BufferedBody
+from txrevproxy._server.respond import respond_error
+from txrevproxy._upstream.pool import UpstreamAddress, UpstreamPool
 
 log = Logger(namespace="txrevproxy")
 

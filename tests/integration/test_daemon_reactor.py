@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from conftest import STARTUP_TIMEOUT, Origin, OutputReader, Proxy, child_env, stop
 from test_daemon import (  # noqa: F401  (the tests are collected again here, with this module's proxy fixture)
     _close_sockets,
     assert_one_line_error,
@@ -30,7 +28,9 @@ from test_daemon import (  # noqa: F401  (the tests are collected again here, wi
     test_truncated_content_length_response_is_not_completed,
 )
 
-REACTOR_LINE = r"reactor class: txrevproxy\._reactor\.ProxyReactor"
+from conftest import STARTUP_TIMEOUT, Origin, OutputReader, Proxy, child_env, stop
+
+REACTOR_LINE = r"reactor class: txrevproxy\._daemon\.reactor\.ProxyReactor"
 
 
 BUSY_POLL_LINE = r"busy polling for 200 µs after I/O"

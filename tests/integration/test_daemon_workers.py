@@ -5,19 +5,18 @@ replaced, SIGTERM stops everything cleanly, and workers do not outlive a killed 
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
+import shutil
 import signal
 import socket
-import time
-import http.client
-import shutil
 import ssl
+import time
 
 import pytest
 
 from _certs import TestCA
-
 
 TIMEOUT = 15.0
 

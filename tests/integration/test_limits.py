@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+
 from _requests import HOST, REFUSED
 
 SOCKET_TIMEOUT = 10.0

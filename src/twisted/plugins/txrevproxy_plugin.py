@@ -10,6 +10,6 @@ txrevproxy = ServiceMaker(
 
 txrevproxy_reactor = Reactor(
     "txrevproxy",
-    "txrevproxy._reactor",
+    "txrevproxy._daemon.reactor",
     "epoll, without a log context pushed around every I/O event (Linux; used by the txrevproxy console script)",
 )

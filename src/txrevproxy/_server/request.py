@@ -1,14 +1,14 @@
 """
-The request object of :class:`~txrevproxy._channel.ProxySite`: a ``twisted.web`` ``Request`` rendered at the end of
+The request object of :class:`~txrevproxy._server.channel.ProxySite`: a ``twisted.web`` ``Request`` rendered at the end of
 its head, whose body streams in afterwards, and whose relayed response head is written in one piece.
 
 - :class:`StreamedRequest` is what HTTP/1.1 and HTTP/2 requests share: rendering when the head is complete with a
-  :class:`~txrevproxy._body.StreamingBody` as ``proxy_body``, and ``whenLost``.
+  :class:`~txrevproxy._server.body.StreamingBody` as ``proxy_body``, and ``whenLost``.
 
 - Headers are kept as the parsed ``(name, value)`` list (:meth:`ProxyRequest.headerList`, what the relay forwards);
   Twisted's ``requestHeaders`` is built from it only on demand.
 - :meth:`ProxyRequest.writeHead` prepares a relayed response head and holds it until the first body bytes, so that
-  both go out in one write (:func:`~txrevproxy._sending.send`); ``Date`` is added when the upstream sent none.
+  both go out in one write (:func:`~txrevproxy._net.sending.send`); ``Date`` is added when the upstream sent none.
 - A response that ends before its request body does keeps the request first in the channel's queue until the rest
   of the body has been drained.
 """
@@ -25,9 +25,9 @@ from twisted.web.http_headers import Headers
 from twisted.web.server import Request, unquote
 from twisted.web.server import version as twisted_web_version
 
-from ._body import StreamingBody
-from ._framing import Framing
-from ._sending import send
+from txrevproxy._http.framing import Framing
+from txrevproxy._net.sending import send
+from txrevproxy._server.body import StreamingBody
 
 
 class StreamedRequest(Request):

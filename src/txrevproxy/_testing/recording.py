@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 
 from twisted.web.server import Site
 
-from ._channel import ProxySite
-from ._relay import request_header_list
+from txrevproxy._relay.exchange import request_header_list
+from txrevproxy._server.channel import ProxySite
 
 
 @dataclass(frozen=True)

@@ -10,37 +10,23 @@ never presented as complete.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from attrs import field, frozen
 from twisted.internet import defer, error
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import RESPONSES
 from twisted.web.http_headers import Headers
-from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
-from ._body import BodySource
-from ._framing import Framing, FramingError, Kind, parse_content_length
-from ._headers import (
-    ForwardingContext,
-    TrustedNetworks,
-    upstream_request_headers,
-    values_of,
-)
-from ._upstream import (
-    TIMER_SLACK,
-    ConnectTimeout,
-    PoolConfig,
-    UpstreamAddress,
-    UpstreamPool,
-    UpstreamProtocol,
-    UpstreamTLSError,
-)
-from ._tunnel import Tunnel
-from ._validate import ResponseHead, relayed_headers
+from txrevproxy._http.framing import Framing, FramingError, Kind, parse_content_length
+from txrevproxy._http.headers import ForwardingContext, TrustedNetworks, upstream_request_headers, values_of
+from txrevproxy._http.validate import ResponseHead, relayed_headers
+from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.producers import CallbackProducer
+from txrevproxy._net.tunnel import Tunnel
+from txrevproxy._server.body import BodySource
+from txrevproxy._server.respond import respond_error
+from txrevproxy._upstream.pool import ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool
+from txrevproxy._upstream.protocol import UpstreamProtocol, UpstreamTLSError
 
 log = Logger(namespace="txrevproxy")
 
@@ -65,18 +51,6 @@ class ProxyConfig:
     pool: PoolConfig = field(factory=PoolConfig)
     upgrades: bool = True
     tunnel_idle_timeout: float = 300.0
-
-
-@implementer(IPushProducer)
-class CallbackProducer:
-    """
-    Adapts three callables to ``IPushProducer``; the relay is the producer of two different streams.
-    """
-
-    def __init__(self, pause: Callable[[], None], resume: Callable[[], None], stop: Callable[[], None]) -> None:
-        self.pauseProducing = pause
-        self.resumeProducing = resume
-        self.stopProducing = stop
 
 
 def request_header_list(request: object) -> list[tuple[bytes, bytes]]:
@@ -478,26 +452,6 @@ def abort_client(request: object) -> None:
     abort = getattr(getattr(request, "channel", None), "abortConnection", None)
     if abort is not None:
         abort()
-
-
-def error_body(status: int) -> bytes:
-    """
-    The short plain-text body of every error the proxy answers itself.
-    """
-    return b"%d %s\n" % (status, RESPONSES.get(status, b"Error"))
-
-
-def respond_error(request: object, status: int) -> None:
-    """
-    Answer ``request`` with ``status`` and a short plain-text body.
-    """
-    body = error_body(status)
-    request.setResponseCode(status)  # type: ignore[attr-defined]
-    headers = request.responseHeaders  # type: ignore[attr-defined]
-    headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
-    headers.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
-    request.write(body)  # type: ignore[attr-defined]
-    request.finish()  # type: ignore[attr-defined]
 
 
 def _declared_length(head: ResponseHead) -> int | None:

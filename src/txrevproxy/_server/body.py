@@ -1,7 +1,7 @@
 """
 Request body sources for the relay: where the bytes sent upstream come from.
 
-A source has a :class:`~txrevproxy._framing.Framing`, pushes its bytes into a sink with ``bodyData``/``bodyEnd``
+A source has a :class:`~txrevproxy._http.framing.Framing`, pushes its bytes into a sink with ``bodyData``/``bodyEnd``
 once started, and obeys ``pause``/``resume``/``stop`` from the upstream side. :class:`StreamingBody` is fed by the
 proxy's own channel while the client is still sending and pauses the client when the upstream is slow;
 :class:`BufferedBody` reads a body Twisted's ``Site`` has already stored.
@@ -9,11 +9,12 @@ proxy's own channel while the client is still sending and pauses the client when
 
 from __future__ import annotations
 
-from typing import IO, Protocol as TypingProtocol
+from typing import IO
+from typing import Protocol as TypingProtocol
 
 from twisted.internet.interfaces import IPushProducer
 
-from ._framing import NO_BODY, Framing, Kind
+from txrevproxy._http.framing import NO_BODY, Framing, Kind
 
 #: Bytes a streaming body holds while the upstream is not ready before the client is paused.
 STREAM_BUFFER = 65536

@@ -6,7 +6,7 @@ Two layers:
 1. At start the daemon raises its soft ``RLIMIT_NOFILE`` to the hard limit (:func:`raise_open_file_limit`) and
    lowers ``--max-connections`` to what fits in it (:func:`fit_connection_cap`): each client connection may hold an
    upstream connection, plus the pool's idle ones and a fixed headroom. Past the cap, connections are refused by
-   the gate (:mod:`txrevproxy._gate`) before the process runs out of descriptors.
+   the gate (:mod:`txrevproxy._server.gate`) before the process runs out of descriptors.
 
 2. A backstop, :class:`AcceptBackoff`, for when descriptors run out anyway (other code's files, ``ENFILE`` when the
    whole system is out, a limit lowered at run time). Twisted's ``tcp.Port.doRead`` logs ``Could not accept new

@@ -1,11 +1,11 @@
 """
 Request-head syntax (RFC 9112 sections 2-5): the bytes of a request line and header section in, a
-:class:`RequestHead` or a :class:`~txrevproxy._validate.Rejection` out, under the size limits of :class:`HeadLimits`.
+:class:`RequestHead` or a :class:`~txrevproxy._http.validate.Rejection` out, under the size limits of :class:`HeadLimits`.
 
 Strict where Twisted's ``HTTPChannel`` is lax: CRLF line ends only (a bare CR or LF is refused), no obs-fold, no
 whitespace before a colon or before the first header, header names are tokens, no control bytes in values, a
 request line of exactly three parts. Meaning (``Host``, framing, target forms) is judged afterwards by
-:func:`~txrevproxy._validate.validate_request`.
+:func:`~txrevproxy._http.validate.validate_request`.
 
 Two entry points: :func:`parse_request_head` for a complete head, and :func:`incomplete_head_problem` for a head
 still arriving, which finds over-long lines and stray CR/LF early instead of waiting for a blank line that may
@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 from attrs import frozen
 
-from ._headers import (
+from txrevproxy._http.headers import (
     CONNECTION,
     KNOWN_TOKENS,
     connection_options,
@@ -28,7 +28,7 @@ from ._headers import (
     known_field_line,
     only_line_ends,
 )
-from ._validate import Rejection
+from txrevproxy._http.validate import Rejection
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _VERSION = re.compile(rb"HTTP/[0-9]\.[0-9]\Z")

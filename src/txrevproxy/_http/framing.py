@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import NamedTuple
 
-from ._headers import values_of
+from txrevproxy._http.headers import values_of
 
 
 class FramingError(Exception):

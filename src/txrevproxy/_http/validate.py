@@ -2,7 +2,7 @@
 Request-head validation: the rules a request must pass before anything of it is forwarded.
 
 Pure functions: a request line and header list in, ``None`` (accept) or a :class:`Rejection` (status and one-line
-reason) out. Framing rules live in :mod:`txrevproxy._framing`; this module calls them so that one answer covers
+reason) out. Framing rules live in :mod:`txrevproxy._http.framing`; this module calls them so that one answer covers
 the whole head.
 """
 
@@ -14,8 +14,8 @@ from typing import NamedTuple
 
 from attrs import frozen
 
-from ._framing import Framing, FramingError, request_framing_of
-from ._headers import (
+from txrevproxy._http.framing import Framing, FramingError, request_framing_of
+from txrevproxy._http.headers import (
     CONNECTION,
     CONTENT_LENGTH,
     HOP_BY_HOP,

@@ -2,7 +2,7 @@
 The connection gate: which accepted client connections the proxy serves, decided before any byte is read.
 
 Owns the client access policy (``--allow``/``--deny``) and the per-process cap on concurrent client connections
-(``--max-connections``), and counts open connections. :class:`~txrevproxy._channel.ProxySite` asks the gate in
+(``--max-connections``), and counts open connections. :class:`~txrevproxy._server.channel.ProxySite` asks the gate in
 ``buildProtocol``; returning ``None`` there makes Twisted's ``tcp.Port.doRead`` close the just-accepted socket
 at once (``skt.close()``), so a refused client sees the connection closed without a byte of HTTP, never a
 connection hanging in the listen backlog. Behind a wrapping factory (TLS, ``ssl:`` endpoints), which would wrap
@@ -15,7 +15,7 @@ from attrs import field, frozen
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from ._access import AccessPolicy
+from txrevproxy._http.networks import AccessPolicy
 
 log = Logger(namespace="txrevproxy")
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from attrs import frozen
 
-from ._access import first_match, parse_address, parse_networks
+from txrevproxy._http.networks import first_match, parse_address, parse_networks
 
 HeaderList = list[tuple[bytes, bytes]]
 
@@ -348,7 +348,7 @@ class TrustedNetworks:
         """
         Parse CIDR strings; raises ``ValueError`` naming the bad one.
 
-        IPv4-mapped IPv6 networks and addresses match their IPv4 forms (see :mod:`txrevproxy._access`).
+        IPv4-mapped IPv6 networks and addresses match their IPv4 forms (see :mod:`txrevproxy._http.networks`).
         """
         return cls(parse_networks(specs))
 

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from twisted.internet.threads import blockingCallFromThread
 
 if TYPE_CHECKING:
-    from ._recording import SeenRequest
-    from .testing import LiveProxy
+    from txrevproxy._testing.proxies import LiveProxy
+    from txrevproxy._testing.recording import SeenRequest
 
 T = TypeVar("T")
 
@@ -133,7 +133,7 @@ def start_proxy(
     the proxy's reactor. ``settings`` are :func:`~txrevproxy.testing.listen_proxy`'s (``config``, ``client``,
     ``access``). Stop it with :meth:`RunningProxy.stop`, or use it as a context manager.
     """
-    from .testing import listen_proxy
+    from txrevproxy._testing.proxies import listen_proxy
 
     reactor = new_reactor()
     thread = threading.Thread(

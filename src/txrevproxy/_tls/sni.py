@@ -1,7 +1,7 @@
 """
 Server certificates chosen by the name a TLS client sends (SNI), for ``tls:DIR`` listeners.
 
-``tls:DIR:port=...`` keeps Twisted's syntax (:func:`txrevproxy._tls.server_endpoint` makes the listener); the
+``tls:DIR:port=...`` keeps Twisted's syntax (:func:`txrevproxy._tls.server.server_endpoint` makes the listener); the
 certificates are ours. :meth:`SNICertificates.from_directory` reads every ``.pem`` file under ``DIR`` once, at
 start, pairs each private key with the certificate of its public key (in the same file or another one, so that
 certbot's ``privkey.pem`` and ``fullchain.pem`` work), completes each chain from the other certificates there, and
@@ -32,7 +32,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions
 from zope.interface import implementer
 
-_KEY_MARK, CERT_MARK = b"PRIVATE KEY-----", b"-----BEGIN CERTIFICATE-----"
+from txrevproxy._tls.pem import CERT_MARK, KEY_MARK, pem_blocks
 
 
 def lookup_names(name: str) -> tuple[str, ...]:
@@ -42,18 +42,6 @@ def lookup_names(name: str) -> tuple[str, ...]:
     name = name.lower().rstrip(".")
     _, dot, rest = name.partition(".")
     return (name, f"*.{rest}") if dot and rest else (name,)
-
-
-def pem_blocks(pem: bytes) -> list[bytes]:
-    """
-    The PEM blocks of a file, each from its ``-----BEGIN`` line to its ``-----END`` line.
-    """
-    found = []
-    for chunk in pem.split(b"-----BEGIN ")[1:]:
-        body, end, _ = chunk.partition(b"-----END ")
-        label = chunk.split(b"-----", 1)[0]
-        found.append(b"-----BEGIN " + body + end + label + b"-----\n")
-    return found
 
 
 def _public(key: object) -> bytes:
@@ -126,7 +114,7 @@ class SNICertificates:
         for path in sorted(p for p in root.rglob("*.pem") if p.is_file()):
             try:
                 for block in pem_blocks(path.read_bytes()):
-                    if _KEY_MARK in block.split(b"\n", 1)[0]:
+                    if KEY_MARK in block.split(b"\n", 1)[0]:
                         keys.append(load_pem_private_key(block, password=None))
                     elif block.startswith(CERT_MARK):
                         certificates.append(x509.load_pem_x509_certificate(block))

@@ -51,10 +51,10 @@ TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
 def reactor_options(reactor: object) -> list[str]:
     """
     twistd's options for a worker to run on the supervisor's kind of reactor: ``--reactor=txrevproxy`` when that
-    is :class:`~txrevproxy._reactor.ProxyReactor`, else none (twistd's default).
+    is :class:`~txrevproxy._daemon.reactor.ProxyReactor`, else none (twistd's default).
     """
     try:
-        from ._reactor import NAME, ProxyReactor
+        from txrevproxy._daemon.reactor import NAME, ProxyReactor
     except ImportError:  # (no epoll on this platform)
         return []
     return [f"--reactor={NAME}"] if isinstance(reactor, ProxyReactor) else []

@@ -3,7 +3,7 @@ A byte tunnel between a client and an upstream connection, after a ``101 Switchi
 other upgrades).
 
 Bytes from each side are written to the other as they arrive (at once when nothing is waiting, see
-:mod:`txrevproxy._sending`). Backpressure runs both ways and is the tunnel's own:
+:mod:`txrevproxy._net.sending`). Backpressure runs both ways and is the tunnel's own:
 it registers a streaming producer on each transport, so when one side's send buffer is full, reading from the other
 side pauses until it drains, and nothing is buffered beyond the transports' own buffers (on plain TCP and TLS
 transports alike). When either side closes, the producers are unregistered and the other side is closed after what
@@ -28,12 +28,11 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from ._sending import send
+from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.sending import send
 
 log = Logger(namespace="txrevproxy")
 
-#: A deadline DelayedCall that fires this close to its deadline counts as expired.
-TIMER_SLACK = 0.001
 #: The tunnel's two sides.
 CLIENT, UPSTREAM = "client", "upstream"
 

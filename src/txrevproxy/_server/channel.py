@@ -3,8 +3,8 @@ The daemon's client side: a ``Site`` whose channel parses requests strictly and 
 head, with size limits and deadlines on every phase of a client connection.
 
 :class:`ProxyChannel` keeps ``HTTPChannel``'s response half (``Request`` writes through it, producers, persistence)
-and replaces its request parsing: heads are parsed by :mod:`txrevproxy._head` under :class:`ClientConfig`'s limits
-and judged by :func:`~txrevproxy._validate.validate_request`; bodies are decoded by the proxy's own strict framing
+and replaces its request parsing: heads are parsed by :mod:`txrevproxy._http.head` under :class:`ClientConfig`'s limits
+and judged by :func:`~txrevproxy._http.validate.validate_request`; bodies are decoded by the proxy's own strict framing
 code and streamed into the request as they arrive. Phases of a connection, each with its deadline::
 
     idle ──first byte──▶ head ──blank line──▶ body ──last byte──▶ waiting ──response done──▶ idle
@@ -24,22 +24,22 @@ from collections.abc import Callable
 from attrs import field, frozen
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
-from twisted.web.http import RESPONSES, HTTPChannel
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
-from ._accesslog import AccessLog
-from ._addresses import AddressesOnce
-from ._framing import ChunkedDecoder, Framing, FramingError, Kind
-from ._gate import ConnectionGate, RefusedConnection
-from ._h2 import MAX_STREAMS, NegotiatedChannel
-from ._head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
-from ._headers import upgrade_offer, values_of
-from ._relay import error_body
-from ._request import ProxyRequest
-from ._sending import send
-from ._tunnel import Tunnel
-from ._validate import Rejection, validate_request
+from txrevproxy._http.framing import ChunkedDecoder, Framing, FramingError, Kind
+from txrevproxy._http.head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
+from txrevproxy._http.headers import upgrade_offer, values_of
+from txrevproxy._http.responses import error_response
+from txrevproxy._http.validate import Rejection, validate_request
+from txrevproxy._net.addresses import AddressesOnce
+from txrevproxy._net.sending import send
+from txrevproxy._net.tunnel import Tunnel
+from txrevproxy._server.accesslog import AccessLog
+from txrevproxy._server.gate import ConnectionGate, RefusedConnection
+from txrevproxy._server.h2 import MAX_STREAMS, NegotiatedChannel
+from txrevproxy._server.request import ProxyRequest
 
 log = Logger(namespace="txrevproxy")
 
@@ -66,23 +66,6 @@ class ClientConfig:
     head_timeout: float = 10.0
     body_timeout: float = 30.0
     send_timeout: float = 60.0
-
-
-def error_response(status: int, connection_close: bool = True) -> bytes:
-    """
-    A complete, short plain-text error response.
-    """
-    body = error_body(status)
-    return b"".join(
-        [
-            b"HTTP/1.1 %d %s\r\n" % (status, RESPONSES.get(status, b"Error")),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
-            b"Content-Length: %d\r\n" % (len(body),),
-            b"Connection: close\r\n" if connection_close else b"",
-            b"\r\n",
-            body,
-        ]
-    )
 
 
 @implementer(IPushProducer)
@@ -388,7 +371,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
     ) -> Tunnel:
         """
         The upstream answered ``request`` with ``101``: send the client ``head`` and join this connection to the
-        ``upstream`` transport in a :class:`~txrevproxy._tunnel.Tunnel` (with the client's send timeout and
+        ``upstream`` transport in a :class:`~txrevproxy._net.tunnel.Tunnel` (with the client's send timeout and
         ``upstream_send_timeout``); no more HTTP is parsed here.
         """
         send(self.transport, head)
@@ -530,7 +513,7 @@ class ProxySite(Site):
 
     :param client: limits and deadlines for client connections.
     :param access_log: where answered requests are logged (none when ``None``).
-    :param http2: offer HTTP/2 over ALPN (for a site served on TLS listeners; see :mod:`txrevproxy._h2`).
+    :param http2: offer HTTP/2 over ALPN (for a site served on TLS listeners; see :mod:`txrevproxy._server.h2`).
     :param max_streams: HTTP/2 streams a connection may have open at once.
     :param timeout: seconds a connection may sit idle between requests (default :data:`IDLE_TIMEOUT`).
     """

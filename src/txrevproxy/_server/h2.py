@@ -1,5 +1,5 @@
 """
-HTTP/2 to clients over TLS (ALPN ``h2``), relayed to HTTP/1.1 upstreams by the same :class:`~txrevproxy._relay.Relay`.
+HTTP/2 to clients over TLS (ALPN ``h2``), relayed to HTTP/1.1 upstreams by the same :class:`~txrevproxy._relay.exchange.Relay`.
 
 Twisted's ``H2Connection`` speaks the protocol: framing, HPACK, flow control, priorities, and the h2 library's checks
 on what a client sends (pseudo-headers present, single and first, none unknown; no connection-specific header such
@@ -20,7 +20,7 @@ what the proxy needs on top:
   that the client stops sending the rest (RFC 9113 section 8.1);
 - :class:`H2ProxyRequest`: each stream's request validated like an HTTP/1.1 one (``Host`` from ``:authority``,
   target, ``Host`` syntax, the ``_``-alias rule) as soon as its headers are complete, and relayed from then on. Its
-  body streams upstream as DATA arrives, through the same :class:`~txrevproxy._body.StreamingBody` as an HTTP/1.1
+  body streams upstream as DATA arrives, through the same :class:`~txrevproxy._server.body.StreamingBody` as an HTTP/1.1
   upload: framed with ``Content-Length`` when the client sent ``content-length``, chunked when it did not, and with
   no body when END_STREAM came with the headers. The stream is the body's producer: while the upstream connection
   cannot take more, the stream is paused and Twisted stops acknowledging its DATA, so the client's window for that
@@ -46,15 +46,16 @@ from twisted.python.components import proxyForInterface
 from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http_headers import Headers
 
-from ._addresses import AddressesOnce
-from ._body import StreamingBody
-from ._framing import CHUNKED, Kind
-from ._head import HeadLimits
-from ._headers import values_of
-from ._relay import CallbackProducer, respond_error
-from ._request import StreamedRequest
-from ._upstream import TIMER_SLACK
-from ._validate import Rejection, validate_request
+from txrevproxy._http.framing import CHUNKED, Kind
+from txrevproxy._http.head import HeadLimits
+from txrevproxy._http.headers import values_of
+from txrevproxy._http.validate import Rejection, validate_request
+from txrevproxy._net.addresses import AddressesOnce
+from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.producers import CallbackProducer
+from txrevproxy._server.body import StreamingBody
+from txrevproxy._server.request import StreamedRequest
+from txrevproxy._server.respond import respond_error
 
 log = Logger(namespace="txrevproxy")
 

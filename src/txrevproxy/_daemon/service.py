@@ -1,0 +1,420 @@
+"""
+The twistd plugin's service: ``twistd -n txrevproxy --listen ... --upstream ...``.
+
+Option errors and listening failures end the process with a one-line message on stderr and exit status 2 (bad
+options) or 1 (cannot listen), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from twisted.application import service
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.error import ReactorNotRunning
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from txrevproxy._daemon.fdlimit import (
+    AcceptBackoff,
+    descriptors_in_use,
+    fit_connection_cap,
+    guard_accepts,
+    raise_open_file_limit,
+)
+from txrevproxy._daemon.options import Options
+from txrevproxy._daemon.workers import (
+    TWISTD,
+    Inherited,
+    ParentWatch,
+    Supervisor,
+    family_name,
+    reactor_options,
+    reuseport_sockets,
+)
+from txrevproxy._server.accesslog import AccessLog, write_all
+from txrevproxy._server.channel import ProxySite
+from txrevproxy._server.gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
+from txrevproxy._tls.server import is_tls_endpoint, is_tls_port, server_endpoint, tls_layers
+from txrevproxy.resource import PassThroughProxyResource
+
+log = Logger(namespace="txrevproxy")
+
+
+def _wraps(port: object, site: object) -> bool:
+    """
+    Whether ``port`` serves ``site`` through a wrapping factory (``ssl:`` endpoints wrap it in TLS), which cannot
+    take ``None`` from ``buildProtocol`` for a refused connection.
+    """
+    return getattr(port, "factory", site) is not site
+
+
+def _listen_now(reactor: object, description: str, factory: object) -> object:
+    """
+    Listen on ``description`` now; exit with a one-line error if that fails.
+    """
+    results: list[object] = []
+    try:
+        endpoint = server_endpoint(reactor, description)
+    except ValueError as e:  # a tls: directory changed since the options were checked
+        print(f"txrevproxy: error: cannot listen on {description}: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    endpoint.listen(factory).addBoth(results.append)  # type: ignore[attr-defined]
+    if not results or isinstance(results[0], Failure):
+        reason = results[0].getErrorMessage() if results else "listening did not complete"  # type: ignore[union-attr]
+        print(f"txrevproxy: error: cannot listen on {description}: {reason}", file=sys.stderr)
+        raise SystemExit(1)
+    return results[0]
+
+
+def _busy_poll(reactor: object, microseconds: int, *, apply: bool) -> None:
+    """
+    ``--busy-poll-us``: exit with a one-line error unless ``reactor`` is txrevproxy's (the only one that can
+    busy-poll); set it there when ``apply`` (a supervisor only checks, its workers poll).
+    """
+    if not microseconds:
+        return
+    if not reactor_options(reactor):  # (no options: not txrevproxy's reactor)
+        print(
+            "txrevproxy: error: --busy-poll-us needs txrevproxy's reactor (the txrevproxy command's default, or "
+            "twistd --reactor=txrevproxy)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    if apply:
+        reactor.busy_poll = microseconds / 1e6  # type: ignore[attr-defined]
+        log.info("busy polling for {microseconds} µs after I/O (--busy-poll-us)", microseconds=microseconds)
+
+
+def _upstream_or_demo(reactor: object, options: Options, ports: list[object]) -> str:
+    """
+    The upstream URL: ``--upstream``, or with ``--demo`` that of a demo origin started now (its port is added to
+    ``ports``).
+    """
+    if not options["demo"]:
+        return options["upstream"]  # type: ignore[no-any-return]
+    from txrevproxy._daemon.demo import demo_site
+
+    origin = _listen_now(reactor, "tcp:0:interface=127.0.0.1", demo_site())
+    ports.append(origin)
+    url = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
+    log.info("demo origin listening on {url}", url=url)
+    return url
+
+
+def _open_access_log(where: str, reactor: object) -> AccessLog | None:
+    """
+    The access log for ``--access-log``: ``-`` for standard output, ``off`` for none, else a file appended to.
+    """
+    if where == "off":
+        return None
+    if where == "-":
+        return AccessLog(write_all(1), reactor)
+    try:
+        fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as e:
+        print(f"txrevproxy: error: cannot open --access-log {where}: {e.strerror}", file=sys.stderr)
+        raise SystemExit(1) from None
+    return AccessLog(write_all(fd), reactor)
+
+
+def _url_of(port: object) -> str:
+    address = port.getHost()  # type: ignore[attr-defined]
+    host = getattr(address, "host", None)
+    if host is None:
+        return str(address)
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if is_tls_port(port) else "http"
+    return f"{scheme}://{host}:{address.port}"
+
+
+class ProxyService(service.Service):
+    """
+    Listens on every ``--listen`` endpoint (in ``privilegedStartService``, so that a port below 1024 can be
+    bound before privileges are dropped) and serves the proxy there; with ``--demo`` first starts the origin.
+    """
+
+    def __init__(self, options: Options, reactor: object = None) -> None:
+        self.options = options
+        self.reactor = reactor
+        self.resource: PassThroughProxyResource | None = None
+        self.ports: list[object] = []
+        self.backoffs: list[AcceptBackoff] = []
+        self.access_log: AccessLog | None = None
+        self.gate: ConnectionGate | None = None
+
+    def privilegedStartService(self) -> None:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = reactor
+        options = self.options
+        _busy_poll(self.reactor, options["busy-poll-us"], apply=True)
+        upstream = _upstream_or_demo(self.reactor, options, self.ports)
+        self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
+        if options["upstream-insecure"]:
+            log.warn(
+                "--upstream-insecure: the certificate and name of {upstream} are not verified; anyone on the path "
+                "can impersonate it",
+                upstream=upstream,
+            )
+        self.gate = ConnectionGate(self.gate_config(), self.reactor)
+        self.access_log = _open_access_log(options["access-log"], self.reactor)
+        site = ProxySite(
+            self.resource,
+            timeout=options["idle-timeout"],
+            reactor=self.reactor,
+            client=options.client_config(),
+            gate=self.gate,
+            access_log=self.access_log,
+        )
+        if options["inherit"]:
+            self._adopt(site)
+            service.Service.privilegedStartService(self)
+            return
+        tls_site = self._tls_site(site)
+        for description in options["listen"]:
+            served = tls_site if is_tls_endpoint(description) else site
+            port = _listen_now(self.reactor, description, served)
+            self.ports.append(port)
+            if _wraps(port, served):
+                served.refuse_by_closing = True
+            self._guard(port)
+            log.info(
+                "txrevproxy listening on {url} ({description}), relaying to {upstream}",
+                url=_url_of(port),
+                description=description,
+                upstream=upstream,
+            )
+            if options["demo"]:
+                log.info("demo: try  curl -i {url}/", url=_url_of(port))
+        service.Service.privilegedStartService(self)
+
+    def _tls_site(self, site: ProxySite) -> ProxySite:
+        """
+        The site for TLS listeners: the same proxy, offering HTTP/2 over ALPN unless ``--no-http2``.
+        """
+        if self.options["no-http2"]:
+            return site
+        return ProxySite(
+            site.resource,
+            timeout=self.options["idle-timeout"],
+            reactor=self.reactor,
+            client=site.client,
+            gate=site.gate,
+            access_log=site.access_log,
+            http2=True,
+            max_streams=self.options["max-streams"],
+        )
+
+    def _guard(self, port: object) -> None:
+        # Pause accepting on this port when descriptors run out (see _fdlimit.AcceptBackoff).
+        backoff = guard_accepts(port, self.reactor, self.options["accept-backoff"])
+        if backoff is not None:
+            self.backoffs.append(backoff)
+
+    def _adopt(self, site: ProxySite) -> None:
+        """
+        A worker: serve the listening sockets inherited from the supervisor, and stop when the supervisor is gone.
+        """
+        from twisted.internet.stdio import StandardIO
+
+        # A process group of its own: a signal to the supervisor's group (Ctrl-C in a terminal, a service manager
+        # stopping it) reaches the supervisor alone, which stops each worker once, with SIGTERM.
+        os.setpgid(0, 0)
+        tls_site = self._tls_site(site)
+        for listener in self.options["inherit"]:
+            layers = tls_layers(server_endpoint(self.reactor, listener.description))
+            served: object = site
+            if layers is not None:
+                tls_site.refuse_by_closing = True
+                served = TLSMemoryBIOFactory(layers[1], False, tls_site, clock=self.reactor)
+            port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, served)  # type: ignore[attr-defined]
+            os.close(listener.fd)
+            self.ports.append(port)
+            self._guard(port)
+            log.info(
+                "worker {index} (pid {pid}) serving {url} ({description})",
+                index=self.options["worker-index"],
+                pid=os.getpid(),
+                url=_url_of(port),
+                description=listener.description,
+            )
+        StandardIO(ParentWatch(self._supervisorGone), reactor=self.reactor)  # type: ignore[attr-defined]
+
+    def _supervisorGone(self) -> None:
+        # The pipe from the supervisor also closes when everything is stopping together: stop only if running.
+        if self.running:
+            log.warn("the supervisor went away; stopping")
+            try:
+                self.reactor.stop()  # type: ignore[attr-defined]
+            except ReactorNotRunning:
+                pass
+
+    def stopService(self) -> object:
+        service.Service.stopService(self)
+        if self.access_log is not None:
+            self.access_log.flush()
+        for backoff in self.backoffs:
+            backoff.stop()
+        if self.resource is not None:
+            self.resource.pool.close()
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        return gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
+
+    #: Raises the soft open-file limit and returns it (``None``: no limit); replaced in tests.
+    open_file_limit = staticmethod(raise_open_file_limit)
+
+    def gate_config(self) -> GateConfig:
+        """
+        The access policy and the connection cap, the cap lowered (with a log line) to fit the open-file limit.
+        """
+        options = self.options
+        requested = options["max-connections"]
+        limit = self.open_file_limit()
+        cap = fit_connection_cap(requested, limit, descriptors_in_use(), options["pool-size"])
+        if cap < requested:
+            # A warning when the operator asked for the cap; the default being lowered is only information.
+            emit = log.info if requested == DEFAULT_MAX_CONNECTIONS else log.warn
+            emit(
+                "--max-connections {requested} lowered to {cap} to fit the open-file limit of {limit} "
+                "(a client connection may hold an upstream one)",
+                requested=requested,
+                cap=cap,
+                limit=limit,
+            )
+        return GateConfig(access=options["access"], max_connections=cap)
+
+
+#: Options a worker does not get from the supervisor as they are (it gets ``--upstream`` and ``--inherit``).
+_SUPERVISOR_ONLY = frozenset({"listen", "demo", "workers", "worker-index", "inherit", "upstream"})
+_REPEATED = ("trusted-proxy", "allow", "deny")
+
+
+def worker_args(options: Options, upstream: str, inherited: list[Inherited], index: int) -> list[str]:
+    """
+    The ``txrevproxy`` arguments of worker ``index``: every option of the supervisor that is not at its default,
+    the upstream (the demo origin's URL with ``--demo``) and one ``--inherit`` per listening socket.
+    """
+    args = []
+    for name, _short, default, *_ in options.optParameters:
+        value = options[name]
+        if name not in _SUPERVISOR_ONLY and value is not None and value != default:
+            args.append(f"--{name}={value}")
+    for name, *_ in options.optFlags:
+        if name not in _SUPERVISOR_ONLY and options[name]:
+            args.append(f"--{name}")
+    for name in _REPEATED:
+        args += [f"--{name}={value}" for value in options[name]]
+    args.append(f"--upstream={upstream}")
+    args += [f"--inherit={listener}" for listener in inherited]
+    args.append(f"--worker-index={index}")
+    return args
+
+
+class SupervisorService(service.MultiService):
+    """
+    ``--workers N`` (N > 1): binds every ``--listen`` endpoint (in ``privilegedStartService``), never accepts on
+    them, and runs N workers that do, under a :class:`~txrevproxy._daemon.workers.Supervisor`.
+    """
+
+    def __init__(self, options: Options, reactor: object = None) -> None:
+        super().__init__()
+        self.options = options
+        self.reactor = reactor
+        self.ports: list[object] = []
+        self.sockets: list[socket.socket] = []
+
+    def privilegedStartService(self) -> None:
+        if self.reactor is None:
+            from twisted.internet import reactor
+
+            self.reactor = reactor
+        options = self.options
+        _busy_poll(self.reactor, options["busy-poll-us"], apply=False)
+        upstream = _upstream_or_demo(self.reactor, options, self.ports)
+        raise_open_file_limit()  # inherited by the workers
+        count = options["workers"]
+        inherited: list[Inherited] = []
+        per_worker: list[list[int]] = []  # for each listener, the supervisor fd of each worker's socket
+        for description in options["listen"]:
+            fd = 3 + len(inherited)
+            fds, family, url = self._listen(description, count)
+            per_worker.append(fds)
+            inherited.append(Inherited(fd, family, description))
+            log.info(
+                "txrevproxy listening on {url} ({description}), relaying to {upstream}, {workers} workers",
+                url=url,
+                description=description,
+                upstream=upstream,
+                workers=count,
+            )
+        command = [*TWISTD, *reactor_options(self.reactor), "txrevproxy"]
+        supervisor = Supervisor(
+            count,
+            lambda index: [*command, *worker_args(options, upstream, inherited, index)],
+            lambda index: {3 + i: fds[index - 1] for i, fds in enumerate(per_worker)},
+            self.reactor,
+        )
+        supervisor.setServiceParent(self)
+        service.MultiService.privilegedStartService(self)
+
+    def _listen(self, description: str, count: int) -> tuple[list[int], str, str]:
+        """
+        Bind ``description`` for ``count`` workers: the descriptor of each worker's socket, the address family and
+        the URL. TCP gets a socket per worker (``SO_REUSEPORT``), TLS too (each worker does TLS on its own); a UNIX
+        socket is shared. Exits with a one-line error when the endpoint cannot be bound or handed to a worker.
+        """
+        endpoint = server_endpoint(self.reactor, description)
+        layers = tls_layers(endpoint)
+        scheme = "https" if layers is not None else "http"
+        if layers is not None:
+            endpoint = layers[0]  # the workers bind the TCP socket, and each serves TLS on it itself
+        if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint)):
+            # The endpoint's own parse of the description; these attributes have been stable for a decade.
+            family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
+            try:
+                sockets = reuseport_sockets(family, endpoint._interface, endpoint._port, endpoint._backlog, count)
+            except OSError as e:
+                print(f"txrevproxy: error: cannot listen on {description}: {e.strerror}", file=sys.stderr)
+                raise SystemExit(1) from None
+            self.sockets += sockets
+            host, port = sockets[0].getsockname()[:2]
+            url = f"{scheme}://[{host}]:{port}" if family == socket.AF_INET6 else f"{scheme}://{host}:{port}"
+            return [sock.fileno() for sock in sockets], family_name(family) or "", url
+        factory = Factory.forProtocol(Protocol)
+        factory.noisy = False
+        port = _listen_now(self.reactor, description, factory)
+        self.ports.append(port)
+        port.stopReading()  # type: ignore[attr-defined]  # the workers accept, never the supervisor
+        family_text = family_name(getattr(getattr(port, "socket", None), "family", -1))
+        if family_text is None or _wraps(port, factory):
+            print(
+                f"txrevproxy: error: --workers cannot share --listen {description} (tcp, tcp6 and unix endpoints "
+                "only)",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+        return [port.fileno()] * count, family_text, _url_of(port)  # type: ignore[attr-defined]
+
+    def stopService(self) -> object:
+        from twisted.internet.defer import gatherResults, maybeDeferred
+
+        for sock in self.sockets:
+            sock.close()
+        stopped = maybeDeferred(service.MultiService.stopService, self)
+        return stopped.addCallback(
+            lambda _: gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
+        )
+
+
+def makeService(options: Options) -> service.IService:
+    if options["workers"] > 1 and not options["inherit"]:
+        return SupervisorService(options)
+    return ProxyService(options)

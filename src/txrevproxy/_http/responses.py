@@ -1,0 +1,43 @@
+"""
+The responses the proxy makes itself: standard reason phrases and short plain-text error responses.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+_PHRASES = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+
+
+def reason_phrase(status: int) -> bytes:
+    """
+    The standard reason phrase of ``status`` (RFC 9110 section 15), ``b""`` for a code without one.
+
+    An empty phrase is valid on a status line (RFC 9112 section 4: ``reason-phrase`` may be empty).
+    """
+    return _PHRASES.get(status, b"")
+
+
+def error_body(status: int) -> bytes:
+    """
+    The short plain-text body of every error the proxy answers itself: ``431 Request Header Fields Too Large``.
+    """
+    phrase = reason_phrase(status)
+    return b"%d %s\n" % (status, phrase) if phrase else b"%d\n" % (status,)
+
+
+def error_response(status: int, connection_close: bool = True) -> bytes:
+    """
+    A complete, short plain-text error response.
+    """
+    body = error_body(status)
+    return b"".join(
+        [
+            b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status)),
+            b"Content-Type: text/plain; charset=utf-8\r\n",
+            b"Content-Length: %d\r\n" % (len(body),),
+            b"Connection: close\r\n" if connection_close else b"",
+            b"\r\n",
+            body,
+        ]
+    )

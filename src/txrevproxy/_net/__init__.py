@@ -1,0 +1,3 @@
+"""
+Twisted plumbing both sides stand on: writing to a transport, addresses, producers, deadlines, the byte tunnel.
+"""

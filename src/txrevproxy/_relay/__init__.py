@@ -1,0 +1,3 @@
+"""
+One exchange: a request relayed upstream and its response relayed back.
+"""

@@ -1,0 +1,20 @@
+"""
+Answering a request with one of the proxy's own error responses.
+"""
+
+from __future__ import annotations
+
+from txrevproxy._http.responses import error_body
+
+
+def respond_error(request: object, status: int) -> None:
+    """
+    Answer ``request`` with ``status`` and a short plain-text body.
+    """
+    body = error_body(status)
+    request.setResponseCode(status)  # type: ignore[attr-defined]
+    headers = request.responseHeaders  # type: ignore[attr-defined]
+    headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+    headers.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
+    request.write(body)  # type: ignore[attr-defined]
+    request.finish()  # type: ignore[attr-defined]

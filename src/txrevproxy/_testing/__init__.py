@@ -1,0 +1,3 @@
+"""
+The machinery behind txrevproxy.testing: the in-memory network, recorders, proxies in memory and on threads.
+"""

@@ -1,0 +1,3 @@
+"""
+TLS on both sides: listeners with SNI, verified client connections to upstreams, PEM files.
+"""
