@@ -31,9 +31,7 @@ class H2loadReport(WrkReport):
     ERROR_NOUN: ClassVar[str] = "requests"  # "3 failed requests"
 
 
-def run_h2load(
-    h2load: str, url: str, *, connections: int, streams: int, seconds: float
-) -> H2loadReport:
+def run_h2load(h2load: str, url: str, *, connections: int, streams: int, seconds: float) -> H2loadReport:
     """
     ``connections`` HTTP/2 connections with ``streams`` requests in flight on each, for ``seconds``, one thread.
     """
@@ -67,7 +65,7 @@ def parse_h2load(output: str) -> H2loadReport:
         r"^requests: .* (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout", output, re.MULTILINE
     ):
         report.requests = int(m.group(1))
-        report.socket_errors = dict(zip(_ERROR_KINDS, map(int, m.groups()[1:])))
+        report.socket_errors = dict(zip(_ERROR_KINDS, map(int, m.groups()[1:]), strict=False))
     if m := re.search(r"^status codes: .* (\d+) 4xx, (\d+) 5xx", output, re.MULTILINE):
         report.non_2xx_3xx = int(m.group(1)) + int(m.group(2))
     return report

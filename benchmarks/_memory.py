@@ -43,7 +43,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> RssSampler:  # noqa: PYI034 -- typing.Self needs Python 3.11
+    def __enter__(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -54,11 +54,7 @@ class RssSampler:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             self.peak_kib = max(self.peak_kib, self.read_kib())
-            if (
-                self.cap_kib is not None
-                and not self.capped
-                and self.peak_kib - self.baseline_kib > self.cap_kib
-            ):
+            if self.cap_kib is not None and not self.capped and self.peak_kib - self.baseline_kib > self.cap_kib:
                 self.capped = True
                 self.on_cap()
 
@@ -108,9 +104,7 @@ def _read_head(sock: socket.socket, buffer: bytes = b"") -> tuple[int, dict[byte
     while b"\r\n\r\n" not in buffer:
         chunk = sock.recv(RECV_SIZE)
         if not chunk:
-            raise ConnectionError(
-                f"connection closed before the response head ({len(buffer)} bytes)"
-            )
+            raise ConnectionError(f"connection closed before the response head ({len(buffer)} bytes)")
         buffer += chunk
     head, rest = buffer.split(b"\r\n\r\n", 1)
     lines = head.split(b"\r\n")
@@ -122,9 +116,7 @@ def _read_head(sock: socket.socket, buffer: bytes = b"") -> tuple[int, dict[byte
     return status, headers, rest
 
 
-def slow_download(
-    port: int, path: str, expected: int, rate: float, sock: socket.socket
-) -> Transfer:
+def slow_download(port: int, path: str, expected: int, rate: float, sock: socket.socket) -> Transfer:
     """
     GET ``path`` on an unconnected ``sock`` and read the body at no more than ``rate`` bytes per second.
     """
@@ -134,9 +126,7 @@ def slow_download(
     status, received = None, 0
     try:
         sock.connect(("127.0.0.1", port))
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
-        )
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         status, _, rest = _read_head(sock)
         received = len(rest)
         body_start = time.monotonic()
@@ -149,9 +139,7 @@ def slow_download(
             if ahead > 0:
                 time.sleep(ahead)
     except OSError as e:
-        return Transfer(
-            status, received, expected, time.monotonic() - start, f"{type(e).__name__}: {e}"
-        )
+        return Transfer(status, received, expected, time.monotonic() - start, f"{type(e).__name__}: {e}")
     return Transfer(status, received, expected, time.monotonic() - start)
 
 

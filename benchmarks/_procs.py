@@ -78,9 +78,7 @@ class Child:
         return sum(rss_kib(pid) for pid in process_tree(self.pid))
 
 
-def start(
-    name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None
-) -> Child:
+def start(name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None) -> Child:
     """
     Start ``argv`` in a new session (so its whole group can be killed), stdout and stderr to ``log_path``.
     """
@@ -91,7 +89,7 @@ def start(
             stdout=log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_child_setup,  # noqa: PLW1509 -- only setrlimit, no locks or threads involved
+            preexec_fn=_child_setup,
             env=env,
         )
     return Child(name, proc, log_path)
@@ -133,13 +131,9 @@ def wait_for_log(child: Child, pattern: str, timeout: float = 20.0) -> re.Match[
         if match:
             return match
         if not child.alive():
-            raise StartupError(
-                f"{child.name} exited with {child.proc.returncode}:\n{child.log_tail()}"
-            )
+            raise StartupError(f"{child.name} exited with {child.proc.returncode}:\n{child.log_tail()}")
         time.sleep(0.05)
-    raise StartupError(
-        f"{child.name} did not log {pattern!r} within {timeout}s:\n{child.log_tail()}"
-    )
+    raise StartupError(f"{child.name} did not log {pattern!r} within {timeout}s:\n{child.log_tail()}")
 
 
 def wait_for_port(child: Child, timeout: float = 20.0) -> None:
@@ -149,17 +143,13 @@ def wait_for_port(child: Child, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not child.alive():
-            raise StartupError(
-                f"{child.name} exited with {child.proc.returncode}:\n{child.log_tail()}"
-            )
+            raise StartupError(f"{child.name} exited with {child.proc.returncode}:\n{child.log_tail()}")
         try:
             with socket.create_connection(("127.0.0.1", child.port), timeout=1):
                 return
         except OSError:
             time.sleep(0.05)
-    raise StartupError(
-        f"{child.name} did not listen on {child.port} within {timeout}s:\n{child.log_tail()}"
-    )
+    raise StartupError(f"{child.name} did not listen on {child.port} within {timeout}s:\n{child.log_tail()}")
 
 
 def free_port() -> int:

@@ -144,10 +144,7 @@ def _load_rows(data: dict[str, Any]) -> list[list[str]]:
             better = "lower" if "latency" in label else "higher"
             rows.append(
                 [title, f"{label} ({better} is better)", *cells]
-                + [
-                    _ratio(values["txrevproxy"], values[other])
-                    for other in ("twisted.web.proxy", "nginx")
-                ]
+                + [_ratio(values["txrevproxy"], values[other]) for other in ("twisted.web.proxy", "nginx")]
             )
     return rows
 
@@ -167,18 +164,11 @@ def _metrics_for(scenario: dict[str, Any]) -> list[tuple[str, str, int]]:
     return [("req/s", "requests_per_s", 0), ("p99 latency, µs", "p99_us", 0)]
 
 
-def _metric(
-    result: dict[str, Any] | None, field: str, direct: dict[str, Any] | None
-) -> float | None:
+def _metric(result: dict[str, Any] | None, field: str, direct: dict[str, Any] | None) -> float | None:
     if result is None or result["failed"]:
         return None
     if field == "added_p50_us":
-        if (
-            result["proxy"] == "direct"
-            or direct is None
-            or direct["p50_us"] is None
-            or result["p50_us"] is None
-        ):
+        if result["proxy"] == "direct" or direct is None or direct["p50_us"] is None or result["p50_us"] is None:
             return None
         return result["p50_us"] - direct["p50_us"]
     return result[field]
@@ -225,9 +215,7 @@ def _memory_rows(data: dict[str, Any]) -> list[list[str]]:
                 cells.append("—")
                 continue
             per_conn = result["per_connection_kib"]
-            value = (
-                _number(per_conn, 1) if per_conn is not None else _number(result["growth_mib"], 1)
-            )
+            value = _number(per_conn, 1) if per_conn is not None else _number(result["growth_mib"], 1)
             cells.append(value + ("" if result["complete"] else " ⚠"))
         rows.append([scenario["title"], *cells])
     return rows

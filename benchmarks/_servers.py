@@ -152,9 +152,7 @@ def _nginx_listen(port: int, cert: Certificate | None) -> str:
         ssl_session_tickets off;"""
 
 
-def nginx_proxy_config(
-    workdir: Path, port: int, upstream_port: int, cert: Certificate | None = None
-) -> str:
+def nginx_proxy_config(workdir: Path, port: int, upstream_port: int, cert: Certificate | None = None) -> str:
     return f"""{_nginx_main(workdir, "nginx")}
 http {{
 {_nginx_http_common(workdir, "nginx")}
@@ -205,9 +203,7 @@ def tls_endpoint(cert: Certificate) -> str:
     return f"ssl:0:interface=127.0.0.1:backlog=4096:privateKey={cert.key}:certKey={cert.cert}"
 
 
-def start_proxy(
-    kind: str, tools: Tools, workdir: Path, upstream_port: int, cert: Certificate | None = None
-) -> Child:
+def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int, cert: Certificate | None = None) -> Child:
     """
     Start one proxy of ``kind`` (``PROXIES``) in front of 127.0.0.1:``upstream_port`` and wait until it listens:
     plain HTTP, or TLS with ``cert`` (txrevproxy and nginx offering HTTP/2 there too; twisted.web.proxy only HTTP/1.1).

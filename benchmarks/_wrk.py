@@ -91,12 +91,8 @@ def parse_wrk(output: str) -> WrkReport:
         report.requests_per_s = float(m.group(1))
     if m := re.search(r"^Transfer/sec:\s+(\S+)", output, re.MULTILINE):
         report.transfer_bytes_per_s = _bytes(m.group(1))
-    if m := re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
-    ):
-        report.socket_errors = dict(
-            zip(("connect", "read", "write", "timeout"), map(int, m.groups()))
-        )
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        report.socket_errors = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=False))
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", output):
         report.non_2xx_3xx = int(m.group(1))
     return report

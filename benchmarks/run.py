@@ -246,9 +246,7 @@ def ensure_tools(install: bool) -> Tools:
         else:
             print(f"installing {' '.join(packages)} with apt-get ...", flush=True)
             env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            update = subprocess.run(
-                ["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False
-            )
+            update = subprocess.run(["apt-get", "update", "-q"], env=env, stdout=subprocess.DEVNULL, check=False)
             if update.returncode == 0:
                 install_argv = ["apt-get", "install", "-y", "-q", *packages]
                 subprocess.run(install_argv, env=env, stdout=subprocess.DEVNULL, check=False)
@@ -305,9 +303,7 @@ class Lab:
             exited = child.proc.poll()
             _procs.stop(child)
             if exited is not None:
-                self.incident(
-                    proxy, phase, f"process exited with {exited}; log tail:\n{child.log_tail()}"
-                )
+                self.incident(proxy, phase, f"process exited with {exited}; log tail:\n{child.log_tail()}")
             for line in _servers.log_issues(child):
                 self.incident(proxy, phase, f"log: {line}")
             for log in (
@@ -331,9 +327,7 @@ def run_load(lab: Lab) -> None:
     """
     for tls in (False, True):
         for proxy in BUSY_POLL_PROXIES:
-            scenarios = [
-                s for s in lab.run.settings.load_scenarios if s.tls == tls and proxy in s.proxies
-            ]
+            scenarios = [s for s in lab.run.settings.load_scenarios if s.tls == tls and proxy in s.proxies]
             if scenarios:
                 load_phase(lab, proxy, tls, scenarios)
 
@@ -352,9 +346,7 @@ def load_phase(lab: Lab, proxy: str, tls: bool, scenarios: list[LoadScenario]) -
         lab.incident(proxy, phase, f"did not start: {e}")
 
 
-def load_client(
-    tools: Tools, scenario: LoadScenario, url: str, seconds: float
-) -> _wrk.WrkReport:
+def load_client(tools: Tools, scenario: LoadScenario, url: str, seconds: float) -> _wrk.WrkReport:
     """
     One run of the scenario's load generator at ``url``.
     """
@@ -364,17 +356,13 @@ def load_client(
             tools.h2load, url, connections=scenario.connections, streams=scenario.streams, seconds=seconds
         )
     assert tools.wrk
-    return _wrk.run_wrk(
-        tools.wrk, url, connections=scenario.connections, seconds=seconds, headers=scenario.headers
-    )
+    return _wrk.run_wrk(tools.wrk, url, connections=scenario.connections, seconds=seconds, headers=scenario.headers)
 
 
 def measure_load(
     tools: Tools, target: _procs.Child, proxy: str, scenario: LoadScenario, settings: Settings
 ) -> LoadResult:
-    result = LoadResult(
-        scenario.key, proxy, scenario.connections, scenario.body_bytes, scenario.streams
-    )
+    result = LoadResult(scenario.key, proxy, scenario.connections, scenario.body_bytes, scenario.streams)
     url = target.url(scenario.path)
     try:
         warmup = load_client(tools, scenario, url, settings.warmup_seconds)
@@ -424,9 +412,7 @@ def run_memory(lab: Lab) -> None:
             try:
                 result = measure[scenario.key](lab, proxy)
             except (_procs.StartupError, RuntimeError, OSError) as e:
-                result = MemoryResult(
-                    scenario.key, proxy, note=f"not measured: {type(e).__name__}: {e}"
-                )
+                result = MemoryResult(scenario.key, proxy, note=f"not measured: {type(e).__name__}: {e}")
             lab.run.memory.append(result)
             print(f"  {proxy:18} {scenario.key:16} {describe(result)}", flush=True)
 
@@ -449,9 +435,7 @@ def warm_up(port: int, path: str = "/12b") -> None:
         raise RuntimeError(f"warm-up request failed: {conns.first_error}")
 
 
-def watched_transfer(
-    child: _procs.Child, result: MemoryResult, transfer: Any, limit_s: float
-) -> None:
+def watched_transfer(child: _procs.Child, result: MemoryResult, transfer: Any, limit_s: float) -> None:
     """
     Run ``transfer(sock)`` while sampling the proxy's RSS; abort it past the RSS cap or ``limit_s``; fill ``result``.
     """
@@ -481,10 +465,7 @@ def watched_transfer(
         notes.append(f"aborted after {limit_s:.0f} s")
     if not outcome.complete:
         moved = f"{outcome.bytes:,} of {outcome.expected:,} bytes"
-        notes.append(
-            f"incomplete: status {outcome.status}, {moved}"
-            + (f", {outcome.error}" if outcome.error else "")
-        )
+        notes.append(f"incomplete: status {outcome.status}, {moved}" + (f", {outcome.error}" if outcome.error else ""))
     if not child.alive():
         notes.append(f"proxy exited with {child.proc.returncode}")
     result.note = "; ".join(notes)
@@ -497,9 +478,10 @@ def slow_reader(lab: Lab, proxy: str) -> MemoryResult:
     with lab.serving(proxy, "slow-reader") as child:
         warm_up(child.port)
         limit = 2 * size / settings.rate_bytes_per_s + 60
-        transfer = lambda sock: _memory.slow_download(
-            child.port, "/big", size, settings.rate_bytes_per_s, sock
-        )
+
+        def transfer(sock):
+            return _memory.slow_download(child.port, "/big", size, settings.rate_bytes_per_s, sock)
+
         watched_transfer(child, result, transfer, limit)
     return result
 
@@ -513,9 +495,7 @@ def slow_upstream(lab: Lab, proxy: str) -> MemoryResult:
         with lab.serving(proxy, "slow-upstream", upstream=origin) as child:
             warm_up(child.port, "/")
             limit = 2 * size / settings.rate_bytes_per_s + 60
-            watched_transfer(
-                child, result, lambda sock: _memory.upload(child.port, size, sock), limit
-            )
+            watched_transfer(child, result, lambda sock: _memory.upload(child.port, size, sock), limit)
     finally:
         _procs.stop(origin)
     return result
@@ -565,26 +545,16 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="short runs and 20 MiB transfers (about 2 minutes)"
-    )
+    parser.add_argument("--quick", action="store_true", help="short runs and 20 MiB transfers (about 2 minutes)")
     parser.add_argument(
         "--out",
         type=Path,
         help="the JSON file to write (default benchmarks/results/DATE-HOST.json)",
     )
-    parser.add_argument(
-        "--only", choices=("load", "memory"), help="run only the load or only the memory scenarios"
-    )
-    parser.add_argument(
-        "--no-install", action="store_true", help="do not apt-get install missing wrk/nginx/h2load"
-    )
-    parser.add_argument(
-        "--keep-temp", action="store_true", help="keep the working directory (configs, logs)"
-    )
-    parser.add_argument(
-        "--render", type=Path, metavar="JSON", help="print the tables of an earlier run and exit"
-    )
+    parser.add_argument("--only", choices=("load", "memory"), help="run only the load or only the memory scenarios")
+    parser.add_argument("--no-install", action="store_true", help="do not apt-get install missing wrk/nginx/h2load")
+    parser.add_argument("--keep-temp", action="store_true", help="keep the working directory (configs, logs)")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="print the tables of an earlier run and exit")
     return parser.parse_args(argv)
 
 
@@ -593,9 +563,7 @@ def check_python() -> None:
         import twisted  # noqa: F401 -- only checking that they are importable
         import txrevproxy  # noqa: F401
     except ImportError as e:
-        sys.exit(
-            f"run.py: {e}; run it with the Python that has txrevproxy installed (e.g. .venv/bin/python)."
-        )
+        sys.exit(f"run.py: {e}; run it with the Python that has txrevproxy installed (e.g. .venv/bin/python).")
 
 
 def runnable(settings: Settings, tools: Tools, skipped: list[str]) -> Settings:
@@ -609,9 +577,7 @@ def runnable(settings: Settings, tools: Tools, skipped: list[str]) -> Settings:
     )
 
 
-def runnable_load(
-    scenarios: tuple[LoadScenario, ...], tools: Tools, skipped: list[str]
-) -> tuple[LoadScenario, ...]:
+def runnable_load(scenarios: tuple[LoadScenario, ...], tools: Tools, skipped: list[str]) -> tuple[LoadScenario, ...]:
     keep = []
     has_trustme = importlib.util.find_spec("trustme") is not None
     for scenario in scenarios:
@@ -624,9 +590,7 @@ def runnable_load(
     return tuple(keep)
 
 
-def runnable_memory(
-    settings: Settings, tools: Tools, skipped: list[str]
-) -> tuple[MemoryScenario, ...]:
+def runnable_memory(settings: Settings, tools: Tools, skipped: list[str]) -> tuple[MemoryScenario, ...]:
     keep = []
     nofile = _procs.raise_nofile()
     for scenario in settings.memory_scenarios:

@@ -94,9 +94,7 @@ class Server(socketserver.ThreadingTCPServer):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
-    parser.add_argument(
-        "--rate", type=int, default=2 * 1024 * 1024, help="bytes per second (default 2 MiB/s)"
-    )
+    parser.add_argument("--rate", type=int, default=2 * 1024 * 1024, help="bytes per second (default 2 MiB/s)")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     Handler.rate = args.rate

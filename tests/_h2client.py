@@ -40,7 +40,10 @@ class H2Client:
         assert self.sock.selected_alpn_protocol() == "h2"
         self.authority = f"{host}:{port}".encode()
         config = h2.config.H2Configuration(
-            client_side=True, header_encoding=None, validate_outbound_headers=validate, normalize_outbound_headers=validate
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=validate,
+            normalize_outbound_headers=validate,
         )
         self.conn = h2.connection.H2Connection(config=config)
         self.conn.initiate_connection()

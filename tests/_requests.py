@@ -25,7 +25,7 @@ REFUSED = [
     (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked, identity\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: xchunked\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked;q=1\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: \"chunked\"\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\n" + HOST + b'Transfer-Encoding: "chunked"\r\n\r\n', 400),
     (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip, chunked\r\n\r\n", 501),
     (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding : chunked\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\n" + HOST + b"Transfer-Encoding:\x0bchunked\r\n\r\n", 400),

@@ -100,7 +100,7 @@ def test_policy_decisions(policy, ip, allowed, rule):
 
 def test_policy_parse_names_the_bad_cidr():
     """A bad network in either list raises ValueError naming it."""
-    with pytest.raises(ValueError, match="'10.0.0.0/99'"):
+    with pytest.raises(ValueError, match=r"'10\.0\.0\.0/99'"):
         AccessPolicy.parse(allow=["10.0.0.0/8"], deny=["10.0.0.0/99"])
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # benchmarks/ is no package: its modules import each other by their bare names.
 sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import _h2load  # noqa: E402
+import _h2load
 
 # The tail of a real ``h2load -c10 -m5 -D2`` run through txrevproxy (nghttp2 1.52.0).
 REPORT = """\

@@ -13,7 +13,7 @@ from pathlib import Path
 
 # benchmarks/ is no package: its modules import each other by their bare names.
 sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import _procs  # noqa: E402
+import _procs
 
 
 def test_pinned_to_pins_a_process_tree_and_this_process_then_restores_them():

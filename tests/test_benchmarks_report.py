@@ -10,7 +10,7 @@ from pathlib import Path
 
 # benchmarks/ is no package: its modules import each other by their bare names.
 sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import _report  # noqa: E402
+import _report
 
 
 def result(scenario: str, proxy: str, **figures: float) -> dict[str, object]:
@@ -55,4 +55,6 @@ def test_the_setup_names_the_guest_halt_polling_when_known():
     }  # fmt: skip
     settings = {"load_seconds": 8, "warmup_seconds": 2}
     assert "(guest halt polling" not in _report._setup(machine, settings)
-    assert "2 cores (guest halt polling 200,000 ns)" in _report._setup({**machine, "guest_halt_poll_ns": 200000}, settings)
+    assert "2 cores (guest halt polling 200,000 ns)" in _report._setup(
+        {**machine, "guest_halt_poll_ns": 200000}, settings
+    )

@@ -29,7 +29,6 @@ def _statuses(response: bytes) -> list[int]:
 # -- refused before anything is forwarded -----------------------------------------------------------------------
 
 
-
 @pytest.mark.parametrize("raw, status", REFUSED)
 @pytest.mark.parametrize("pieces", [1, 7])
 def test_refused_before_forwarding(raw, status, pieces):
@@ -72,7 +71,7 @@ CHUNKED_HEAD = b"POST /up HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\
         (b"1\ra\r\n", 400),
         (b"1\r\nab0\r\n\r\n", 400),
         (b"1;\r\na\r\n", 400),
-        (b"1;a=\"b\r\na\r\n", 400),
+        (b'1;a="b\r\na\r\n', 400),
         (b"1;a\x01\r\na\r\n", 400),
         (b"1;" + b"a" * 5000 + b"\r\n", 400),
         (b"0\r\nX: 1\n\r\n", 400),
@@ -106,7 +105,7 @@ def test_bad_chunk_after_response_started_aborts_client():
 def test_chunked_body_reframed_without_extensions_or_trailers():
     """Chunk extensions and trailers are not forwarded: the proxy frames the body it sends itself."""
     h = Harness()
-    h.send(CHUNKED_HEAD + b"3;name=\"v\" ; x\r\nabc\r\n002\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n")
+    h.send(CHUNKED_HEAD + b'3;name="v" ; x\r\nabc\r\n002\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n')
     up = h.upstream().accept()
     head, body = head_and_body(up.received())
     assert b"Transfer-Encoding: chunked" in header_lines(head)
@@ -141,7 +140,11 @@ def test_leading_empty_lines_ignored():
 def test_h2c_upgrade_not_forwarded():
     """Upgrade: h2c and HTTP2-Settings never reach the upstream."""
     h = Harness()
-    h.send(b"GET / HTTP/1.1\r\n" + HOST + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n")
+    h.send(
+        b"GET / HTTP/1.1\r\n"
+        + HOST
+        + b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+    )
     sent = h.upstream().accept().received().lower()
     assert b"upgrade" not in sent and b"http2-settings" not in sent
 
@@ -190,7 +193,16 @@ def test_pipelined_bytes_are_bounded():
     up = h.upstream().accept()
     h.send(b"GET /2 HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 4100 + b"\r\nY: " + b"a" * 4100 + b"\r\n\r\n")
     assert h.client.producerState == "producing"
-    h.send(b"GET /3 HTTP/1.1\r\n" + HOST + b"X: " + b"a" * 4100 + b"\r\nY: " + b"a" * 4100 + b"\r\n\r\n" + b"GET /4 HTTP/1.1\r\n")
+    h.send(
+        b"GET /3 HTTP/1.1\r\n"
+        + HOST
+        + b"X: "
+        + b"a" * 4100
+        + b"\r\nY: "
+        + b"a" * 4100
+        + b"\r\n\r\n"
+        + b"GET /4 HTTP/1.1\r\n"
+    )
     assert h.client.producerState == "paused"
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert h.client.producerState == "producing"

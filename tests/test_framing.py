@@ -4,6 +4,8 @@ Body framing decisions for requests and responses, and the chunked coding.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -204,7 +206,7 @@ def test_parse_content_length_absent_is_none():
 
 # -- the chunked decoder -----------------------------------------------------------------------------------------
 
-BODY = b"4\r\nWiki\r\n5;name=value;q=\"a;b\"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\nX: y\r\n\r\n"
+BODY = b'4\r\nWiki\r\n5;name=value;q="a;b"\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nExpires: never\r\nX: y\r\n\r\n'
 BODY_TEXT = b"Wikipedia in\r\n\r\nchunks."
 
 
@@ -265,7 +267,7 @@ def test_decoder_empty_body():
 
 @pytest.mark.parametrize(
     "chunk_line",
-    [b"a", b"A", b"00a", b"a;ext", b"a ;ext", b"a\t;ext=\"q\"", b"a;a=1;b=2", b"a "],
+    [b"a", b"A", b"00a", b"a;ext", b"a ;ext", b'a\t;ext="q"', b"a;a=1;b=2", b"a "],
 )
 def test_decoder_size_forms(chunk_line):
     """Hex sizes in either case, leading zeros, extensions and whitespace before them are accepted."""
@@ -352,7 +354,7 @@ def test_chunked_round_trip(chunks, cuts, tail):
     """Any chunks, encoded and fed to the decoder in any splits, decode to the same bytes; what follows is returned."""
     wire = b"".join(piece for chunk in chunks for piece in encode_chunk(chunk)) + LAST_CHUNK + tail
     bounds = sorted({0, len(wire), *(c for c in cuts if c < len(wire))})
-    pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
+    pieces = [wire[a:b] for a, b in itertools.pairwise(bounds)]
     out = []
     decoder = ChunkedDecoder(out.append)
     after = [r for r in (decoder.feed(p) for p in pieces) if r is not None]

@@ -55,7 +55,11 @@ class H2Pair:
         if data:
             self.events += self.client.receive_data(data)
 
-    def request(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]] = [], body: bytes | None = None) -> int:
+    def request(
+        self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]] | None = None, body: bytes | None = None
+    ) -> int:
+        if headers is None:
+            headers = []
         stream = self.client.get_next_available_stream_id()
         pseudo = [(b":method", method), (b":authority", b"example.com"), (b":scheme", b"https"), (b":path", path)]
         self.client.send_headers(stream, pseudo + headers, end_stream=body is None)
@@ -64,10 +68,14 @@ class H2Pair:
         self.send()
         return stream
 
-    def open(self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]] = [], end: bool = False) -> int:
+    def open(
+        self, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]] | None = None, end: bool = False
+    ) -> int:
         """
         Send a stream's headers (with END_STREAM if ``end``); its body, if any, follows with :meth:`data`.
         """
+        if headers is None:
+            headers = []
         stream = self.client.get_next_available_stream_id()
         pseudo = [(b":method", method), (b":authority", b"example.com"), (b":scheme", b"https"), (b":path", path)]
         self.client.send_headers(stream, pseudo + headers, end_stream=end)
@@ -212,7 +220,9 @@ def test_invalid_host_is_400() -> None:
     pair = H2Pair()
     stream = pair.client.get_next_available_stream_id()
     pair.client.send_headers(
-        stream, [(b":method", b"GET"), (b":authority", b"bad host"), (b":scheme", b"https"), (b":path", b"/")], end_stream=True
+        stream,
+        [(b":method", b"GET"), (b":authority", b"bad host"), (b":scheme", b"https"), (b":path", b"/")],
+        end_stream=True,
     )
     pair.send()
     [response] = pair.of(h2.events.ResponseReceived, stream)
@@ -261,14 +271,14 @@ def test_head_rejection_counts_as_rfc_9113_and_http_1_1_do() -> None:
     """The size counts 32 bytes a field, pseudo-headers included; the field count and length leave pseudo-headers
     out (a field's length is its HTTP/1.1 line's, "name: value"); :method and :path make the request line."""
     pseudo = [(b":method", b"GET"), (b":path", b"/abc")]
-    fields = pseudo + [(b"a", b"12345")]
+    fields = [*pseudo, (b"a", b"12345")]
     size = 7 + 3 + 5 + 4 + 1 + 5 + 3 * 32
     assert head_rejection(fields, HeadLimits(header_section=size)) is None
     assert head_rejection(fields, HeadLimits(header_section=size - 1)) == Rejection(
         431, f"header list of {size} bytes over the limit of {size - 1}"
     )
     assert head_rejection(fields, HeadLimits(header_count=1)) is None
-    assert head_rejection(fields + [(b"b", b"")], HeadLimits(header_count=1)) == Rejection(
+    assert head_rejection([*fields, (b"b", b"")], HeadLimits(header_count=1)) == Rejection(
         431, "2 header fields, over the limit of 1"
     )
     assert head_rejection(fields, HeadLimits(header_line=8)) is None  # "a: 12345"
@@ -321,7 +331,7 @@ def test_early_413_then_reset_with_no_error() -> None:
     pair = H2Pair(client=ClientConfig(max_body=10))
     stream = pair.client.get_next_available_stream_id()
     pseudo = [(b":method", b"POST"), (b":authority", b"e"), (b":scheme", b"https"), (b":path", b"/")]
-    pair.client.send_headers(stream, pseudo + [(b"content-length", b"30")])
+    pair.client.send_headers(stream, [*pseudo, (b"content-length", b"30")])
     pair.client.send_data(stream, b"x" * 10)
     pair.send()
     assert pair.status(stream) == 413
@@ -439,7 +449,7 @@ def test_stalled_upload_does_not_hold_up_other_streams() -> None:
 
 
 def test_undeclared_body_over_the_limit_aborts_the_upstream() -> None:
-    """A body of unknown length going over max_body: the upstream request is aborted, never ended; the stream gets 413."""
+    """A body of unknown length over max_body: the upstream request is aborted, never ended; the stream gets 413."""
     pair = H2Pair(client=ClientConfig(max_body=10))
     stream = pair.open(b"POST", b"/")
     up = pair.h.upstream().accept()

@@ -22,7 +22,9 @@ def _parse(head: bytes, limits: HeadLimits = LIMITS) -> RequestHead | Rejection:
 def test_parses_a_plain_head():
     """A request line and header lines are split into method, target, version and (name, value) pairs in order."""
     head = _parse(b"GET /a?b HTTP/1.1\r\nHost: x\r\nX-A:  1 \r\nx-a: 2\r\nEmpty:")
-    assert head == RequestHead(b"GET", b"/a?b", b"HTTP/1.1", [(b"Host", b"x"), (b"X-A", b"1"), (b"x-a", b"2"), (b"Empty", b"")])
+    assert head == RequestHead(
+        b"GET", b"/a?b", b"HTTP/1.1", [(b"Host", b"x"), (b"X-A", b"1"), (b"x-a", b"2"), (b"Empty", b"")]
+    )
 
 
 def test_value_keeps_inner_whitespace_and_obs_text():
@@ -116,7 +118,13 @@ def test_incomplete_head_problems(partial, status):
 
 @pytest.mark.parametrize(
     "partial",
-    [b"G", b"GET / HTTP/1.1\r", b"GET / HTTP/1.1\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n", b"GET / HTTP/1.1\r\nHost: x\r\n\r"],
+    [
+        b"G",
+        b"GET / HTTP/1.1\r",
+        b"GET / HTTP/1.1\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r",
+    ],
 )
 def test_incomplete_head_in_progress_is_fine(partial):
     """A head cut anywhere, including between CR and LF, has nothing wrong with it yet."""

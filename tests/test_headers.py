@@ -171,7 +171,7 @@ def test_upstream_request_headers_repeat_for_the_same_context_and_stay_independe
 
 def test_upstream_request_headers_has_exactly_one_of_each_forwarding_header():
     """Client-sent forwarding headers are not copied verbatim; each forwarding header appears once."""
-    out = upstream_request_headers(INCOMING_FORWARDING + [(b"Via", b"1.0 edge")], UNTRUSTED, b"upstream")
+    out = upstream_request_headers([*INCOMING_FORWARDING, (b"Via", b"1.0 edge")], UNTRUSTED, b"upstream")
     for name in (b"x-forwarded-for", b"forwarded", b"x-forwarded-proto", b"x-forwarded-host", b"via"):
         assert len(values_of(out, name)) == 1, name
 

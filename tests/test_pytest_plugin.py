@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-RESOURCE_TESTS = '''
+RESOURCE_TESTS = """
 import socket
 import threading
 import urllib.request
@@ -45,7 +45,7 @@ def test_the_first_test_cleaned_up():
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
     assert threading.active_count() <= STATE["threads"]
-'''
+"""
 
 
 def test_plugin_is_registered(pytester: pytest.Pytester) -> None:
@@ -64,7 +64,7 @@ def test_resource_fixture(pytester: pytest.Pytester) -> None:
 def test_url_fixture_and_failures(pytester: pytest.Pytester) -> None:
     """The URL fixture relays to a URL; a failing test is reported as such and its proxies are still stopped."""
     pytester.makepyfile(
-        test_url='''
+        test_url="""
 import socket
 import urllib.error
 import urllib.request
@@ -106,7 +106,7 @@ def test_all_stopped():
     for port in PORTS:
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0
-'''
+"""
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3, failed=1)

@@ -73,7 +73,9 @@ def test_chunked_upstream_body_is_rechunked_for_client():
     h = Harness()
     h.send(GET)
     up = h.upstream().accept()
-    up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n")
+    up.respond(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\n"
+    )
     head, body = head_and_body(h.response())
     assert b"Transfer-Encoding: chunked" in header_lines(head)
     assert b"Trailer: X-T" not in header_lines(head)
@@ -288,7 +290,7 @@ def test_head_response_keeps_length_without_body():
 
 
 def test_early_response_drains_body_then_serves_next_request():
-    """A response that ends before its request body does: the rest of the body is discarded, the next request is served."""
+    """A response ending before its request body: the rest of the body is discarded, the next request is served."""
     h = Harness()
     h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 6\r\n\r\nabc")
     up = h.upstream().accept()
@@ -305,7 +307,9 @@ def test_early_response_drains_body_then_serves_next_request():
 def test_ambiguous_request_rejected_before_connecting():
     """Transfer-Encoding together with Content-Length is answered 400 and nothing goes upstream."""
     h = Harness()
-    h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    h.send(
+        b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
     assert h.response().startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert h.attempts == 0
     assert h.client.disconnecting
@@ -326,7 +330,7 @@ def test_http10_client_gets_unchunked_body_and_close():
     up = h.upstream().accept()
     assert b"Via: 1.0 txrevproxy" in up.received()
     up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
-    head, body = head_and_body(h.response())
+    _head, body = head_and_body(h.response())
     assert body == b"abc"
     assert h.client.disconnecting
 
@@ -521,7 +525,6 @@ def test_response_deadline_on_a_reused_connection():
     h.reactor.advance(0.2)
     assert h.response().count(b"HTTP/1.1 504 ") == 1
     assert up.transport.disconnected
-
 
 
 # -- memory ------------------------------------------------------------------------------------------------------

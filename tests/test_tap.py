@@ -35,9 +35,25 @@ def test_defaults():
 def test_repeated_and_valued_flags():
     """--listen and --trusted-proxy repeat; numeric flags are converted."""
     options = parse(
-        "--listen", "tcp:1", "-l", "unix:/tmp/x.sock", "--upstream", "http://h:1/b",
-        "--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "::1/128", "--connect-timeout", "0.5",
-        "--response-timeout", "2", "--pool-size", "4", "--pool-idle-timeout", "9", "--preserve-host",
+        "--listen",
+        "tcp:1",
+        "-l",
+        "unix:/tmp/x.sock",
+        "--upstream",
+        "http://h:1/b",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--trusted-proxy",
+        "::1/128",
+        "--connect-timeout",
+        "0.5",
+        "--response-timeout",
+        "2",
+        "--pool-size",
+        "4",
+        "--pool-idle-timeout",
+        "9",
+        "--preserve-host",
     )
     assert options["listen"] == ["tcp:1", "unix:/tmp/x.sock"]
     config = options.config()
@@ -98,7 +114,7 @@ def test_demo_starts_an_origin_first():
     reactor = MemoryReactor()
     service = ProxyService(parse("--demo", "-l", "tcp:81"), reactor)
     service.privilegedStartService()
-    (origin_port, _, _, origin_interface), (proxy_port, _, _, _) = reactor.tcpServers
+    (_origin_port, _, _, origin_interface), (proxy_port, _, _, _) = reactor.tcpServers
     assert origin_interface == "127.0.0.1" and proxy_port == 81
     assert service.resource.host == "127.0.0.1"
 
@@ -161,9 +177,26 @@ def test_client_limits_default_to_the_documented_values():
 def test_client_limit_flags():
     """Size flags take k/m/g suffixes; every limit and deadline flag reaches the ClientConfig."""
     client = parse(
-        "--upstream", "http://h:1", "--max-body-size", "2m", "--max-request-line", "1k", "--max-header-line", "512",
-        "--max-header-size", "4K", "--max-headers", "7", "--head-timeout", "1.5", "--body-timeout", "2",
-        "--send-timeout", "3", "--max-body-size", "0",
+        "--upstream",
+        "http://h:1",
+        "--max-body-size",
+        "2m",
+        "--max-request-line",
+        "1k",
+        "--max-header-line",
+        "512",
+        "--max-header-size",
+        "4K",
+        "--max-headers",
+        "7",
+        "--head-timeout",
+        "1.5",
+        "--body-timeout",
+        "2",
+        "--send-timeout",
+        "3",
+        "--max-body-size",
+        "0",
     ).client_config()
     assert client.head == HeadLimits(request_line=1024, header_line=512, header_section=4096, header_count=7)
     assert (client.max_body, client.head_timeout, client.body_timeout, client.send_timeout) == (0, 1.5, 2.0, 3.0)
@@ -198,8 +231,18 @@ def test_access_and_cap_defaults():
 def test_allow_and_deny_repeat_into_one_policy():
     """--allow and --deny repeat; both lists end up in the access policy."""
     options = parse(
-        "--upstream", "http://h:1", "--allow", "10.0.0.0/8", "--allow", "::1", "--deny", "10.1.0.0/16",
-        "--max-connections", "3", "--accept-backoff", "2",
+        "--upstream",
+        "http://h:1",
+        "--allow",
+        "10.0.0.0/8",
+        "--allow",
+        "::1",
+        "--deny",
+        "10.1.0.0/16",
+        "--max-connections",
+        "3",
+        "--accept-backoff",
+        "2",
     )
     policy = options["access"]
     assert [str(n) for n in policy.allow] == ["10.0.0.0/8", "::1/128"]
@@ -232,7 +275,7 @@ def test_service_site_has_the_gate():
     """The site the service listens with refuses what the access policy refuses, up to the cap."""
     service = _service("--deny", "192.0.2.0/24", "--max-connections", "7")
     service.privilegedStartService()
-    (_, site, _, _), = service.reactor.tcpServers
+    ((_, site, _, _),) = service.reactor.tcpServers
     assert site.gate is service.gate
     assert service.gate.config.max_connections == 7
     assert not service.gate.config.access.allows("192.0.2.1")

@@ -126,7 +126,14 @@ def test_upstream_tls_options(tmp_path: Path) -> None:
     client = ca.issue("client")
     options = Options()
     options.parseOptions(
-        ["--upstream", "https://127.0.0.1:1", "--upstream-ca", str(ca.ca_file), "--upstream-client-cert", str(client.both)]
+        [
+            "--upstream",
+            "https://127.0.0.1:1",
+            "--upstream-ca",
+            str(ca.ca_file),
+            "--upstream-client-cert",
+            str(client.both),
+        ]
     )
     tls = options.config().pool.tls
     assert tls == UpstreamTLS(ca_file=str(ca.ca_file), client_cert=str(client.both), insecure=False)

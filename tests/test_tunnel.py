@@ -63,11 +63,14 @@ def test_close_from_either_side() -> None:
         tunnel.fromUpstream(b"late")
         assert (upstream.value(), client.value()) == (b"abc", b"de")
         side = "upstream" if lost == "upstreamLost" else "client"
-        assert captured.text().count(f"tunnel test closed: the {side} closed the connection; 3 bytes up, 2 bytes down") == 1
+        assert (
+            captured.text().count(f"tunnel test closed: the {side} closed the connection; 3 bytes up, 2 bytes down")
+            == 1
+        )
 
 
 def test_slow_client_closed_after_its_bytes() -> None:
-    """The upstream closing while the client's buffer is full: the client gets every byte, then its connection closes."""
+    """The upstream closing while the client's buffer is full: the client gets every byte, then is closed."""
     client = SocketlessTransport()
     tunnel, _, upstream, _ = make_tunnel(client=client)
     data = bytes(range(256)) * 1024  # 256 KiB: over the transport's 64 KiB buffer
@@ -139,7 +142,7 @@ def test_a_side_reading_nothing_for_its_send_timeout_aborts_both() -> None:
 
 def test_a_drained_buffer_starts_the_send_deadline_over() -> None:
     """A side whose buffer drains before its send timeout is not aborted; its next stall is timed from its start."""
-    tunnel, client, upstream, clock = make_tunnel(idle=0, send=(10, 10))
+    _tunnel, client, upstream, clock = make_tunnel(idle=0, send=(10, 10))
     client.producer.pauseProducing()
     clock.advance(9)
     client.producer.resumeProducing()
@@ -153,7 +156,7 @@ def test_a_drained_buffer_starts_the_send_deadline_over() -> None:
 
 def test_an_earlier_send_deadline_is_not_found_late() -> None:
     """A stall with a nearer deadline than the one already timed re-arms the timer: found on time."""
-    tunnel, client, upstream, clock = make_tunnel(idle=0, send=(60, 5))
+    _tunnel, client, upstream, clock = make_tunnel(idle=0, send=(60, 5))
     client.producer.pauseProducing()  # deadline at 60
     clock.advance(1)
     upstream.producer.pauseProducing()  # deadline at 6
@@ -166,7 +169,7 @@ def test_a_side_that_takes_not_its_last_bytes_is_aborted() -> None:
     """Once the upstream has gone, the client is closed after its bytes; a client taking none of them for its send
     timeout is aborted, with a log line."""
     client = SocketlessTransport()
-    tunnel, _, upstream, clock = make_tunnel(client=client, send=(10, 10))
+    tunnel, _, _upstream, clock = make_tunnel(client=client, send=(10, 10))
     tunnel.fromUpstream(bytes(256 * 1024))  # over the transport's buffer
     tunnel.upstreamLost()
     assert client.disconnecting and not client.disconnected
@@ -178,7 +181,7 @@ def test_a_side_that_takes_not_its_last_bytes_is_aborted() -> None:
 
 def test_a_side_that_closes_in_time_is_not_aborted() -> None:
     """A side being closed whose loss is reported within its send timeout cancels the timer."""
-    tunnel, client, upstream, clock = make_tunnel(send=(10, 10))
+    tunnel, _client, _upstream, clock = make_tunnel(send=(10, 10))
     tunnel.shutdown()
     assert len(clock.getDelayedCalls()) == 1
     tunnel.clientLost()

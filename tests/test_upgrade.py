@@ -149,7 +149,9 @@ def test_unoffered_protocol_is_502() -> None:
     h = Harness()
     h.send(UPGRADE)
     with CapturedLog() as captured:
-        h.upstream().accept().respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: irc\r\nConnection: upgrade\r\n\r\n")
+        h.upstream().accept().respond(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: irc\r\nConnection: upgrade\r\n\r\n"
+        )
     assert h.response().startswith(b"HTTP/1.1 502 ")
     assert "did not offer" in captured.text()
 
@@ -227,7 +229,7 @@ def test_a_tunnel_client_reading_nothing_for_the_send_timeout_is_aborted() -> No
 
 
 def test_pool_close_closes_tunnels() -> None:
-    """Closing the pool (the proxy stopping) closes every tunnel, both sides, and forgets it once the upstream is gone."""
+    """Closing the pool (the proxy stopping) closes every tunnel, both sides, and forgets it once upstream is gone."""
     h, up = switched()
     pool = h.resource.pool
     assert len(pool.tunnelled) == 1
@@ -351,7 +353,7 @@ def proxy_transports(proxy: MemoryProxy) -> tuple[MemoryTransport, MemoryTranspo
 
 
 def test_slow_client_bounds_the_proxy_buffers() -> None:
-    """A client that stops reading stops the origin: the proxy buffers at most about 64 KiB for it; all arrives later."""
+    """A client that stops reading stops the origin: the proxy buffers at most ~64 KiB for it; all arrives later."""
     origin = RawOrigin(chunks=64)  # 4 MiB
     proxy = MemoryProxy()
     proxy.network.listen(proxy.ORIGIN_HOST, proxy.ORIGIN_PORT, Factory.forProtocol(lambda: origin))

@@ -109,7 +109,7 @@ def test_http10_upstream_not_reused():
 
 
 def test_expired_idle_connection_is_never_handed_out_while_closing():
-    """Once the idle timeout fires the connection leaves the pool at once: a request arriving before the close completes gets a new one."""
+    """Once the idle timeout fires the connection leaves the pool: a request before the close gets a new one."""
     h = Harness(ProxyConfig(pool=PoolConfig(idle_timeout=10)))
     up = _served(h)
     h.reactor.advance(11)
@@ -169,7 +169,7 @@ def test_each_body_read_restarts_the_read_deadline():
 
 
 def test_paused_reading_does_not_count_toward_the_read_deadline():
-    """Time while the proxy has paused the upstream for a slow client is not upstream silence; the count restarts on resume."""
+    """Time the upstream is paused for a slow client is not upstream silence; the count restarts on resume."""
     h, up = _streaming(read_timeout=10)
     h.reactor.advance(5)
     h.channel.pauseProducing()  # the client's transport is full
@@ -241,15 +241,27 @@ def _head_of_size(size: int) -> bytes:
 
 # (raw upstream bytes, reason logged): each is refused before anything reaches the client.
 INVALID_HEADS = {
-    "content-length-and-chunked": (_S + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "both Transfer-Encoding and Content-Length"),
-    "chunked-and-content-length": (_S + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "both"),
-    "conflicting-content-length-lines": (_S + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", "conflicting Content-Length"),
+    "content-length-and-chunked": (
+        _S + b"Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "both Transfer-Encoding and Content-Length",
+    ),
+    "chunked-and-content-length": (
+        _S + b"Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "both",
+    ),
+    "conflicting-content-length-lines": (
+        _S + b"Content-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        "conflicting Content-Length",
+    ),
     "conflicting-content-length-list": (_S + b"Content-Length: 3, 4\r\n\r\nabcd", "conflicting Content-Length"),
     "non-numeric-content-length": (_S + b"Content-Length: abc\r\n\r\n", "invalid Content-Length"),
     "negative-content-length": (_S + b"Content-Length: -1\r\n\r\n", "invalid Content-Length"),
     "signed-content-length": (_S + b"Content-Length: +3\r\n\r\nabc", "invalid Content-Length"),
     "chunked-twice": (_S + b"Transfer-Encoding: chunked, chunked\r\n\r\n", "chunked more than once"),
-    "gzip-before-chunked": (_S + b"Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "unsupported transfer coding"),
+    "gzip-before-chunked": (
+        _S + b"Transfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        "unsupported transfer coding",
+    ),
     "gzip-until-close": (_S + b"Transfer-Encoding: gzip\r\n\r\nabc", "unsupported transfer coding"),
     "identity-coding": (_S + b"Transfer-Encoding: identity\r\nContent-Length: 3\r\n\r\nabc", "both"),
     "bare-lf-status-line": (b"HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", "bare LF"),
@@ -276,7 +288,7 @@ INVALID_HEADS = {
 @pytest.mark.parametrize("raw, reason", INVALID_HEADS.values(), ids=INVALID_HEADS.keys())
 @pytest.mark.parametrize("split", [False, True], ids=["whole", "in-pieces"])
 def test_invalid_response_head_is_502_and_connection_discarded(raw, reason, split):
-    """An invalid upstream response head: 502 to the client, the reason logged, the connection aborted and not pooled."""
+    """An invalid upstream response head: 502 to the client, the reason logged, the connection aborted, not pooled."""
     h = Harness()
     h.send(GET)
     up = h.upstream().accept()
@@ -297,7 +309,10 @@ def test_invalid_response_head_is_502_and_connection_discarded(raw, reason, spli
 
 @pytest.mark.parametrize(
     "raw",
-    [_head_of_size(MAX_RESPONSE_HEAD), _S + b"".join(b"X-%d: v\r\n" % i for i in range(MAX_RESPONSE_HEADERS - 1)) + b"Content-Length: 0\r\n\r\n"],
+    [
+        _head_of_size(MAX_RESPONSE_HEAD),
+        _S + b"".join(b"X-%d: v\r\n" % i for i in range(MAX_RESPONSE_HEADERS - 1)) + b"Content-Length: 0\r\n\r\n",
+    ],
     ids=["head-at-size-limit", "headers-at-count-limit"],
 )
 def test_response_head_at_the_limits_is_relayed(raw):

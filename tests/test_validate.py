@@ -104,10 +104,10 @@ def _status(method, target, version, headers):
         (b"GET", b"/", V11, [(b"Host", b"a"), (b"host", b"b")], 400),
         (b"GET", b"/", V10, [(b"Host", b"a"), (b"Host", b"a")], 400),
         # Framing errors come back as rejections with the framing status.
-        (b"POST", b"/", V11, H + [(b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"3")], 400),
-        (b"POST", b"/", V10, H + [(b"Transfer-Encoding", b"chunked")], 400),
-        (b"POST", b"/", V11, H + [(b"Content-Length", b"3"), (b"Content-Length", b"4")], 400),
-        (b"POST", b"/", V11, H + [(b"Content-Length", b"-1")], 400),
+        (b"POST", b"/", V11, [*H, (b"Transfer-Encoding", b"chunked"), (b"Content-Length", b"3")], 400),
+        (b"POST", b"/", V10, [*H, (b"Transfer-Encoding", b"chunked")], 400),
+        (b"POST", b"/", V11, [*H, (b"Content-Length", b"3"), (b"Content-Length", b"4")], 400),
+        (b"POST", b"/", V11, [*H, (b"Content-Length", b"-1")], 400),
     ],
 )
 def test_validate_request(method, target, version, headers, expected):
@@ -170,8 +170,8 @@ def test_valid_host_is_the_same_answer_when_remembered():
     "headers, expected",
     [
         (H, NO_BODY),
-        (H + [(b"Content-Length", b"12")], Framing(Kind.LENGTH, 12)),
-        (H + [(b"Transfer-Encoding", b"chunked")], CHUNKED),
+        ([*H, (b"Content-Length", b"12")], Framing(Kind.LENGTH, 12)),
+        ([*H, (b"Transfer-Encoding", b"chunked")], CHUNKED),
     ],
 )
 def test_validate_request_returns_framing(headers, expected):
@@ -358,7 +358,7 @@ def test_response_head_collects_framing_headers() -> None:
     ],
 )
 def test_relayed_headers_are_the_end_to_end_ones(head):
-    """The headers relayed from a response are its end-to-end ones less Content-Length, also when found while parsing."""
+    """The headers relayed from a response are its end-to-end ones less Content-Length, also found while parsing."""
     parsed = parse_response_head(head)
     expected = end_to_end(parsed.headers, REBUILT_RESPONSE, parsed.connection)
     assert relayed_headers(parsed) == expected

@@ -70,7 +70,7 @@ def test_starts_count_workers_with_the_sockets():
 
 def test_crashed_worker_is_restarted_with_growing_delay():
     """A worker that dies soon after starting is restarted after a delay that doubles; one that ran long, at once."""
-    supervisor, reactor = _supervisor(1)
+    _, reactor = _supervisor(1)
     reactor.end(0, ProcessTerminated(signal=9))
     assert len(reactor.spawned) == 1
     reactor.advance(FIRST_RESTART_DELAY)
@@ -154,9 +154,27 @@ def _parse(*args: str) -> Options:
 def test_worker_args_carry_every_setting():
     """A worker parses the arguments it is given into the supervisor's settings, with the inherited sockets."""
     options = _parse(
-        "--upstream", "http://127.0.0.1:9/base", "--workers", "3", "-l", "tcp:1", "--trusted-proxy", "10.0.0.0/8",
-        "--deny", "192.0.2.0/24", "--preserve-host", "--max-body-size", "2m", "--head-timeout", "2.5",
-        "--access-log", "off", "--upstream-read-timeout", "7", "--busy-poll-us", "50",
+        "--upstream",
+        "http://127.0.0.1:9/base",
+        "--workers",
+        "3",
+        "-l",
+        "tcp:1",
+        "--trusted-proxy",
+        "10.0.0.0/8",
+        "--deny",
+        "192.0.2.0/24",
+        "--preserve-host",
+        "--max-body-size",
+        "2m",
+        "--head-timeout",
+        "2.5",
+        "--access-log",
+        "off",
+        "--upstream-read-timeout",
+        "7",
+        "--busy-poll-us",
+        "50",
     )
     inherited = [Inherited(3, "AF_INET", "tcp:1")]
     worker = _parse(*worker_args(options, "http://127.0.0.1:9/base", inherited, 2))

@@ -24,6 +24,7 @@ from txrevproxy._upstream.pool import UpstreamAddress, UpstreamPool
 
 log = Logger(namespace="txrevproxy")
 
+
 def parse_upstream_url(url: str) -> tuple[UpstreamAddress, bytes]:
     """
     ``http[s]://host:port[/base-path]`` → the upstream address and base path (no trailing slash).
@@ -173,7 +174,10 @@ class ReverseProxyResource(Resource):
         if cache is None or cache[0] != self.host or cache[1] != self.port or cache[2].scheme != self.scheme:
             address = UpstreamAddress(self.host, self.port, self.scheme)
             cache = self._upstream_cache = (
-                self.host, self.port, address, host_header(self.host, self.port, self.scheme)
+                self.host,
+                self.port,
+                address,
+                host_header(self.host, self.port, self.scheme),
             )
         return cache[2], cache[3]
 

@@ -235,9 +235,7 @@ _DEFAULT = object()
 def proxy_factory(origin: Origin, tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
     started: list[Proxy] = []
 
-    def start(
-        *flags: str, upstream: object = _DEFAULT, nofile: int | None = None, reactor: str | None = None
-    ) -> Proxy:
+    def start(*flags: str, upstream: object = _DEFAULT, nofile: int | None = None, reactor: str | None = None) -> Proxy:
         argv = [*TWISTD, "-n", "--pidfile=", *([f"--reactor={reactor}"] if reactor else [])]
         argv += ["txrevproxy", "--listen", "tcp:0:interface=127.0.0.1"]
         if nofile is not None:

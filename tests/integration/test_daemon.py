@@ -159,7 +159,7 @@ def read_until_closed(sock: socket.socket) -> bytes:
             data = sock.recv(64 * KiB)
         except ConnectionResetError:
             break
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"the connection stayed open; received so far: {b''.join(received)!r}") from None
         if not data:
             break
@@ -380,9 +380,7 @@ def test_large_chunked_upload_arrives_intact(proxy: Proxy) -> None:
     """A 10 MiB chunked request body (chunks of uneven sizes) reaches the origin with the same length and sha256."""
     body = pattern(10 * MiB)[::-1]
     sock = connect(proxy.port, timeout=30)
-    sock.sendall(
-        f"POST /upload HTTP/1.1\r\nHost: {proxy.host}\r\nTransfer-Encoding: chunked\r\n\r\n".encode("ascii")
-    )
+    sock.sendall(f"POST /upload HTTP/1.1\r\nHost: {proxy.host}\r\nTransfer-Encoding: chunked\r\n\r\n".encode("ascii"))
     sizes = [1, 7, 4096, 65536, 100_000, 1 * MiB]
     offset, i = 0, 0
     while offset < len(body):
@@ -619,7 +617,7 @@ def test_demo_serves_the_logged_url(proxy_factory: Callable[..., Proxy]) -> None
 
 
 def test_upstream_silent_mid_body_is_cut_off(proxy_factory: Callable[..., Proxy], origin: Origin) -> None:
-    """With --upstream-read-timeout 1, an origin silent after 100 of 1000 bytes gets the client connection closed short."""
+    """--upstream-read-timeout 1: an origin silent after 100 of 1000 bytes gets the client connection closed short."""
     proxy = proxy_factory("--upstream-read-timeout", "1")
     sock = connect(proxy.port, timeout=10)
     sock.sendall(f"GET /silent?declared=1000&send=100 HTTP/1.1\r\nHost: {proxy.host}\r\n\r\n".encode("ascii"))
@@ -650,7 +648,7 @@ def test_upload_the_upstream_stops_reading_gets_504(proxy_factory: Callable[...,
 
     sender = threading.Thread(target=upload, daemon=True)
     sender.start()
-    status, headers = read_head(sock.makefile("rb"))
+    status, _headers = read_head(sock.makefile("rb"))
     assert status == 504
     proxy.wait_for_log(r"stopped reading the request body for 1s \(send timeout\)")
     stats = origin.stats(min_stall_closed=1, timeout=5)

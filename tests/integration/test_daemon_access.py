@@ -140,7 +140,9 @@ def test_connection_cap_closes_the_extra_connection_until_one_closes(proxy_facto
 def test_cap_fits_a_low_open_file_limit(proxy_factory: Callable[..., Proxy]) -> None:
     """Under RLIMIT_NOFILE 128 the cap is lowered so that connections past it are refused before fds run out."""
     proxy = proxy_factory("--pool-size", "4", nofile=128)
-    cap = int(proxy.wait_for_log(r"--max-connections 10000 lowered to (\d+) to fit the open-file limit of 128").group(1))
+    cap = int(
+        proxy.wait_for_log(r"--max-connections 10000 lowered to (\d+) to fit the open-file limit of 128").group(1)
+    )
     assert 10 <= cap < 64
     held = [held_connection(proxy) for _ in range(cap)]
     for _ in range(3):
@@ -222,10 +224,12 @@ def test_refused_client_on_a_tls_listener_is_closed_cleanly(
     tls_port = int(proxy.wait_for_log(r"listening on https://127\.0\.0\.1:(\d+) \(ssl:").group(1))
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with pytest.raises((ssl.SSLError, ConnectionError, OSError)) as failed:
-        # (Under load the reset may come before connect() has even returned.)
-        with socket.create_connection(("127.0.0.1", tls_port), timeout=SOCKET_TIMEOUT) as raw:
-            context.wrap_socket(raw)
+    # (Under load the reset may come before connect() has even returned.)
+    with (
+        pytest.raises((ssl.SSLError, ConnectionError, OSError)) as failed,
+        socket.create_connection(("127.0.0.1", tls_port), timeout=SOCKET_TIMEOUT) as raw,
+    ):
+        context.wrap_socket(raw)
     assert not isinstance(failed.value, TimeoutError)
     proxy.wait_for_log(r"refused connection from 127\.0\.0\.1: deny 127\.0\.0\.0/8")
     assert refused(proxy.port) == b""  # the plain listener too

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import time
 
-ACCESS_LINE = r'^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /echo\?log HTTP/1\.1" 200 \d+ "-" "agent/1" \d+\.\d{3}$'
+ACCESS_LINE = (
+    r"^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "
+    r'"GET /echo\?log HTTP/1\.1" 200 \d+ "-" "agent/1" \d+\.\d{3}$'
+)
 
 
 def _get(proxy) -> None:

@@ -65,7 +65,11 @@ def test_console_script_runs_on_txrevproxys_reactor(origin: Origin, tmp_path: Pa
     argv = [str(script)] if script.exists() else [sys.executable, "-m", "txrevproxy"]
     process = subprocess.Popen(
         [*argv, "--listen", "tcp:0:interface=127.0.0.1", "--upstream", origin.url, "--busy-poll-us", "200"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=child_env(),
+        cwd=tmp_path,
     )
     reader = OutputReader(process)
     try:

@@ -67,7 +67,7 @@ def test_ssl_listener(proxy_factory: Callable[..., object], ca: TestCA) -> None:
         assert sock.selected_alpn_protocol() == "http/1.1"
         status, body = get(sock, "/echo", "localhost")
     assert status == 200
-    headers = dict((name.lower(), value) for name, value in json.loads(body)["headers"])
+    headers = {name.lower(): value for name, value in json.loads(body)["headers"]}
     assert headers["x-forwarded-proto"] == "https"
     assert "proto=https" in headers["forwarded"]
 
@@ -141,7 +141,7 @@ def test_old_tls_refused(proxy_factory: Callable[..., object], ca: TestCA, tmp_p
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     context.set_ciphers("DEFAULT:@SECLEVEL=0")  # so that this client itself would speak TLS 1.1
     context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_1
-    with pytest.raises(ssl.SSLError, match="PROTOCOL_VERSION|protocol version"):
+    with pytest.raises(ssl.SSLError, match=r"PROTOCOL_VERSION|protocol version"):
         handshake(port, context, "a.example")
     context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
     with handshake(port, context, "a.example") as sock:
@@ -313,7 +313,9 @@ def test_client_certificate(proxy_factory, ca, tls_origin) -> None:
     client = ca.issue("txrevproxy.client", stem="client")
     origin = tls_origin(leaf.cert, leaf.key, client_ca=ca.ca_file)
     url = f"https://127.0.0.1:{origin.port}"
-    with_cert = proxy_factory("--upstream-ca", str(ca.ca_file), "--upstream-client-cert", str(client.both), upstream=url)
+    with_cert = proxy_factory(
+        "--upstream-ca", str(ca.ca_file), "--upstream-client-cert", str(client.both), upstream=url
+    )
     assert statuses(with_cert, 2) == [200, 200]
     without = proxy_factory("--upstream-ca", str(ca.ca_file), upstream=url)
     assert statuses(without, 1) == [502]

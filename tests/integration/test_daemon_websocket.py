@@ -114,9 +114,8 @@ def test_many_messages_down(proxy_factory: Callable[..., object], ws_origin: Web
 def test_server_closes(proxy_factory: Callable[..., object], ws_origin: WebSocketOrigin) -> None:
     """A close started by the server reaches the client with its code and reason."""
     proxy = proxy_factory(upstream=ws_origin.url)
-    with connect(ws_url(proxy, "/close"), open_timeout=TIMEOUT) as ws:
-        with pytest.raises(ConnectionClosed) as closed:
-            ws.recv(TIMEOUT)
+    with connect(ws_url(proxy, "/close"), open_timeout=TIMEOUT) as ws, pytest.raises(ConnectionClosed) as closed:
+        ws.recv(TIMEOUT)
     assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4000, "bye from the server")  # type: ignore[union-attr]
 
 

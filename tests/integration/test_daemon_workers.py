@@ -127,7 +127,9 @@ def test_workers_serve_tls(proxy_factory, tmp_path, kind):
     assert len(_worker_pids(proxy, 2)) == 2
     context = ssl.create_default_context(cafile=str(ca.ca_file))
     context.set_alpn_protocols(["h2", "http/1.1"])
-    with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT), server_hostname="localhost") as sock:
+    with context.wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT), server_hostname="localhost"
+    ) as sock:
         assert sock.selected_alpn_protocol() == "h2"
     context.set_alpn_protocols(["http/1.1"])
     for _ in range(10):  # new connections, spread over the workers' sockets

@@ -94,10 +94,13 @@ def test_refused_requests_never_reach_the_upstream(proxy_factory, recorder):
 def test_chunked_upload_is_reframed(proxy):
     """A chunked upload with extensions and trailers reaches the origin as the same bytes, framed by the proxy."""
     body = b"x" * 70000 + b"y" * 5
-    chunks = b"".join(b"%x;ext=\"v\"\r\n%s\r\n" % (len(part), part) for part in (body[:70000], body[70000:]))
+    chunks = b"".join(b'%x;ext="v"\r\n%s\r\n' % (len(part), part) for part in (body[:70000], body[70000:]))
     raw = (
-        b"POST /echo HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-        + chunks + b"0\r\nX-Trailer: t\r\n\r\n"
+        b"POST /echo HTTP/1.1\r\n"
+        + HOST
+        + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        + chunks
+        + b"0\r\nX-Trailer: t\r\n\r\n"
     )
     response = exchange(proxy.port, raw)
     assert response.startswith(b"HTTP/1.1 200 ")

@@ -100,9 +100,8 @@ def test_url_upstream() -> None:
 
 def test_origin_made_from_the_reactor() -> None:
     """A callable origin gets the proxy's reactor, so a resource that answers later works."""
-    with start_proxy(origin=Later) as proxy:
-        with urllib.request.urlopen(proxy.url + "/") as response:
-            assert response.read() == b"answered later"
+    with start_proxy(origin=Later) as proxy, urllib.request.urlopen(proxy.url + "/") as response:
+        assert response.read() == b"answered later"
 
 
 def test_stop_releases_everything() -> None:
@@ -120,6 +119,7 @@ def test_stop_releases_everything() -> None:
 
 def test_stop_during_a_request() -> None:
     """Stopping while a request waits on the origin closes the client's connection instead of leaving it hanging."""
+
     class Never(Resource):
         isLeaf = True
 
@@ -138,6 +138,7 @@ def test_stop_during_a_request() -> None:
 
 def test_settings_are_applied() -> None:
     """Settings reach the proxy: a short response timeout answers 504 from a silent origin."""
+
     class Never(Resource):
         isLeaf = True
 

@@ -123,7 +123,13 @@ class Options(usage.Options):
         ["pool-size", None, 128, "Idle keep-alive connections kept per upstream.", _number(int, 0)],
         ["pool-idle-timeout", None, 30.0, "Seconds an idle upstream connection is kept.", _seconds],
         ["idle-timeout", None, 60.0, "Seconds an idle client connection is kept open.", _seconds],
-        ["head-timeout", None, 10.0, "Seconds from a request's first byte until its head is complete (else 408).", _seconds],
+        [
+            "head-timeout",
+            None,
+            10.0,
+            "Seconds from a request's first byte until its head is complete (else 408).",
+            _seconds,
+        ],
         ["body-timeout", None, 30.0, "Seconds a request body may make no progress (else 408 or abort).", _seconds],
         ["send-timeout", None, 60.0, "Seconds a client may read nothing of a pending response (else abort).", _seconds],
         ["max-body-size", None, 1 << 30, "Largest request body accepted (else 413); 0 for no limit.", _size],
@@ -135,8 +141,10 @@ class Options(usage.Options):
             "max-connections",
             None,
             DEFAULT_MAX_CONNECTIONS,
-            "Concurrent client connections per process; past it new ones are closed at once. Lowered at start to "
-            "fit the open-file limit.",
+            (
+                "Concurrent client connections per process; past it new ones are closed at once. Lowered at start to "
+                "fit the open-file limit."
+            ),
             _number(int, 1),
         ],
         [
@@ -150,16 +158,20 @@ class Options(usage.Options):
             "upstream-read-timeout",
             None,
             60.0,
-            "Seconds the upstream may send nothing mid-response-body before the upstream and client connections are "
-            "aborted (time paused for a slow client does not count).",
+            (
+                "Seconds the upstream may send nothing mid-response-body before the upstream and client connections "
+                "are aborted (time paused for a slow client does not count)."
+            ),
             _seconds,
         ],
         [
             "upstream-send-timeout",
             None,
             60.0,
-            "Seconds the upstream may leave a request body upload stalled before it is aborted: 504, or the client "
-            "connection aborted if the response has started.",
+            (
+                "Seconds the upstream may leave a request body upload stalled before it is aborted: 504, or the client "
+                "connection aborted if the response has started."
+            ),
             _seconds,
         ],
         ["max-streams", None, 100, "HTTP/2 streams a client connection may have open at once.", _number(int, 1)],
@@ -174,8 +186,10 @@ class Options(usage.Options):
             "workers",
             None,
             1,
-            "Processes serving the listening sockets; with more than 1, a supervisor starts them, restarts any that "
-            "exits and stops them on SIGTERM/SIGINT.",
+            (
+                "Processes serving the listening sockets; with more than 1, a supervisor starts them, restarts any "
+                "that exits and stops them on SIGTERM/SIGINT."
+            ),
             _number(int, 1),
         ],
         [

@@ -396,8 +396,7 @@ class SupervisorService(service.MultiService):
         family_text = family_name(getattr(getattr(port, "socket", None), "family", -1))
         if family_text is None or _wraps(port, factory):
             print(
-                f"txrevproxy: error: --workers cannot share --listen {description} (tcp, tcp6 and unix endpoints "
-                "only)",
+                f"txrevproxy: error: --workers cannot share --listen {description} (tcp, tcp6 and unix endpoints only)",
                 file=sys.stderr,
             )
             raise SystemExit(2)

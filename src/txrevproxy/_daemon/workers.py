@@ -59,6 +59,7 @@ def reactor_options(reactor: object) -> list[str]:
         return []
     return [f"--reactor={NAME}"] if isinstance(reactor, ProxyReactor) else []
 
+
 _FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6, "AF_UNIX": socket.AF_UNIX}
 
 

@@ -1,6 +1,7 @@
 """
 Request-head syntax (RFC 9112 sections 2-5): the bytes of a request line and header section in, a
-:class:`RequestHead` or a :class:`~txrevproxy._http.validate.Rejection` out, under the size limits of :class:`HeadLimits`.
+:class:`RequestHead` or a :class:`~txrevproxy._http.validate.Rejection` out, under the size limits of
+:class:`HeadLimits`.
 
 Strict where Twisted's ``HTTPChannel`` is lax: CRLF line ends only (a bare CR or LF is refused), no obs-fold, no
 whitespace before a colon or before the first header, header names are tokens, no control bytes in values, a

@@ -161,7 +161,7 @@ def remember_match(pattern: re.Pattern[bytes], value: bytes, known: set[bytes], 
 #: What a head parser acts on in a field line: the header is one of these, another hop-by-hop header (HOP), or OTHER.
 OTHER, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, HOP = range(5)
 _ACTED_ON = {
-    **{name: HOP for name in HOP_BY_HOP},
+    **dict.fromkeys(HOP_BY_HOP, HOP),
     b"connection": CONNECTION,
     b"content-length": CONTENT_LENGTH,
     b"transfer-encoding": TRANSFER_ENCODING,
@@ -282,7 +282,7 @@ def _rebuild(
         drop = drop | connection_tokens(incoming)
     kept: HeaderList = [(b"Host", host)]
     seen: dict[bytes, list[bytes]] = {}
-    for lower, header in zip(lowered, incoming):
+    for lower, header in zip(lowered, incoming, strict=False):
         if lower not in drop:
             kept.append(header)
         elif lower in _FORWARDING:
@@ -320,7 +320,7 @@ def _forwarding(ctx: ForwardingContext, seen: dict[bytes, list[bytes]]) -> Heade
     if forwarded_host is not None:
         out.append((b"X-Forwarded-Host", forwarded_host))
     out.append((b"Forwarded", b", ".join(forwarded)))
-    via = seen.get(b"via", []) + [ctx.version + b" " + VIA_NAME]
+    via = [*seen.get(b"via", []), ctx.version + b" " + VIA_NAME]
     out.append((b"Via", b", ".join(via)))
     return out
 
@@ -365,9 +365,7 @@ class TrustedNetworks:
 NOT_RELAYED_UPGRADES = frozenset({b"h2c"})
 
 
-def upgrade_offer(
-    version: bytes, connection: frozenset[bytes], headers: Iterable[tuple[bytes, bytes]]
-) -> bytes | None:
+def upgrade_offer(version: bytes, connection: frozenset[bytes], headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
     """
     The protocols an HTTP/1.1 request asks to switch to, as the ``Upgrade`` value to forward (``h2c`` left out), or
     ``None`` when it asks for none: an ``Upgrade`` header counts only with ``upgrade`` named in ``Connection``.

@@ -52,6 +52,8 @@ def valid_host(value: bytes) -> bool:
     Whether ``value`` is a syntactically valid ``Host``: reg-name, IPv4 or ``[IPv6]``, with an optional port.
     """
     return value in _VALID_HOSTS or remember_match(_HOST, value, _VALID_HOSTS, _VALID_HOSTS_MAX)
+
+
 _VERSIONS = (b"HTTP/1.1", b"HTTP/1.0")
 _FRAMING_AND_ROUTING = frozenset([b"content-length", b"transfer-encoding", b"host"])
 _VERSION = re.compile(rb"^HTTP/[0-9]\.[0-9]\Z")

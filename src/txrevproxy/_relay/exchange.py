@@ -66,7 +66,9 @@ def request_header_list(request: object) -> list[tuple[bytes, bytes]]:
 _VIA_VERSIONS = {b"HTTP/1.0": b"1.0", b"HTTP/2": b"2"}
 
 
-def forwarding_context(request: object, headers: list[tuple[bytes, bytes]], trusted: TrustedNetworks) -> ForwardingContext:
+def forwarding_context(
+    request: object, headers: list[tuple[bytes, bytes]], trusted: TrustedNetworks
+) -> ForwardingContext:
     peer = request.getClientAddress()  # type: ignore[attr-defined]
     ip = getattr(peer, "host", None) or "unknown"
     hosts = values_of(headers, b"host")

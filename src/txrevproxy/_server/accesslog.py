@@ -48,7 +48,7 @@ def log_date(seconds: float) -> str:
     ``[dd/Mon/yyyy:hh:mm:ss +0000]`` for ``seconds`` since the epoch, in UTC.
     """
     t = time.gmtime(seconds)
-    return "[%02d/%s/%d:%02d:%02d:%02d +0000]" % (t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+    return f"[{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000]"
 
 
 def combined_line(

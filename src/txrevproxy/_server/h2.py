@@ -1,5 +1,6 @@
 """
-HTTP/2 to clients over TLS (ALPN ``h2``), relayed to HTTP/1.1 upstreams by the same :class:`~txrevproxy._relay.exchange.Relay`.
+HTTP/2 to clients over TLS (ALPN ``h2``), relayed to HTTP/1.1 upstreams by the same
+:class:`~txrevproxy._relay.exchange.Relay`.
 
 Twisted's ``H2Connection`` speaks the protocol: framing, HPACK, flow control, priorities, and the h2 library's checks
 on what a client sends (pseudo-headers present, single and first, none unknown; no connection-specific header such

@@ -1,6 +1,6 @@
 """
-The request object of :class:`~txrevproxy._server.channel.ProxySite`: a ``twisted.web`` ``Request`` rendered at the end of
-its head, whose body streams in afterwards, and whose relayed response head is written in one piece.
+The request object of :class:`~txrevproxy._server.channel.ProxySite`: a ``twisted.web`` ``Request`` rendered at the
+end of its head, whose body streams in afterwards, and whose relayed response head is written in one piece.
 
 - :class:`StreamedRequest` is what HTTP/1.1 and HTTP/2 requests share: rendering when the head is complete with a
   :class:`~txrevproxy._server.body.StreamingBody` as ``proxy_body``, and ``whenLost``.

@@ -63,7 +63,12 @@ class MemoryTransport:
         if self.disconnecting or self.disconnected:
             return
         self.outgoing += data
-        if self.producer is not None and self.streaming and not self.producer_paused and len(self.outgoing) > HIGH_WATER:
+        if (
+            self.producer is not None
+            and self.streaming
+            and not self.producer_paused
+            and len(self.outgoing) > HIGH_WATER
+        ):
             self.producer_paused = True
             self.producer.pauseProducing()  # type: ignore[attr-defined]
 
@@ -257,7 +262,7 @@ class MemoryNetwork:
     def _complete_attempts(self) -> bool:
         reactor = self.reactor
         moved = False
-        pending = list(zip(reactor.tcpClients, reactor.connectors))
+        pending = list(zip(reactor.tcpClients, reactor.connectors, strict=False))
         reactor.tcpClients.clear()
         reactor.connectors.clear()
         for attempt, connector in pending:

@@ -310,7 +310,9 @@ class MemoryProxy(_ProxyRecords):
         A raw client connection to the proxy.
         """
         client = MemoryClient(self)
-        d = TCP4ClientEndpoint(self.clock, self.HOST, self.PORT).connect(Factory.forProtocol(lambda: _Collector(client)))
+        d = TCP4ClientEndpoint(self.clock, self.HOST, self.PORT).connect(
+            Factory.forProtocol(lambda: _Collector(client))
+        )
         d.addCallback(lambda protocol: setattr(client, "protocol", protocol))
         self.flush()
         return client
@@ -401,4 +403,3 @@ def listen_proxy(
     proxy.port = ports[-1].getHost().port  # type: ignore[attr-defined]
     proxy.url = f"http://127.0.0.1:{proxy.port}"
     return proxy
-

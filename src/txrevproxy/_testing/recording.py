@@ -53,7 +53,9 @@ def _seen(request: object, body: bytes | None) -> SeenRequest:
     return SeenRequest(
         method=request.method.decode("latin-1"),  # type: ignore[attr-defined]
         target=request.uri.decode("latin-1"),  # type: ignore[attr-defined]
-        headers=tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in request_header_list(request)),
+        headers=tuple(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request_header_list(request)
+        ),
         client=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
         body=body,
     )

@@ -2,8 +2,8 @@
 TLS listeners.
 
 Listening: ``ssl:PORT:privateKey=KEY:certKey=CERT`` (Twisted's endpoint) serves one certificate;
-``tls:DIR:port=PORT`` (Twisted's endpoint syntax, our :class:`~txrevproxy._tls.sni.SNICertificates`) serves every key and
-certificate (with its chain) found in the ``.pem`` files of ``DIR``, chosen by the name the client sends (SNI),
+``tls:DIR:port=PORT`` (Twisted's endpoint syntax, our :class:`~txrevproxy._tls.sni.SNICertificates`) serves every
+key and certificate (with its chain) found in the ``.pem`` files of ``DIR``, chosen by the name the client sends (SNI),
 wildcards included. Both answer ALPN with the protocols the served site accepts. :func:`server_endpoint` makes
 such a listener (loading its files, so that a bad one is an error at start); :func:`is_tls_port` tells a TLS port
 from a plain one.

@@ -5,7 +5,7 @@ when known to be clean; connecting under the connect timeout (TLS handshake incl
 
 from __future__ import annotations
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
@@ -57,7 +57,7 @@ class PoolConfig:
     connect_timeout: float = 5.0
     read_timeout: float = 60.0
     send_timeout: float = 60.0
-    tls: UpstreamTLS = UpstreamTLS()
+    tls: UpstreamTLS = field(factory=UpstreamTLS)
 
 
 class ConnectTimeout(Exception):
