@@ -18,8 +18,8 @@ from txrevproxy._http.headers import host_header
 from txrevproxy._http.networks import AccessPolicy
 from txrevproxy._http.validate import origin_form
 from txrevproxy._relay.exchange import ProxyConfig, Relay
-from txrevproxy._server.body import BodySource, BufferedBody
-from txrevproxy._server.respond import respond_error
+from txrevproxy._server.request import StreamedRequest
+from txrevproxy._server.web import WebRequest, respond_error
 from txrevproxy._upstream.pool import UpstreamAddress, UpstreamPool
 
 log = Logger(namespace="txrevproxy")
@@ -53,16 +53,6 @@ def _default_reactor() -> object:
     from twisted.internet import reactor
 
     return reactor
-
-
-def body_of(request: object) -> BodySource:
-    """
-    The request's body source: streaming when the proxy's own channel is delivering it, else the buffered body.
-    """
-    streaming = getattr(request, "proxy_body", None)
-    if streaming is not None:
-        return streaming
-    return BufferedBody(getattr(request, "content", None))
 
 
 class ReverseProxyResource(Resource):
@@ -187,9 +177,9 @@ class ReverseProxyResource(Resource):
             return NOT_DONE_YET
         pool = self.pool
         address, host = self._upstream()
-        relay = Relay(
-            request, pool, address, self.upstream_target(request), host, body_of(request), self.config, pool.reactor
-        )
+        # The proxy's own requests are what the relay needs; a stock twisted.web request is adapted.
+        relayed = request if isinstance(request, StreamedRequest) else WebRequest(request)
+        relay = Relay(relayed, pool, address, self.upstream_target(request), host, self.config, pool.reactor)
         relay.start()
         return NOT_DONE_YET
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from attrs import field, frozen
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http_headers import Headers
 
 from txrevproxy._http.framing import Framing, FramingError, Kind, parse_content_length
 from txrevproxy._http.headers import ForwardingContext, TrustedNetworks, upstream_request_headers, values_of
@@ -23,8 +23,7 @@ from txrevproxy._http.validate import ResponseHead, relayed_headers
 from txrevproxy._net.deadline import TIMER_SLACK
 from txrevproxy._net.producers import CallbackProducer
 from txrevproxy._net.tunnel import Tunnel
-from txrevproxy._server.body import BodySource
-from txrevproxy._server.respond import respond_error
+from txrevproxy._relay.interfaces import RelayedRequest
 from txrevproxy._upstream.pool import ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool
 from txrevproxy._upstream.protocol import UpstreamProtocol, UpstreamTLSError
 
@@ -53,37 +52,27 @@ class ProxyConfig:
     tunnel_idle_timeout: float = 300.0
 
 
-def request_header_list(request: object) -> list[tuple[bytes, bytes]]:
-    """
-    A request's headers as ``(name, value)`` pairs in order.
-    """
-    header_list = getattr(request, "headerList", None)
-    if header_list is not None:
-        return header_list()  # type: ignore[no-any-return]
-    return [(name, v) for name, values in request.requestHeaders.getAllRawHeaders() for v in values]  # type: ignore[attr-defined]
-
-
 _VIA_VERSIONS = {b"HTTP/1.0": b"1.0", b"HTTP/2": b"2"}
 
 
 def forwarding_context(
-    request: object, headers: list[tuple[bytes, bytes]], trusted: TrustedNetworks
+    request: RelayedRequest, headers: list[tuple[bytes, bytes]], trusted: TrustedNetworks
 ) -> ForwardingContext:
-    peer = request.getClientAddress()  # type: ignore[attr-defined]
-    ip = getattr(peer, "host", None) or "unknown"
+    peer = request.getClientAddress()
+    ip = peer.host if isinstance(peer, (IPv4Address, IPv6Address)) else "unknown"
     hosts = values_of(headers, b"host")
     return ForwardingContext(
         client_ip=ip,
-        proto=b"https" if request.isSecure() else b"http",  # type: ignore[attr-defined]
+        proto=b"https" if request.isSecure() else b"http",
         host=hosts[0] if hosts else None,
         trusted=ip in trusted,
-        version=_VIA_VERSIONS.get(request.clientproto, b"1.1"),  # type: ignore[attr-defined]
+        version=_VIA_VERSIONS.get(request.clientproto, b"1.1"),
     )
 
 
 class Relay:
     """
-    Relays one request (a Twisted ``IRequest``) to ``address`` and its response back.
+    Relays one request to ``address`` and its response back.
 
     States: ``connecting`` → ``sending`` (request going out, no response yet) → ``streaming`` (response head
     relayed) → ``done``. Any state can go to ``done``; nothing leaves it.
@@ -91,29 +80,28 @@ class Relay:
 
     def __init__(
         self,
-        request: object,
+        request: RelayedRequest,
         pool: UpstreamPool,
         address: UpstreamAddress,
         target: bytes,
         host: bytes,
-        body: BodySource,
         config: ProxyConfig,
-        reactor: object,
+        reactor: IReactorTime,
     ) -> None:
         self.request = request
         self.pool = pool
         self.address = address
         self.target = target
-        self.body = body
+        self.body = request.bodySource()
         self.config = config
         self.reactor = reactor
         self.state = "connecting"
-        self.method: bytes = request.method  # type: ignore[attr-defined]
-        incoming = request_header_list(request)
+        self.method = request.method
+        incoming = request.headerList()
         if config.preserve_host:
             host = (values_of(incoming, b"host") or [host])[0]
         self.headers = upstream_request_headers(incoming, forwarding_context(request, incoming, config.trusted), host)
-        self.upgrade: bytes | None = getattr(request, "upgrade", None) if config.upgrades else None
+        self.upgrade = request.upgrade if config.upgrades else None
         if self.upgrade is not None:
             self.headers += [(b"Connection", b"upgrade"), (b"Upgrade", self.upgrade)]
         self._proto: UpstreamProtocol | None = None
@@ -126,13 +114,7 @@ class Relay:
     # -- steps ---------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        request = self.request
-        request.defaultContentType = None  # type: ignore[attr-defined]
-        when_lost = getattr(request, "whenLost", None)
-        if when_lost is not None:
-            when_lost(self._clientGone)
-        else:
-            request.notifyFinish().addErrback(self._clientGone)  # type: ignore[attr-defined]
+        self.request.whenLost(self._clientGone)
         proto = self.pool.take(self.address)
         if proto is not None:
             self._connected(proto)
@@ -252,24 +234,8 @@ class Relay:
         if self.state != "sending":
             return
         self.state = "streaming"
-        request = self.request
-        relayed = relayed_headers(head)
         length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
-        write_head = getattr(request, "writeHead", None)
-        if write_head is not None:
-            # The proxy's own request (ProxySite): the head goes out now, in one write.
-            write_head(head.status, head.reason, relayed, length)
-        else:
-            request.setResponseCode(head.status, head.reason or None)  # type: ignore[attr-defined]
-            grouped: dict[bytes, list[bytes]] = {}
-            for name, value in relayed:
-                grouped.setdefault(name, []).append(value)
-            if length is not None:
-                grouped[b"Content-Length"] = [b"%d" % (length,)]
-            headers = request.responseHeaders  # type: ignore[attr-defined]
-            headers.removeHeader(b"server")  # Twisted's own, set before rendering: the upstream's (if any) is relayed
-            for name, values in grouped.items():
-                headers.setRawHeaders(name, values)
+        self.request.writeHead(head.status, head.reason, relayed_headers(head), length)
 
     def responseSwitching(self, head: ResponseHead) -> Tunnel | None:
         """
@@ -284,10 +250,9 @@ class Relay:
         for name, value in relayed_headers(head):
             lines += (name, b": ", value, b"\r\n")
         lines += (b"Connection: upgrade\r\nUpgrade: ", values_of(head.headers, b"upgrade")[0], b"\r\n\r\n")
-        channel = self.request.channel  # type: ignore[attr-defined]
         config = self.config
-        return channel.switchProtocols(  # type: ignore[no-any-return]
-            self.request, b"".join(lines), self._proto.transport, config.tunnel_idle_timeout, config.pool.send_timeout
+        return self.request.switchProtocols(
+            b"".join(lines), self._proto.transport, config.tunnel_idle_timeout, config.pool.send_timeout
         )
 
     def responseWaiting(self) -> None:
@@ -298,23 +263,20 @@ class Relay:
         """
         if self.state != "streaming":
             return
-        request = self.request
-        flush = getattr(request, "flushHead", None)
-        if flush is not None:
-            flush()
+        self.request.flushHead()
         if not self._downloading:
             self._downloading = True
             download = CallbackProducer(self._pauseResponse, self._resumeResponse, self._clientGone)
-            request.registerProducer(download, True)  # type: ignore[attr-defined]
+            self.request.registerProducer(download, True)
 
     def _stopDownloading(self) -> None:
         if self._downloading:
             self._downloading = False
-            self.request.unregisterProducer()  # type: ignore[attr-defined]
+            self.request.unregisterProducer()
 
     def responseData(self, data: bytes) -> None:
         if self.state == "streaming":
-            self.request.write(data)  # type: ignore[attr-defined]
+            self.request.write(data)
 
     def responseEnd(self) -> None:
         if self.state != "streaming":
@@ -324,7 +286,7 @@ class Relay:
         self._stopSendDeadline()
         self.body.stop()
         self._stopDownloading()
-        self.request.finish()  # type: ignore[attr-defined]
+        self.request.finish()
 
     def upstreamFailed(self, reason: str, retryable: bool, status: int = 502) -> None:
         self._cancelTimer()
@@ -339,15 +301,10 @@ class Relay:
                 return
             self._respondError(status, reason)
         elif self.state == "streaming":
-            request = self.request
-            if not request.startedWriting:  # type: ignore[attr-defined]
-                # Twisted writes the response head with the first body bytes: nothing of the upstream's response
-                # has reached the client, so it can still get a proper error instead of an aborted connection.
+            if self.request.dropHead():
+                # The head was held for the first body bytes: nothing of the upstream's response has reached the
+                # client, so it can still get a proper error instead of an aborted connection.
                 self._stopDownloading()
-                request.responseHeaders = Headers()  # type: ignore[attr-defined]
-                drop = getattr(request, "dropHead", None)
-                if drop is not None:
-                    drop()
                 self._respondError(status, reason)
                 return
             self.state = "done"
@@ -360,7 +317,7 @@ class Relay:
                 upstream=str(self.address),
             )
             self._stopDownloading()
-            abort_client(self.request)
+            self.request.abortClient()
 
     def upstreamAbandoned(self, reason: str) -> None:
         """
@@ -383,7 +340,7 @@ class Relay:
         )
         if streaming:
             self._stopDownloading()
-        abort_client(self.request)
+        self.request.abortClient()
 
     # -- backpressure and cancellation -------------------------------------------------------------------
 
@@ -439,21 +396,7 @@ class Relay:
             reason=reason,
             upstream=str(self.address),
         )
-        respond_error(self.request, status)
-
-
-def abort_client(request: object) -> None:
-    """
-    End the client's side of ``request`` at once: abort its connection, or on HTTP/2 reset its stream (an HTTP/2
-    request has no transport of its own; its channel is the stream).
-    """
-    transport = getattr(request, "transport", None)
-    if transport is not None:
-        transport.abortConnection()
-        return
-    abort = getattr(getattr(request, "channel", None), "abortConnection", None)
-    if abort is not None:
-        abort()
+        self.request.respondError(status)
 
 
 def _declared_length(head: ResponseHead) -> int | None:

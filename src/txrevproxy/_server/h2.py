@@ -56,7 +56,6 @@ from txrevproxy._net.deadline import TIMER_SLACK
 from txrevproxy._net.producers import CallbackProducer
 from txrevproxy._server.body import StreamingBody
 from txrevproxy._server.request import StreamedRequest
-from txrevproxy._server.respond import respond_error
 
 log = Logger(namespace="txrevproxy")
 
@@ -227,7 +226,10 @@ class H2ProxyRequest(StreamedRequest):
     def _refuse(self, status: int, reason: str) -> None:
         self._stopBody(DROPPED)
         self._log(status, reason, "rejected")
-        respond_error(self, status)
+        self.respondError(status)
+
+    def abortClient(self) -> None:
+        self.channel.abortConnection()  # the request's channel is its stream: reset it
 
     def _log(self, status: int, reason: str, what: str) -> None:
         peer = self.getClientAddress()

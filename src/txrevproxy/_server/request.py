@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from io import BytesIO
 
+from twisted.internet.interfaces import ITCPTransport
 from twisted.python.failure import Failure
 from twisted.web import resource
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
@@ -27,7 +28,9 @@ from twisted.web.server import version as twisted_web_version
 
 from txrevproxy._http.framing import Framing
 from txrevproxy._net.sending import send
+from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._server.body import StreamingBody
+from txrevproxy._server.web import drop_response_head, header_list, respond_error, set_response_head
 
 
 class StreamedRequest(Request):
@@ -38,7 +41,43 @@ class StreamedRequest(Request):
 
     proxy_body: StreamingBody | None = None
     started: float | None = None  # when the head was complete (for the access log)
+    #: The protocols the client asks to switch to (its ``Upgrade``, for a bodiless HTTP/1.1 request with
+    #: ``Connection: upgrade``), or ``None``; the channel has paused reading until the answer.
+    upgrade: bytes | None = None
     _when_lost: Callable[[object], object] | None = None
+
+    # What the relay needs (txrevproxy._relay.interfaces.RelayedRequest), through Twisted's Request API; the HTTP/1.1
+    # request writes its heads itself.
+
+    def headerList(self) -> list[tuple[bytes, bytes]]:
+        """
+        The request headers as ``(name, value)`` pairs, in order.
+        """
+        return header_list(self)
+
+    def bodySource(self) -> StreamingBody:
+        """
+        The body streaming in from the client (rendering starts once the head is complete: it is always set).
+        """
+        assert self.proxy_body is not None
+        return self.proxy_body
+
+    def writeHead(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], length: int | None) -> None:
+        set_response_head(self, status, reason, headers, length)
+
+    def flushHead(self) -> None:
+        pass  # Twisted writes the head with the first body bytes
+
+    def dropHead(self) -> bool:
+        return drop_response_head(self)
+
+    def respondError(self, status: int) -> None:
+        respond_error(self, status)
+
+    def switchProtocols(
+        self, head: bytes, upstream: ITCPTransport, idle_timeout: float, send_timeout: float
+    ) -> Tunnel | None:
+        return None
 
     def whenLost(self, callback: Callable[[object], object]) -> None:
         """
@@ -80,9 +119,6 @@ class ProxyRequest(StreamedRequest):
     from then on what :meth:`headerList` reports. Cookies are parsed on the first ``getCookie``.
     """
 
-    #: The protocols the client asks to switch to (its ``Upgrade``, for a bodiless HTTP/1.1 request with
-    #: ``Connection: upgrade``), or ``None``; the channel has paused reading until the answer.
-    upgrade: bytes | None = None
     _cleanup_pending = False
     _header_list: list[tuple[bytes, bytes]] | None = None
     _headers: Headers | None = None
@@ -216,13 +252,23 @@ class ProxyRequest(StreamedRequest):
             self.startedWriting = 1
             send(self.channel.transport, head)
 
-    def dropHead(self) -> None:
+    def dropHead(self) -> bool:
         """
-        Forget a held response head (the response failed before any of it was sent).
+        Forget a held response head if none of it has been sent (the response failed before): ``True`` if so.
         """
+        if self.startedWriting:
+            return False
+        self.responseHeaders = Headers()
         self._head = None
         self._relaying = False
         self.chunked = 0
+        return True
+
+    def abortClient(self) -> None:
+        self.transport.abortConnection()
+
+    def switchProtocols(self, head: bytes, upstream: ITCPTransport, idle_timeout: float, send_timeout: float) -> Tunnel:
+        return self.channel.switchProtocols(self, head, upstream, idle_timeout, send_timeout)
 
     _postpath: list[bytes] | None = None
 

@@ -9,8 +9,9 @@ from dataclasses import dataclass, replace
 
 from twisted.web.server import Site
 
-from txrevproxy._relay.exchange import request_header_list
 from txrevproxy._server.channel import ProxySite
+from txrevproxy._server.request import StreamedRequest
+from txrevproxy._server.web import header_list
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,17 @@ class SeenRequest:
         return [value for key, value in self.headers if key.lower() == name]
 
 
+def _headers_of(request: object) -> list[tuple[bytes, bytes]]:
+    # The proxy's own requests keep the list they received (reading requestHeaders would regroup it).
+    return request.headerList() if isinstance(request, StreamedRequest) else header_list(request)  # type: ignore[arg-type]
+
+
 def _seen(request: object, body: bytes | None) -> SeenRequest:
     peer = request.getClientAddress()  # type: ignore[attr-defined]
     return SeenRequest(
         method=request.method.decode("latin-1"),  # type: ignore[attr-defined]
         target=request.uri.decode("latin-1"),  # type: ignore[attr-defined]
-        headers=tuple(
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request_header_list(request)
-        ),
+        headers=tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in _headers_of(request)),
         client=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
         body=body,
     )
