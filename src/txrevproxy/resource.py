@@ -12,12 +12,13 @@ from urllib.parse import quote, urlsplit
 
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 from txrevproxy._http.headers import host_header
 from txrevproxy._http.networks import AccessPolicy
 from txrevproxy._http.validate import origin_form
 from txrevproxy._relay.exchange import ProxyConfig, Relay
+from txrevproxy._relay.interfaces import RelayedRequest
 from txrevproxy._server.request import StreamedRequest
 from txrevproxy._server.web import WebRequest, respond_error
 from txrevproxy._upstream.pool import UpstreamAddress, UpstreamPool
@@ -116,7 +117,7 @@ class ReverseProxyResource(Resource):
             self._pool = UpstreamPool(self.reactor, self.config.pool)
         return self._pool
 
-    def getChild(self, path: bytes, request: object) -> ReverseProxyResource:
+    def getChild(self, path: bytes, request: Request) -> ReverseProxyResource:
         child = type(self)(
             self.host,
             self.port,
@@ -129,21 +130,21 @@ class ReverseProxyResource(Resource):
         )
         return child
 
-    def upstream_target(self, request: object) -> bytes:
+    def upstream_target(self, request: Request) -> bytes:
         """
         The request target sent upstream: this resource's path plus the client's query string.
         """
-        query = urlsplit(request.uri).query  # type: ignore[attr-defined]
+        query: bytes = urlsplit(request.uri).query
         return (self.path or b"/") + (b"?" + query if query else b"")
 
-    def client_allowed(self, request: object) -> bool:
+    def client_allowed(self, request: Request) -> bool:
         """
         Whether this route serves the client of ``request``: :attr:`access` applied to the client's address. Logs
         the refusal.
         """
         if self.access is None or self.access.open:
             return True
-        peer = request.getClientAddress()  # type: ignore[attr-defined]
+        peer = request.getClientAddress()
         host = getattr(peer, "host", peer)
         decision = self.access.decide(host)
         if not decision.allowed:
@@ -151,8 +152,8 @@ class ReverseProxyResource(Resource):
                 "refused request from {peer}: 403 {rule} for {method} {target}",
                 peer=host,
                 rule=decision.rule,
-                method=request.method.decode("latin-1"),  # type: ignore[attr-defined]
-                target=request.uri.decode("latin-1"),  # type: ignore[attr-defined]
+                method=request.method.decode("latin-1"),
+                target=request.uri.decode("latin-1"),
             )
         return decision.allowed
 
@@ -171,14 +172,14 @@ class ReverseProxyResource(Resource):
             )
         return cache[2], cache[3]
 
-    def render(self, request: object) -> object:
+    def render(self, request: Request) -> int:
         if not self.client_allowed(request):
             respond_error(request, 403)
             return NOT_DONE_YET
         pool = self.pool
         address, host = self._upstream()
         # The proxy's own requests are what the relay needs; a stock twisted.web request is adapted.
-        relayed = request if isinstance(request, StreamedRequest) else WebRequest(request)
+        relayed: RelayedRequest = request if isinstance(request, StreamedRequest) else WebRequest(request)
         relay = Relay(relayed, pool, address, self.upstream_target(request), host, self.config, pool.reactor)
         relay.start()
         return NOT_DONE_YET
@@ -192,8 +193,8 @@ class PassThroughProxyResource(ReverseProxyResource):
 
     isLeaf = True
 
-    def upstream_target(self, request: object) -> bytes:
-        target = origin_form(request.uri)  # type: ignore[attr-defined]
+    def upstream_target(self, request: Request) -> bytes:
+        target = origin_form(request.uri)
         if target == b"*":
             return target if not self.path else self.path
         return self.path + target

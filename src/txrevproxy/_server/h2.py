@@ -217,7 +217,7 @@ class H2ProxyRequest(StreamedRequest):
         if self.finished or self._disconnected:
             return  # answered already: the rest of the body is dropped
         if self.startedWriting:
-            self._log(status, reason, "reset")
+            self._logRefusal(status, reason, "reset")
             self.channel.abortConnection()
             return
         self.responseHeaders = Headers()  # any the upstream's response head had set
@@ -225,13 +225,13 @@ class H2ProxyRequest(StreamedRequest):
 
     def _refuse(self, status: int, reason: str) -> None:
         self._stopBody(DROPPED)
-        self._log(status, reason, "rejected")
+        self._logRefusal(status, reason, "rejected")
         self.respondError(status)
 
     def abortClient(self) -> None:
         self.channel.abortConnection()  # the request's channel is its stream: reset it
 
-    def _log(self, status: int, reason: str, what: str) -> None:
+    def _logRefusal(self, status: int, reason: str, what: str) -> None:
         peer = self.getClientAddress()
         log.warn(
             "{what} HTTP/2 request from {peer}: {status} {reason}",

@@ -74,6 +74,9 @@ class StreamedRequest(Request):
     def respondError(self, status: int) -> None:
         respond_error(self, status)
 
+    def abortClient(self) -> None:
+        raise NotImplementedError  # the connection's transport (HTTP/1.1) or the stream (HTTP/2)
+
     def switchProtocols(
         self, head: bytes, upstream: ITCPTransport, idle_timeout: float, send_timeout: float
     ) -> Tunnel | None:
