@@ -22,11 +22,10 @@ from txrevproxy._testing.proxies import (
     MemoryClient,
     MemoryProxy,
     MemoryResponse,
-    RunningProxy,
-    SeenRequest,
     listen_proxy,
-    start_proxy,
 )
+from txrevproxy._testing.recording import SeenRequest
+from txrevproxy._testing.threaded import RunningProxy, start_proxy
 
 __all__ = [
     "LiveProxy",

@@ -1,20 +1,6 @@
 """
-txrevproxy in other people's tests.
-
-:class:`MemoryProxy`
-    For ``twisted.trial.unittest.SynchronousTestCase``: a real proxy wired *in memory* (no sockets) to a fake
-    origin resource and to clients, driven by a ``MemoryReactorClock``: time passes only when the test says
-    (:meth:`MemoryProxy.advance`), so timeouts are tested without waiting.
-:func:`listen_proxy`
-    For tests that run a reactor (trial's ``TestCase``, pytest-twisted): a proxy listening on 127.0.0.1 (port 0) in
-    that reactor, in front of a URL or of a fake origin resource; a :class:`LiveProxy`.
-:func:`start_proxy`
-    For synchronous tests with any HTTP client (``urllib``, requests, httpx): the same proxy on a reactor of its own
-    in a background thread; a :class:`RunningProxy`. The pytest plugin's fixtures (``txrevproxy_to_url``,
-    ``txrevproxy_to_resource``) are built on it.
-
-Each of them records the requests the proxy saw (:class:`SeenRequest`), those the fake origin saw, and the upstream
-connections the proxy opened.
+The proxies behind :mod:`txrevproxy.testing`: :class:`MemoryProxy` and :class:`MemoryClient` wired in memory on
+a ``MemoryReactorClock``, and :class:`LiveProxy` listening on 127.0.0.1 in a running reactor (:func:`listen_proxy`).
 """
 
 from __future__ import annotations
@@ -39,7 +25,6 @@ from txrevproxy._relay.exchange import ProxyConfig
 from txrevproxy._server.channel import ClientConfig
 from txrevproxy._testing.memory import MemoryNetwork
 from txrevproxy._testing.recording import RecordingOriginSite, RecordingProxySite, SeenRequest
-from txrevproxy._testing.threaded import RunningProxy, start_proxy
 from txrevproxy.resource import PassThroughProxyResource
 
 __all__ = [
@@ -47,10 +32,7 @@ __all__ = [
     "MemoryClient",
     "MemoryProxy",
     "MemoryResponse",
-    "RunningProxy",
-    "SeenRequest",
     "listen_proxy",
-    "start_proxy",
 ]
 
 

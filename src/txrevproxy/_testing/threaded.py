@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.threads import blockingCallFromThread
 
+from txrevproxy._testing.proxies import LiveProxy, listen_proxy
+
 if TYPE_CHECKING:
-    from txrevproxy._testing.proxies import LiveProxy
     from txrevproxy._testing.recording import SeenRequest
 
 T = TypeVar("T")
@@ -133,8 +134,6 @@ def start_proxy(
     the proxy's reactor. ``settings`` are :func:`~txrevproxy.testing.listen_proxy`'s (``config``, ``client``,
     ``access``). Stop it with :meth:`RunningProxy.stop`, or use it as a context manager.
     """
-    from txrevproxy._testing.proxies import listen_proxy
-
     reactor = new_reactor()
     thread = threading.Thread(
         target=reactor.run, kwargs={"installSignalHandlers": False}, name="txrevproxy test reactor", daemon=True
