@@ -19,6 +19,18 @@ def test_exports_are_the_implementations():
     assert all(hasattr(txrevproxy, name) for name in txrevproxy.__all__)
 
 
+def test_config_module_holds_every_config_record():
+    """txrevproxy.config exports the configuration records themselves, each also exported by txrevproxy."""
+    from txrevproxy import config
+    from txrevproxy._server import gate
+    from txrevproxy._upstream import pool
+
+    assert config.PoolConfig is pool.PoolConfig and config.GateConfig is gate.GateConfig
+    assert config.ProxyConfig is exchange.ProxyConfig and config.ClientConfig is channel.ClientConfig
+    for name in config.__all__:
+        assert getattr(txrevproxy, name) is getattr(config, name)
+
+
 def test_plugin_is_discoverable():
     """twistd finds the txrevproxy plugin and its options."""
     from twisted.application.service import IServiceMaker

@@ -7,6 +7,7 @@ from txrevproxy._http.headers import TrustedNetworks
 from txrevproxy._http.networks import AccessPolicy
 from txrevproxy._relay.exchange import ProxyConfig
 from txrevproxy._server.channel import ClientConfig, ProxyChannel, ProxySite
+from txrevproxy._server.gate import GateConfig
 from txrevproxy._server.request import ProxyRequest
 from txrevproxy._tls.client import UpstreamTLS
 from txrevproxy._upstream.pool import PoolConfig, UpstreamPool
@@ -15,6 +16,7 @@ from txrevproxy.resource import PassThroughProxyResource, ReverseProxyResource
 __all__ = [
     "AccessPolicy",
     "ClientConfig",
+    "GateConfig",
     "HeadLimits",
     "PassThroughProxyResource",
     "PoolConfig",
