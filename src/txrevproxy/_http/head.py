@@ -130,19 +130,23 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
         for line in lines[1:]:
             found = known_field_line(line) or field_line(line)
             if found is None or len(line) > max_line:
-                return _header_line(line, max_line)  # type: ignore[return-value]  # (a Rejection)
+                rejection = _header_line(line, max_line)
+                # field_line refuses only lines without a colon or with a name that is not a token, both of which
+                # parse_header_line refuses too; an over-long line is refused before it is split.
+                assert isinstance(rejection, Rejection)
+                return rejection
             header, kind = found
             if kind == CONNECTION:
                 connection.append(header[1])
             headers.append(header)
     else:
         for line in lines[1:]:
-            header = _header_line(line, limits.header_line)
-            if isinstance(header, Rejection):
-                return header
-            if len(header[0]) == 10 and header[0].lower() == b"connection":
-                connection.append(header[1])
-            headers.append(header)
+            split = _header_line(line, limits.header_line)
+            if isinstance(split, Rejection):
+                return split
+            if len(split[0]) == 10 and split[0].lower() == b"connection":
+                connection.append(split[1])
+            headers.append(split)
     return RequestHead(parsed[0], parsed[1], parsed[2], headers, connection_options(connection))
 
 

@@ -7,21 +7,40 @@ call, and ``getHost`` is a system call (``getsockname``); neither address change
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-class AddressesOnce:
+from twisted.internet.interfaces import IAddress
+
+if TYPE_CHECKING:
+
+    class _Addressed:
+        """
+        For mypy only, what the mixin's ``super()`` is: a channel that asks its transport for its addresses.
+        """
+
+        def getHost(self) -> IAddress: ...
+
+        def getPeer(self) -> IAddress: ...
+
+    _Channel = _Addressed
+else:
+    _Channel = object
+
+
+class AddressesOnce(_Channel):
     """
     Mixed in before a channel class (``HTTPChannel``, ``H2Connection``): its ``getHost`` and ``getPeer``, kept.
     """
 
-    _host: object = None
-    _peer: object = None
+    _host: IAddress | None = None
+    _peer: IAddress | None = None
 
-    def getHost(self) -> object:
+    def getHost(self) -> IAddress:
         if self._host is None:
-            self._host = super().getHost()  # type: ignore[misc]
+            self._host = super().getHost()
         return self._host
 
-    def getPeer(self) -> object:
+    def getPeer(self) -> IAddress:
         if self._peer is None:
-            self._peer = super().getPeer()  # type: ignore[misc]
+            self._peer = super().getPeer()
         return self._peer

@@ -18,26 +18,35 @@ transport (TLS, test transports) gets ``transport.write``.
 
 from __future__ import annotations
 
-from twisted.internet import tcp
+from typing import Protocol
 
-_EAGER = (tcp.Server, tcp.Client)
+from twisted.internet.tcp import Client, Server
 
 
-def send(transport: object, data: bytes) -> None:
+class Writable(Protocol):
+    """
+    What :func:`send` needs of a transport: its ``write`` (every ``ITransport`` has it).
+    """
+
+    def write(self, data: bytes) -> None: ...
+
+
+def send(transport: Writable, data: bytes) -> None:
     """
     ``transport.write(data)``, but sent at once when nothing else is waiting to be sent on ``transport``.
     """
     if (
-        type(transport) in _EAGER
-        and transport.connected  # type: ignore[attr-defined]
-        and not transport._writeDisconnected  # type: ignore[attr-defined]
-        and not transport._tempDataLen  # type: ignore[attr-defined]
-        and transport.offset == len(transport.dataBuffer)  # type: ignore[attr-defined]
+        # Exactly these classes (a subclass may write differently); the two tests narrow ``transport`` for mypy.
+        (type(transport) is Server or type(transport) is Client)
+        and transport.connected
+        and not transport._writeDisconnected
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
         and not getattr(transport, "TLS", False)
         and data
     ):
         try:
-            sent = transport.socket.send(data)  # type: ignore[attr-defined]
+            sent = transport.socket.send(data)
         except OSError:
             # Would block, interrupted, or failed: transport.write queues the bytes, and Twisted's own writing then
             # sends them or meets the error and closes the connection.
@@ -45,4 +54,4 @@ def send(transport: object, data: bytes) -> None:
         if sent == len(data):
             return
         data = data[sent:]
-    transport.write(data)  # type: ignore[attr-defined]
+    transport.write(data)

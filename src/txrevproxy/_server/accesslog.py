@@ -21,8 +21,9 @@ import re
 import select
 import time
 from collections.abc import Callable
+from typing import Protocol
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 
 #: Seconds lines may wait before they are written.
 FLUSH_INTERVAL = 0.2
@@ -113,14 +114,42 @@ def write_all(fd: int) -> Callable[[bytes], None]:
     return write
 
 
-def _referrer_and_agent(request: object) -> tuple[bytes | None, bytes | None]:
+class LoggedRequest(Protocol):
+    """
+    What the access log reads of an answered request: ``twisted.web``'s ``Request`` (so the proxy's own) has it all.
+    The proxy's requests also have ``headerList()`` and ``started`` (the end of their head), used when present.
+    """
+
+    # Read-only (properties), so that a request whose attributes are of narrower types matches too.
+    @property
+    def client(self) -> IAddress | None: ...
+
+    @property
+    def method(self) -> bytes: ...
+
+    @property
+    def uri(self) -> bytes: ...
+
+    @property
+    def clientproto(self) -> bytes: ...
+
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def sentLength(self) -> int: ...
+
+    def getHeader(self, key: bytes) -> bytes | None: ...
+
+
+def _referrer_and_agent(request: LoggedRequest) -> tuple[bytes | None, bytes | None]:
     """
     The last ``Referer`` and ``User-Agent`` values of a request (as ``getHeader`` gives them), in one pass over its
     header list when it keeps one (the proxy's own requests).
     """
-    header_list = getattr(request, "headerList", None)
+    header_list: Callable[[], list[tuple[bytes, bytes]]] | None = getattr(request, "headerList", None)
     if header_list is None:
-        return request.getHeader(b"referer"), request.getHeader(b"user-agent")  # type: ignore[attr-defined]
+        return request.getHeader(b"referer"), request.getHeader(b"user-agent")
     referrer = agent = None
     for name, value in header_list():
         size = len(name)
@@ -136,10 +165,10 @@ class AccessLog:
     Gathers access-log lines and hands them to ``write`` in batches.
 
     :param write: takes the bytes of one or more whole lines (e.g. ``os.write`` on a descriptor, bound).
-    :param clock: an ``IReactorTime`` (``seconds`` for the dates, ``callLater`` for the batching).
+    :param clock: ``seconds`` for the dates, ``callLater`` for the batching.
     """
 
-    def __init__(self, write: Callable[[bytes], object], clock: object) -> None:
+    def __init__(self, write: Callable[[bytes], object], clock: IReactorTime) -> None:
         self._write = write
         self._clock = clock
         self._lines: list[bytes] = []
@@ -149,30 +178,30 @@ class AccessLog:
         self._date = b""
 
     def date(self) -> bytes:
-        now = int(self._clock.seconds())  # type: ignore[attr-defined]
+        now = int(self._clock.seconds())
         if now != self._second:
             self._second, self._date = now, log_date(now).encode("ascii")
         return self._date
 
-    def log(self, request: object) -> None:
+    def log(self, request: LoggedRequest) -> None:
         """
         Record an answered ``twisted.web`` request.
         """
         referrer, agent = _referrer_and_agent(request)
-        peer = request.client  # type: ignore[attr-defined]
-        started = getattr(request, "started", None)
+        host: str | None = getattr(request.client, "host", None)  # IPv4Address, IPv6Address; not UNIXAddress
+        started: float | None = getattr(request, "started", None)
         self.add(
             combined_line(
-                (getattr(peer, "host", None) or "-").encode("ascii", "backslashreplace"),
+                (host or "-").encode("ascii", "backslashreplace"),
                 self.date(),
-                request.method,  # type: ignore[attr-defined]
-                request.uri,  # type: ignore[attr-defined]
-                request.clientproto,  # type: ignore[attr-defined]
-                request.code,  # type: ignore[attr-defined]
-                request.sentLength,  # type: ignore[attr-defined]
+                request.method,
+                request.uri,
+                request.clientproto,
+                request.code,
+                request.sentLength,
                 referrer,
                 agent,
-                self._clock.seconds() - started if started is not None else 0.0,  # type: ignore[attr-defined]
+                self._clock.seconds() - started if started is not None else 0.0,
             )
         )
 
@@ -182,7 +211,7 @@ class AccessLog:
         if self._size >= FLUSH_SIZE:
             self.flush()
         elif self._flush_call is None:
-            self._flush_call = self._clock.callLater(FLUSH_INTERVAL, self.flush)  # type: ignore[attr-defined]
+            self._flush_call = self._clock.callLater(FLUSH_INTERVAL, self.flush)
 
     def flush(self) -> None:
         if self._flush_call is not None:

@@ -11,7 +11,11 @@ connection hanging in the listen backlog. Behind a wrapping factory (TLS, ``ssl:
 
 from __future__ import annotations
 
+from typing import cast
+
 from attrs import field, frozen
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
@@ -46,14 +50,16 @@ class RefusedConnection(Protocol):
     """
 
     def connectionMade(self) -> None:
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        # Made, so it has a transport: TCP, or TLS over TCP (a listener's), both ITCPTransport providers.
+        transport = cast(ITCPTransport, self.transport)
+        transport.abortConnection()
 
 
-def peer_host(address: object) -> object:
+def peer_host(address: IAddress) -> str | IAddress:
     """
     The host part of a peer address (``IPv4Address``/``IPv6Address``), else the address itself (UNIX sockets).
     """
-    return getattr(address, "host", address)
+    return address.host if isinstance(address, (IPv4Address, IPv6Address)) else address
 
 
 class ConnectionGate:
@@ -61,10 +67,10 @@ class ConnectionGate:
     Admits or refuses client connections and counts the admitted ones until they are lost.
 
     :param config: the access policy and the connection cap.
-    :param clock: an ``IReactorTime`` (``seconds()``), for spacing the cap's log lines.
+    :param clock: its ``seconds()`` spaces the cap's log lines.
     """
 
-    def __init__(self, config: GateConfig, clock: object) -> None:
+    def __init__(self, config: GateConfig, clock: IReactorTime) -> None:
         self.config = config
         self.clock = clock
         self.open = 0
@@ -72,7 +78,7 @@ class ConnectionGate:
         self._unlogged = 0
         self._last_cap_log: float | None = None
 
-    def admit(self, address: object) -> bool:
+    def admit(self, address: IAddress) -> bool:
         """
         Whether to serve a client connection from ``address``; logs one line when refusing.
         """
@@ -95,9 +101,9 @@ class ConnectionGate:
     def closed(self) -> None:
         self.open -= 1
 
-    def _refuse_at_cap(self, host: object) -> None:
+    def _refuse_at_cap(self, host: str | IAddress) -> None:
         self.refused_at_cap += 1
-        now = self.clock.seconds()  # type: ignore[attr-defined]
+        now = self.clock.seconds()
         if self._last_cap_log is not None and now - self._last_cap_log < CAP_LOG_INTERVAL:
             self._unlogged += 1
             return

@@ -8,24 +8,39 @@ one-line reason ("certificate has expired", "hostname mismatch ...").
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from attrs import frozen
 from OpenSSL import SSL
+from OpenSSL.crypto import X509
 from service_identity import VerificationError
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator, ITransport
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
     PrivateCertificate,
     optionsForClientTLS,
     platformTrust,
+    trustRootFromCertificates,
 )
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from txrevproxy._tls.pem import certificates, read_pem
 
+if TYPE_CHECKING:
+    # The type of optionsForClientTLS's trustRoot=, which twisted.internet.ssl does not export.
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
+
 #: What the proxy offers an upstream over ALPN: it speaks HTTP/1.1 upstream.
 UPSTREAM_PROTOCOLS = [b"http/1.1"]
+
+# Twisted leaves these three unannotated (calls to them are errors under --strict): their types, from their docs.
+_load_client_certificate: Callable[[bytes], PrivateCertificate] = PrivateCertificate.loadPEM
+_platform_trust: Callable[[], IOpenSSLTrustRoot] = platformTrust
+_trust_root: Callable[[list[Certificate]], IOpenSSLTrustRoot] = trustRootFromCertificates
 
 
 @frozen
@@ -53,8 +68,8 @@ class _Unverified:
         self._options = options
         self._name = hostname.encode("idna") if send_name else None
 
-    def clientConnectionForTLS(self, protocol: object) -> SSL.Connection:
-        connection = self._options.clientConnectionForTLS(protocol)  # type: ignore[arg-type]
+    def clientConnectionForTLS(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        connection = self._options.clientConnectionForTLS(protocol)
         connection.set_app_data(protocol)
         if self._name is not None:
             connection.set_tlsext_host_name(self._name)
@@ -69,7 +84,7 @@ class ClientTLS:
 
     def __init__(self, settings: UpstreamTLS) -> None:
         self.settings = settings
-        self._trust = None
+        self._trust: list[Certificate] | None = None
         if settings.ca_file is not None:
             authorities = certificates(read_pem(settings.ca_file, "CA file"), repr(settings.ca_file))
             if not authorities:
@@ -80,15 +95,15 @@ class ClientTLS:
         if settings.client_cert is not None:
             pem = read_pem(settings.client_cert, "client certificate")
             try:
-                self._client = PrivateCertificate.loadPEM(pem)
+                self._client = _load_client_certificate(pem)
             except Exception as e:
                 raise ValueError(
                     f"the client certificate {settings.client_cert!r} needs a private key and a certificate: {e}"
                 ) from None
             self._chain = certificates(pem, repr(settings.client_cert))[1:]
-        self._creators: dict[str, object] = {}
+        self._creators: dict[str, IOpenSSLClientConnectionCreator] = {}
 
-    def creator(self, hostname: str) -> object:
+    def creator(self, hostname: str) -> IOpenSSLClientConnectionCreator:
         """
         The connection creator for ``hostname`` (made once).
         """
@@ -97,23 +112,28 @@ class ClientTLS:
             creator = self._creators[hostname] = self._make(hostname)
         return creator
 
-    def _make(self, hostname: str) -> object:
+    def _make(self, hostname: str) -> IOpenSSLClientConnectionCreator:
         from twisted.internet.abstract import isIPAddress, isIPv6Address
 
         if self.settings.insecure:
             options = self._client_options(verify=False)
             return _Unverified(options, hostname, not (isIPAddress(hostname) or isIPv6Address(hostname)))
-        trust = platformTrust() if self._trust is None else _trust_root(self._trust)
+        trust = _platform_trust() if self._trust is None else _trust_root(self._trust)
+        chain = self._extra_chain()
         return optionsForClientTLS(
             hostname,
             trustRoot=trust,
             clientCertificate=self._client,
             acceptableProtocols=UPSTREAM_PROTOCOLS,
-            extraCertificateOptions=self._extra(),
+            extraCertificateOptions={"extraCertChain": chain} if chain is not None else {},
         )
 
-    def _extra(self) -> dict[str, object]:
-        return {"extraCertChain": [cert.original for cert in self._chain]} if self._chain else {}
+    def _extra_chain(self) -> list[X509] | None:
+        """
+        The client certificate's chain, or ``None`` (never empty: ``CertificateOptions`` refuses a chain, even an
+        empty one, without a key).
+        """
+        return [cert.original for cert in self._chain] if self._chain else None
 
     def _client_options(self, verify: bool) -> CertificateOptions:
         if self._client is None:
@@ -123,29 +143,28 @@ class ClientTLS:
             certificate=self._client.original,
             verify=verify,
             acceptableProtocols=UPSTREAM_PROTOCOLS,
-            **self._extra(),  # type: ignore[arg-type]
+            extraCertChain=self._extra_chain(),
         )
 
 
-def _trust_root(authorities: list[Certificate]) -> object:
-    from twisted.internet.ssl import trustRootFromCertificates
-
-    return trustRootFromCertificates(authorities)
-
-
-def tls_failure(reason: Failure, transport: object, hostname: str) -> str | None:
+def tls_failure(reason: Failure, transport: ITransport | None, hostname: str) -> str | None:
     """
     Why a TLS connection to an upstream failed, in one line, or ``None`` if ``reason`` is not a TLS failure.
+
+    ``transport`` is the connection's (a ``TLSMemoryBIOProtocol`` for a TLS one), if it has one.
     """
-    if reason.check(VerificationError):
+    error = reason.value  # tested with isinstance: what Failure.check does, but typed
+    if isinstance(error, VerificationError):
         return f"hostname mismatch: the certificate is not valid for {hostname}"
-    if not reason.check(SSL.Error):
+    if not isinstance(error, SSL.Error):
         return None
-    code = _verify_result(getattr(transport, "_tlsConnection", None))  # the TLSMemoryBIOProtocol's connection
+    # A TLSMemoryBIOProtocol's connection (private; from its makeConnection on, so not always there).
+    connection: SSL.Connection | None = getattr(transport, "_tlsConnection", None)
+    code = _verify_result(connection)
     if code:
         return f"certificate verify failed: {_verify_error(code)}"
-    messages = [entry[2] for entry in _error_entries(reason.value) if entry[2]]
-    return "; ".join(messages) or str(reason.value) or "TLS error"
+    messages = [entry[2] for entry in _error_entries(error) if entry[2]]
+    return "; ".join(messages) or str(error) or "TLS error"
 
 
 def _error_entries(error: BaseException) -> list[tuple[str, str, str]]:
@@ -157,11 +176,13 @@ def _error_entries(error: BaseException) -> list[tuple[str, str, str]]:
 # bindings give the code and its text. Should they move, the reason falls back to OpenSSL's error queue.
 
 
-def _verify_result(connection: object) -> int:
+def _verify_result(connection: SSL.Connection | None) -> int:
+    if connection is None:
+        return 0
     try:
         from OpenSSL._util import lib
 
-        return int(lib.SSL_get_verify_result(connection._ssl))  # type: ignore[attr-defined]
+        return int(lib.SSL_get_verify_result(connection._ssl))
     except Exception:
         return 0
 
@@ -169,4 +190,5 @@ def _verify_result(connection: object) -> int:
 def _verify_error(code: int) -> str:
     from OpenSSL._util import ffi, lib
 
-    return ffi.string(lib.X509_verify_cert_error_string(code)).decode("ascii", "replace")  # type: ignore[no-any-return]
+    text: bytes = ffi.string(lib.X509_verify_cert_error_string(code))
+    return text.decode("ascii", "replace")

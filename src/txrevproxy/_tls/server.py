@@ -12,16 +12,43 @@ from a plain one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from attrs import frozen
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint, serverFromString
-from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    _parse,  # the endpoint-string splitter serverFromString itself uses
+    serverFromString,
+)
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from txrevproxy._tls.sni import SNICertificates
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
 
-def is_tls_port(port: object) -> bool:
+    #: What makes a listener's TLS connections: a context factory (``ssl:``) or a connection creator (``tls:``).
+    ServerTLS: TypeAlias = IOpenSSLContextFactory | IOpenSSLServerConnectionCreator
+
+# Twisted leaves these two unannotated (calls to them are errors under --strict): their types, from their docs.
+_server_from_string: Callable[[object, str], IStreamServerEndpoint] = serverFromString
+_split_description: Callable[[str], tuple[list[str], dict[str, str]]] = _parse
+
+
+def is_tls_port(port: IListeningPort) -> bool:
     """
     Whether a listening port serves TLS (its factory is Twisted's TLS wrapper).
     """
@@ -35,18 +62,16 @@ def is_tls_endpoint(description: str) -> bool:
     return description.partition(":")[0] in ("ssl", "tls")
 
 
-def tls_layers(endpoint: object) -> tuple[object, object] | None:
+def tls_layers(endpoint: IStreamServerEndpoint) -> tuple[IStreamServerEndpoint, ServerTLS] | None:
     """
     For a TLS server endpoint (``ssl:`` or ``tls:``), the TCP endpoint under it and what makes its TLS connections
     (a context factory or a connection creator), so that a socket bound elsewhere (``--workers``) can be served the
     same way; ``None`` for any other endpoint. Reads the endpoints' own attributes, stable across Twisted releases.
     """
-    from twisted.internet.endpoints import SSL4ServerEndpoint
-
     if isinstance(endpoint, SSL4ServerEndpoint):
-        family = TCP6ServerEndpoint if ":" in endpoint._interface else TCP4ServerEndpoint  # type: ignore[attr-defined]
-        tcp = family(None, endpoint._port, endpoint._backlog, endpoint._interface)  # type: ignore[attr-defined]
-        return tcp, endpoint._sslContextFactory  # type: ignore[attr-defined]
+        family = TCP6ServerEndpoint if ":" in endpoint._interface else TCP4ServerEndpoint
+        tcp = family(None, endpoint._port, endpoint._backlog, endpoint._interface)
+        return tcp, endpoint._sslContextFactory
     if isinstance(endpoint, TLSListener):
         return endpoint.tcp, endpoint.certificates
     return None
@@ -59,18 +84,18 @@ class TLSListener:
     A ``tls:DIR`` listener: a TCP endpoint whose connections are served TLS with certificates chosen by SNI.
     """
 
-    tcp: object
+    tcp: IStreamServerEndpoint
     certificates: SNICertificates
-    clock: object = None  # what TLS flushes small writes on (None: the global reactor)
+    clock: IReactorTime | None = None  # what TLS flushes small writes on (None: the global reactor)
 
-    def listen(self, factory: object) -> object:
-        wrapped = TLSMemoryBIOFactory(self.certificates, False, factory, clock=self.clock)  # type: ignore[arg-type]
-        return self.tcp.listen(wrapped)  # type: ignore[attr-defined]
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        wrapped = TLSMemoryBIOFactory(self.certificates, False, factory, clock=self.clock)
+        return self.tcp.listen(wrapped)
 
 
 def _tls_listener(
-    reactor: object, path: str, port: str = "443", backlog: str = "50", interface: str = "::"
-) -> tuple[str, object]:
+    reactor: IReactorTime | None, path: str, port: str = "443", backlog: str = "50", interface: str = "::"
+) -> tuple[str, TCP4ServerEndpoint | TCP6ServerEndpoint]:
     """
     The certificate directory and TCP endpoint of ``tls:PATH:port=...``: the arguments and defaults of Twisted's own
     ``tls:`` parser, whose certificate loading is replaced by ours; an IPv4 interface gets an IPv4 endpoint, so
@@ -80,16 +105,18 @@ def _tls_listener(
     return path, family(reactor, int(port), int(backlog), interface)
 
 
-def server_endpoint(reactor: object, description: str) -> object:
+def server_endpoint(reactor: IReactorTime | None, description: str) -> IStreamServerEndpoint:
     """
     ``serverFromString``, except that a ``tls:DIR`` listener is a :class:`TLSListener` serving the certificates of
     :class:`~txrevproxy._tls.sni.SNICertificates` (``ValueError`` for an unknown argument or files that cannot serve).
+
+    ``reactor`` listens (so it provides what the endpoint needs too: ``IReactorTCP`` for ``tcp:``, ``ssl:`` and
+    ``tls:``), and a ``tls:`` listener's TLS flushes small writes on it; with ``None`` the endpoint is only to be
+    looked at, not listened on (the options check a description so).
     """
     if description.partition(":")[0] != "tls":
-        return serverFromString(reactor, description)
-    from twisted.internet.endpoints import _parse  # the endpoint-string splitter serverFromString itself uses
-
-    args, kwargs = _parse(description)
+        return _server_from_string(reactor, description)
+    args, kwargs = _split_description(description)
     if len(args) != 2 or not set(kwargs) <= {"port", "backlog", "interface"}:
         raise ValueError("tls: takes a directory of .pem files and port=, backlog=, interface= (tls:DIR:port=PORT)")
     directory, tcp = _tls_listener(reactor, args[1], **kwargs)

@@ -17,11 +17,12 @@ list, no session resumption, ALPN answered with the protocols the served site ac
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     PublicFormat,
@@ -30,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.ssl import CertificateOptions
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from txrevproxy._tls.pem import CERT_MARK, KEY_MARK, pem_blocks
@@ -44,9 +46,8 @@ def lookup_names(name: str) -> tuple[str, ...]:
     return (name, f"*.{rest}") if dot and rest else (name,)
 
 
-def _public(key: object) -> bytes:
-    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)  # type: ignore[attr-defined]
-    return der  # type: ignore[no-any-return]
+def _public(key: PublicKeyTypes) -> bytes:
+    return key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
 
 
 def _dns_names(cert: x509.Certificate) -> list[str]:
@@ -89,6 +90,23 @@ def choose(contexts: Mapping[str, SSL.Context], server_name: bytes | None) -> SS
     return None
 
 
+def _context(
+    key: PrivateKeyTypes,
+    leaf: x509.Certificate,
+    chain: list[x509.Certificate],
+    pick: Callable[[bytes | None], SSL.Context | None],
+) -> SSL.Context:
+    """
+    A context made by ``CertificateOptions``, serving ``key`` with ``leaf`` and ``chain``; ``pick`` chooses another
+    by the name the client sends.
+    """
+    # CertificateOptions(privateKey, certificate, ...): Twisted annotates the key and certificates as pyOpenSSL's PKey
+    # and X509, which pyOpenSSL deprecates for the cryptography objects given here (its Context.use_privatekey,
+    # use_certificate and add_extra_chain_cert take either); one line, so that one ignore covers the three.
+    options = CertificateOptions(key, leaf, extraCertChain=chain, contextForServerName=pick)  # type: ignore[arg-type]
+    return options.getContext()
+
+
 @implementer(IOpenSSLServerConnectionCreator)
 class SNICertificates:
     """
@@ -109,7 +127,7 @@ class SNICertificates:
         root = Path(directory)
         if not root.is_dir():
             raise ValueError(f"{directory!r} is not a directory of .pem files")
-        keys: list[object] = []
+        keys: list[PrivateKeyTypes] = []
         certificates: list[x509.Certificate] = []
         for path in sorted(p for p in root.rglob("*.pem") if p.is_file()):
             try:
@@ -120,23 +138,18 @@ class SNICertificates:
                         certificates.append(x509.load_pem_x509_certificate(block))
             except (OSError, ValueError, TypeError) as e:
                 raise ValueError(f"{str(path)!r} cannot be loaded: {getattr(e, 'strerror', None) or e}") from None
-        by_key = {}
+        by_key: dict[bytes, x509.Certificate] = {}
         for cert in certificates:
             by_key.setdefault(_public(cert.public_key()), cert)
         contexts: dict[str, SSL.Context] = {}
         default = None
         for key in keys:
-            leaf = by_key.get(_public(key.public_key()))  # type: ignore[attr-defined]
+            leaf = by_key.get(_public(key.public_key()))
             names = _dns_names(leaf) if leaf is not None else []
             if leaf is None or not names:
                 continue
-            options = CertificateOptions(
-                privateKey=key,  # type: ignore[arg-type]
-                certificate=leaf,  # type: ignore[arg-type]
-                extraCertChain=_chain(leaf, certificates),  # type: ignore[arg-type]
-                contextForServerName=partial(choose, contexts),  # filled in below, before any handshake
-            )
-            context = options.getContext()
+            # contexts is filled in below, before any handshake.
+            context = _context(key, leaf, _chain(leaf, certificates), partial(choose, contexts))
             default = default or context
             for name in names:
                 contexts.setdefault(name, context)
@@ -144,5 +157,5 @@ class SNICertificates:
             raise ValueError(f"no private key with its certificate (and a DNS name) in the .pem files of {directory!r}")
         return cls(contexts, default)
 
-    def serverConnectionForTLS(self, protocol: object) -> SSL.Connection:
+    def serverConnectionForTLS(self, protocol: TLSMemoryBIOProtocol) -> SSL.Connection:
         return SSL.Connection(self.default)
