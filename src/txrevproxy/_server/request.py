@@ -3,7 +3,8 @@ The request object of :class:`~txrevproxy._server.channel.ProxySite`: a ``twiste
 end of its head, whose body streams in afterwards, and whose relayed response head is written in one piece.
 
 - :class:`StreamedRequest` is what HTTP/1.1 and HTTP/2 requests share: rendering when the head is complete with a
-  :class:`~txrevproxy._server.body.StreamingBody` as ``proxy_body``, and ``whenLost``.
+  :class:`~txrevproxy._server.body.StreamingBody` as ``proxy_body``, and ``whenLost``; no ``Server`` header (the
+  proxy names no server of its own).
 
 - Headers are kept as the parsed ``(name, value)`` list (:meth:`ProxyRequest.headerList`, what the relay forwards);
   Twisted's ``requestHeaders`` is built from it only on demand.
@@ -23,7 +24,6 @@ from twisted.web import resource
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request, unquote
-from twisted.web.server import version as twisted_web_version
 
 from txrevproxy._http.framing import Framing
 from txrevproxy._net.sending import send
@@ -58,6 +58,38 @@ class StreamedRequest(Request):
         # this request) would make a reference cycle that only the garbage collector could free.
         self._when_lost = None
         Request.finish(self)
+
+    _postpath: list[bytes] | None = None
+
+    @property
+    def postpath(self) -> list[bytes]:
+        # Made when first asked for: a leaf root resource (the daemon's) never looks.
+        if self._postpath is None:
+            self._postpath = list(map(unquote, self.path[1:].split(b"/")))
+        return self._postpath
+
+    @postpath.setter
+    def postpath(self, value: list[bytes]) -> None:
+        self._postpath = value
+
+    def process(self) -> None:
+        # twisted.web.server.Request.process, less the Server and Date headers it sets on every response: the proxy
+        # names no server of its own (a relayed response carries the upstream's Server, if any), and Date is added
+        # where each kind of request writes its head (a relayed response keeps the upstream's).
+        self.site = self.channel.site
+        self.prepath = []
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resrc = self.site.getResourceFor(self)
+            if resource._IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def renderNow(self, command: bytes, target: bytes, version: bytes, body: StreamingBody, now: float) -> None:
         """
@@ -224,43 +256,10 @@ class ProxyRequest(StreamedRequest):
         self._relaying = False
         self.chunked = 0
 
-    _postpath: list[bytes] | None = None
-
-    @property
-    def postpath(self) -> list[bytes]:
-        # Made when first asked for: a leaf root resource (the daemon's) never looks.
-        if self._postpath is None:
-            self._postpath = list(map(unquote, self.path[1:].split(b"/")))
-        return self._postpath
-
-    @postpath.setter
-    def postpath(self, value: list[bytes]) -> None:
-        self._postpath = value
-
-    def process(self) -> None:
-        # twisted.web.server.Request.process, less the Server and Date headers it sets on every response (a
-        # relayed response carries the upstream's, writeHead adding Date when missing; write() adds both to others).
-        self.site = self.channel.site
-        self.prepath = []
-        if self.path == b"*":
-            self._handleStar()
-            return
-        try:
-            resrc = self.site.getResourceFor(self)
-            if resource._IEncodingResource.providedBy(resrc):
-                encoder = resrc.getEncoder(self)
-                if encoder is not None:
-                    self._encoder = encoder
-            self.render(resrc)
-        except BaseException:
-            self.processingFailed(Failure())
-
     def write(self, data: bytes) -> None:
         if not self._relaying:
             if not self.startedWriting:
                 headers = self.responseHeaders
-                if not headers.hasHeader(b"server"):
-                    headers.setRawHeaders(b"Server", [twisted_web_version])
                 if not headers.hasHeader(b"date"):
                     headers.setRawHeaders(b"Date", [http_date(self.channel._clock.seconds())])
             Request.write(self, data)
