@@ -1,6 +1,7 @@
 """
-The responses the proxy makes itself, and what it adds to relayed ones, in memory on HTTP/1.1 and HTTP/2: no
-``Server`` header of the proxy's own (an upstream's is relayed as it is), the plain-text error bodies.
+The responses the proxy makes itself, and what it adds to relayed ones, in memory on HTTP/1.1 and HTTP/2: the
+standard reason phrases (an upstream's own phrase is relayed byte for byte), no ``Server`` header of the proxy's own
+(an upstream's is relayed as it is), the plain-text error bodies.
 """
 
 from __future__ import annotations
@@ -11,14 +12,63 @@ import h2.events
 import pytest
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
 from _harness import Harness, head_and_body, header_lines
 from _requests import HOST
 from test_h2 import H2Pair
-from txrevproxy import AccessPolicy, ClientConfig, HeadLimits, PassThroughProxyResource, PoolConfig, ProxyConfig
+from txrevproxy import (
+    AccessPolicy,
+    ClientConfig,
+    HeadLimits,
+    PassThroughProxyResource,
+    PoolConfig,
+    ProxyConfig,
+    ProxySite,
+)
+from txrevproxy._http.responses import error_body, error_response, reason_phrase
 
 GET = b"GET /r HTTP/1.1\r\n" + HOST + b"\r\n"
+
+#: The statuses the proxy answers with itself, and their standard reason phrases (RFC 9110 section 15, RFC 6585).
+PHRASES = {
+    100: b"Continue",
+    400: b"Bad Request",
+    401: b"Unauthorized",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    417: b"Expectation Failed",
+    429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error",
+    501: b"Not Implemented",
+    502: b"Bad Gateway",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+    505: b"HTTP Version Not Supported",
+}
+
+
+@pytest.mark.parametrize("status, phrase", PHRASES.items())
+def test_standard_reason_phrases(status: int, phrase: bytes) -> None:
+    """Each status the proxy answers with has its RFC 9110 reason phrase, whatever the Python version, in the status
+    line and the body of its error response."""
+    assert reason_phrase(status) == phrase
+    assert error_body(status) == b"%d %s\n" % (status, phrase)
+    assert error_response(status).startswith(b"HTTP/1.1 %d %s\r\n" % (status, phrase))
+
+
+def test_a_code_without_a_phrase() -> None:
+    """A code with no standard phrase gets an empty one (valid on a status line) and a body of the bare code."""
+    assert reason_phrase(599) == b""
+    assert error_body(599) == b"599\n"
+    assert error_response(599).startswith(b"HTTP/1.1 599 \r\n")
+
+
 SMALL = ClientConfig(head=HeadLimits(request_line=100, header_line=100), max_body=10, head_timeout=5)
 
 
@@ -108,10 +158,11 @@ def _server_lines(head: bytes) -> list[bytes]:
 
 
 @pytest.mark.parametrize("status, make", OWN_RESPONSES)
-def test_own_responses_name_no_server(status: int, make: Callable[[], Harness]) -> None:
-    """Each of the proxy's own HTTP/1.1 responses has its status and no Server header."""
+def test_own_responses(status: int, make: Callable[[], Harness]) -> None:
+    """Each of the proxy's own HTTP/1.1 responses has its status with the standard reason phrase, and no Server
+    header."""
     head, _ = head_and_body(make().response())
-    assert head.startswith(b"HTTP/1.1 %d " % (status,)), head
+    assert head.split(b"\r\n", 1)[0] == b"HTTP/1.1 %d %s" % (status, PHRASES[status]), head
     assert _server_lines(head) == []
 
 
@@ -126,14 +177,65 @@ def test_relayed_response_keeps_the_upstreams_server_or_none(server: bytes | Non
     assert _server_lines(head) == ([] if server is None else [server])
 
 
-def test_own_responses_in_a_plain_site_name_no_server() -> None:
-    """In Twisted's own Site, which names itself on every request, the proxy's error responses name no server."""
+def test_own_responses_in_a_plain_site() -> None:
+    """In Twisted's own Site (its own phrases, its Server header on every request), the proxy's error responses
+    have the standard reason phrase and name no server."""
     h = Harness(site_class=Site)
     h.send(GET)
     h.upstream().refuse()
     head, _ = head_and_body(h.response())
-    assert head.startswith(b"HTTP/1.1 502 ")
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert _server_lines(head) == []
+
+
+#: Upstream status lines and what the client gets: the upstream's own phrase byte for byte, the standard one if empty.
+RELAYED_STATUS_LINES = [
+    (b"HTTP/1.1 200 Fine", b"HTTP/1.1 200 Fine"),
+    (b"HTTP/1.1 404 Nope, not here", b"HTTP/1.1 404 Nope, not here"),
+    (b"HTTP/1.1 200  spaced\tout ", b"HTTP/1.1 200  spaced\tout "),
+    (b"HTTP/1.1 200 Tr\xe8s bien", b"HTTP/1.1 200 Tr\xe8s bien"),
+    (b"HTTP/1.1 413 Request Entity Too Large", b"HTTP/1.1 413 Request Entity Too Large"),
+    (b"HTTP/1.0 200 OK", b"HTTP/1.1 200 OK"),
+    (b"HTTP/1.1 431", b"HTTP/1.1 431 Request Header Fields Too Large"),
+    (b"HTTP/1.1 413 ", b"HTTP/1.1 413 Content Too Large"),
+    (b"HTTP/1.1 299", b"HTTP/1.1 299 "),
+]
+
+
+@pytest.mark.parametrize("site_class", [ProxySite, Site])
+@pytest.mark.parametrize("upstream, client", RELAYED_STATUS_LINES)
+def test_relayed_reason_phrase(site_class: type[Site], upstream: bytes, client: bytes) -> None:
+    """A relayed response keeps the upstream's reason phrase byte for byte, in ProxySite and in a plain Site; an
+    empty one gets the standard phrase."""
+    h = Harness(site_class=site_class)
+    h.send(GET)
+    h.upstream().accept().respond(upstream + b"\r\nContent-Length: 2\r\n\r\nok")
+    assert h.response().split(b"\r\n", 1)[0] == client
+
+
+def test_status_set_through_the_request_gets_the_standard_phrase() -> None:
+    """A resource in ProxySite that sets a status without a phrase gets the standard one, not Twisted's (which has
+    none for 429 or 431); one it gives is kept."""
+
+    class Status(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Request) -> bytes:
+            code, _, phrase = request.path[1:].partition(b"-")
+            request.setResponseCode(int(code), phrase or None)
+            return b"x"
+
+    lines = []
+    for path in (b"/431", b"/429", b"/413", b"/200-Fine"):
+        h = Harness(resource=Status())
+        h.send(b"GET %s HTTP/1.1\r\n" % (path,) + HOST + b"\r\n")
+        lines.append(h.response().split(b"\r\n", 1)[0])
+    assert lines == [
+        b"HTTP/1.1 431 Request Header Fields Too Large",
+        b"HTTP/1.1 429 Too Many Requests",
+        b"HTTP/1.1 413 Content Too Large",
+        b"HTTP/1.1 200 Fine",
+    ]
 
 
 # -- HTTP/2 --------------------------------------------------------------------------------------------------------

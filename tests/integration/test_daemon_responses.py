@@ -1,6 +1,7 @@
 """
-The responses the real daemon makes itself, and what it adds to relayed ones, over HTTP/1.1 on loopback: read as raw
-bytes, so that the status line and every header line are seen exactly as sent.
+The responses the real daemon makes itself, and what it adds to relayed ones, over HTTP/1.1 on loopback (standard
+reason phrases, no Server header of the proxy's own; the upstream's phrase and Server relayed as they are): read as
+raw bytes, so that the status line and every header line are seen exactly as sent.
 """
 
 from __future__ import annotations
@@ -45,8 +46,22 @@ def server_lines(response: bytes) -> list[bytes]:
     return [line for line in head.split(b"\r\n")[1:] if line.lower().startswith(b"server:")]
 
 
-def test_own_responses_name_no_server(proxy_factory: Callable[..., Proxy]) -> None:
-    """The daemon's own responses (refused heads, an invalid upstream response) carry no Server header."""
+def status_line(response: bytes) -> bytes:
+    return response.partition(b"\r\n")[0]
+
+
+def test_header_line_over_the_limit_is_431_with_its_phrase_and_no_server(proxy_factory: Callable[..., Proxy]) -> None:
+    """A header line over --max-header-line is answered "431 Request Header Fields Too Large", naming no server."""
+    proxy = proxy_factory("--max-header-line", "100")
+    response = get(proxy.port, b"/echo", b"X-Long: " + b"a" * 100 + b"\r\n")
+    assert status_line(response) == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert server_lines(response) == []
+    assert response.endswith(b"\r\n\r\n431 Request Header Fields Too Large\n")
+
+
+def test_own_responses(proxy_factory: Callable[..., Proxy]) -> None:
+    """The daemon's own responses (refused heads, an invalid upstream response) have the standard reason phrase and
+    carry no Server header."""
     proxy = proxy_factory("--max-request-line", "1000", "--max-header-line", "100")
     invalid = raw_response(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
     responses = {
@@ -55,15 +70,17 @@ def test_own_responses_name_no_server(proxy_factory: Callable[..., Proxy]) -> No
         431: get(proxy.port, b"/echo", b"X: " + b"a" * 100 + b"\r\n"),
         502: get(proxy.port, invalid),
     }
+    phrases = {400: b"Bad Request", 414: b"URI Too Long", 431: b"Request Header Fields Too Large", 502: b"Bad Gateway"}
     for status, response in responses.items():
-        assert response.startswith(b"HTTP/1.1 %d " % (status,)), response[:80]
+        assert status_line(response) == b"HTTP/1.1 %d %s" % (status, phrases[status]), response[:80]
         assert server_lines(response) == [], response[:200]
 
 
-def test_relayed_responses_keep_the_upstreams_server_or_none(proxy: Proxy) -> None:
-    """A relayed response has the origin's Server header as it was sent, and none when the origin sent none."""
-    named = get(proxy.port, raw_response(b"HTTP/1.1 200 OK\r\nServer: origin/1.0 (x)\r\nContent-Length: 2\r\n\r\nok"))
-    assert named.startswith(b"HTTP/1.1 200 ") and named.endswith(b"\r\n\r\nok")
+def test_relayed_responses_keep_the_upstreams_phrase_and_server_or_none(proxy: Proxy) -> None:
+    """A relayed response has the origin's reason phrase and Server header as they were sent, and no Server header
+    when the origin sent none."""
+    named = get(proxy.port, raw_response(b"HTTP/1.1 200 Fine\r\nServer: origin/1.0 (x)\r\nContent-Length: 2\r\n\r\nok"))
+    assert status_line(named) == b"HTTP/1.1 200 Fine" and named.endswith(b"\r\n\r\nok")
     assert server_lines(named) == [b"Server: origin/1.0 (x)"]
     unnamed = get(proxy.port, b"/echo")  # (the origin names no server)
     assert unnamed.startswith(b"HTTP/1.1 200 ")

@@ -19,6 +19,7 @@ from twisted.web.http_headers import Headers
 
 from txrevproxy._http.framing import Framing, FramingError, Kind, parse_content_length
 from txrevproxy._http.headers import ForwardingContext, TrustedNetworks, upstream_request_headers, values_of
+from txrevproxy._http.responses import reason_phrase
 from txrevproxy._http.validate import ResponseHead, relayed_headers
 from txrevproxy._net.deadline import TIMER_SLACK
 from txrevproxy._net.producers import CallbackProducer
@@ -260,7 +261,8 @@ class Relay:
             # The proxy's own request (ProxySite): the head goes out now, in one write.
             write_head(head.status, head.reason, relayed, length)
         else:
-            request.setResponseCode(head.status, head.reason or None)  # type: ignore[attr-defined]
+            reason = head.reason or reason_phrase(head.status)
+            request.setResponseCode(head.status, reason)  # type: ignore[attr-defined]
             grouped: dict[bytes, list[bytes]] = {}
             for name, value in relayed:
                 grouped.setdefault(name, []).append(value)

@@ -4,7 +4,7 @@ end of its head, whose body streams in afterwards, and whose relayed response he
 
 - :class:`StreamedRequest` is what HTTP/1.1 and HTTP/2 requests share: rendering when the head is complete with a
   :class:`~txrevproxy._server.body.StreamingBody` as ``proxy_body``, and ``whenLost``; no ``Server`` header (the
-  proxy names no server of its own).
+  proxy names no server of its own), and a status set without a reason phrase gets the standard one.
 
 - Headers are kept as the parsed ``(name, value)`` list (:meth:`ProxyRequest.headerList`, what the relay forwards);
   Twisted's ``requestHeaders`` is built from it only on demand.
@@ -21,11 +21,12 @@ from io import BytesIO
 
 from twisted.python.failure import Failure
 from twisted.web import resource
-from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
+from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request, unquote
 
 from txrevproxy._http.framing import Framing
+from txrevproxy._http.responses import reason_phrase
 from txrevproxy._net.sending import send
 from txrevproxy._server.body import StreamingBody
 
@@ -58,6 +59,15 @@ class StreamedRequest(Request):
         # this request) would make a reference cycle that only the garbage collector could free.
         self._when_lost = None
         Request.finish(self)
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        """
+        Set the status, with its standard reason phrase (:func:`~txrevproxy._http.responses.reason_phrase`) when
+        ``message`` is ``None``, instead of Twisted's ``RESPONSES`` (``Request-URI Too Long``, or ``Unknown Status``
+        for 429 and 431).
+        """
+        self.code = code
+        self.code_message = reason_phrase(code) if message is None else message
 
     _postpath: list[bytes] | None = None
 
@@ -215,9 +225,10 @@ class ProxyRequest(StreamedRequest):
         Prepare the response head in one piece, held until the first body bytes (so that both go out in one
         write) or :meth:`flushHead`: the relay's path, instead of ``responseHeaders`` and a first ``write``.
         ``length`` is the body's ``Content-Length``, or ``None`` to chunk the body (HTTP/1.1) or end it by closing
-        the connection (HTTP/1.0). ``Date`` is added when the upstream sent none.
+        the connection (HTTP/1.0). ``Date`` is added when the upstream sent none; an empty ``reason`` becomes the
+        standard phrase.
         """
-        self.code, self.code_message = status, reason or RESPONSES.get(status, b"Unknown")
+        self.code, self.code_message = status, reason or reason_phrase(status)
         channel = self.channel
         # The status line and header lines joined in C; every header line follows a LF (no value holds one).
         head = b"\r\n".join([b"HTTP/1.1 %d %s" % (status, self.code_message), *map(b": ".join, headers)])
