@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from txrevproxy._http.head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
+from txrevproxy._http.head import (
+    HeadLimits,
+    RequestHead,
+    incomplete_head_problem,
+    parse_request_head,
+    parse_request_line,
+)
 from txrevproxy._http.validate import Rejection
 
 LIMITS = HeadLimits()
@@ -108,10 +114,18 @@ def test_limits_are_inclusive():
         (b"GET /" + b"a" * 41, 414),
         (b"GET / HTTP/1.1\r\nX: " + b"a" * 40, 431),
         (b"GET / HTTP/1.1\r\n" + b"A: 12345678\r\n" * 8, 431),
+        # a complete request line is judged at once
+        (b"GET /r\r\n", 400),
+        (b"GET  /r HTTP/1.1\r\n", 400),
+        (b"G@T /r HTTP/1.1\r\n", 400),
+        (b"GET /r HTTP/1.2x\r\n", 400),
+        (b"GET /r HTTP/1.x\r\nHost: x", 400),
+        (b"GET /" + b"a" * 31 + b" HTTP/1.1\r\n", 414),
     ],
 )
 def test_incomplete_head_problems(partial, status):
-    """Stray line ends and over-long lines are seen before the head ends (it may never end)."""
+    """Stray line ends, over-long lines and a malformed request line are seen before the head ends (it may never
+    end)."""
     problem = incomplete_head_problem(partial, 0, SMALL)
     assert problem is not None and problem.status == status, problem
 
@@ -129,6 +143,43 @@ def test_incomplete_head_problems(partial, status):
 def test_incomplete_head_in_progress_is_fine(partial):
     """A head cut anywhere, including between CR and LF, has nothing wrong with it yet."""
     assert incomplete_head_problem(partial, 0, SMALL) is None
+
+
+REQUEST_LINES = [
+    b"GET /a?b HTTP/1.1",
+    b"OPTIONS * HTTP/1.0",
+    b"GET / HTTP/2.0",  # (syntax only: the version is judged with the head's meaning)
+    b"GET /r",
+    b"GET",
+    b"",
+    b"GET  /r HTTP/1.1",
+    b"GET /r HTTP/1.1 ",
+    b" GET /r HTTP/1.1",
+    b"GET\t/r HTTP/1.1",
+    b"G@T /r HTTP/1.1",
+    b"GET /r HTTP/1.2x",
+    b"GET /r http/1.1",
+    b"GET /" + b"a" * 8192 + b" HTTP/1.1",
+]
+
+
+@pytest.mark.parametrize("line", REQUEST_LINES)
+def test_request_line_judged_alike_complete_or_not(line: bytes) -> None:
+    """A request line gets the same verdict (status and reason) alone and still open as within a complete head."""
+    verdict = parse_request_line(line, LIMITS)
+    head = _parse(line)
+    early = incomplete_head_problem(line + b"\r\n", 0, LIMITS)
+    if isinstance(verdict, Rejection):
+        assert head == verdict and early == verdict
+    else:
+        assert isinstance(head, RequestHead) and head[:3] == verdict and early is None
+
+
+def test_request_line_judged_once() -> None:
+    """The request line is judged by the call that first sees its CRLF whole, not again by later calls."""
+    line = b"G@T /r HTTP/1.1\r\n"
+    assert incomplete_head_problem(line + b"Host: x", len(line) - 1, LIMITS) == Rejection(400, "method is not a token")
+    assert incomplete_head_problem(line + b"Host: x", len(line), LIMITS) is None
 
 
 @given(st.binary(min_size=0, max_size=60), st.data())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
+from urllib.parse import quote
 
 import pytest
 
@@ -201,3 +202,20 @@ def test_stalled_body_gets_408(h2, origin) -> None:
     assert stats["closed"] >= 1 and stats["requests"] == 0 and not stats["timed_out"]
     [following] = client.wait(client.request("GET", "/echo"))
     assert following.status == 200
+
+
+def test_no_server_header_of_the_proxys(h2) -> None:
+    """Over HTTP/2 the proxy's own responses name no server, a relayed response has the origin's server value as it
+    was sent, and one whose origin named none has no server header."""
+    _, client = h2("--max-header-line", "100")
+    named = b"HTTP/1.1 200 OK\r\nServer: origin/1.0 (x)\r\nContent-Length: 2\r\n\r\nok"
+    invalid = b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    ids = [
+        client.request("GET", "/raw?data=" + quote(named, safe="")),
+        client.request("GET", "/echo"),
+        client.request("GET", "/echo", [(b"x-big", b"y" * 100)]),
+        client.request("GET", "/raw?data=" + quote(invalid, safe="")),
+    ]
+    streams = client.wait(*ids)
+    assert [stream.status for stream in streams] == [200, 200, 431, 502]
+    assert [stream.headers.get(b"server") for stream in streams] == [b"origin/1.0 (x)", None, None, None]

@@ -9,7 +9,8 @@ import hashlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -89,6 +90,19 @@ def test_refused_requests_never_reach_the_upstream(proxy_factory, recorder):
     assert wrong == []
     assert (recorder.connections, recorder.received) == (0, b"")
     assert any("rejected request from 127.0.0.1: 400" in line for line in proxy.log_lines())
+
+
+def test_malformed_request_line_is_answered_at_once(proxy_factory: Callable[..., Any], recorder: Recorder) -> None:
+    """Over a real socket, a malformed request line with no blank line after it gets 400, Connection: close and the
+    connection closed at once (the head deadline is far off), and a request line still open past --max-request-line
+    gets 414; the upstream gets no byte."""
+    proxy = proxy_factory("--head-timeout", "3600", "--max-request-line", "100", upstream=recorder.url)
+    for line in (b"GET /r\r\n", b"GET  /r HTTP/1.1\r\n", b"G@T /r HTTP/1.1\r\n", b"\r\nGET /r HTTP/1.2x\r\n"):
+        head, _, body = exchange(proxy.port, line).partition(b"\r\n\r\n")  # (the socket timeout, 10 s, bounds it)
+        assert head.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b"\r\nConnection: close" in head, line
+        assert body == b"400 Bad Request\n"
+    assert exchange(proxy.port, b"GET /" + b"a" * 100).startswith(b"HTTP/1.1 414 ")
+    assert (recorder.connections, recorder.received) == (0, b"")
 
 
 def test_chunked_upload_is_reframed(proxy):

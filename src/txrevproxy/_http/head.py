@@ -9,8 +9,9 @@ request line of exactly three parts. Meaning (``Host``, framing, target forms) i
 :func:`~txrevproxy._http.validate.validate_request`.
 
 Two entry points: :func:`parse_request_head` for a complete head, and :func:`incomplete_head_problem` for a head
-still arriving, which finds over-long lines and stray CR/LF early instead of waiting for a blank line that may
-never come. Both are pure.
+still arriving, which finds over-long lines, stray CR/LF and a malformed request line (as soon as its CRLF is in)
+early instead of waiting for a blank line that may never come. Both judge the request line with
+:func:`parse_request_line`. All are pure.
 """
 
 from __future__ import annotations
@@ -66,10 +67,13 @@ def _too_large(what: str) -> Rejection:
     return Rejection(431, what)
 
 
-def parse_request_line(line: bytes) -> tuple[bytes, bytes, bytes] | Rejection:
+def parse_request_line(line: bytes, limits: HeadLimits) -> tuple[bytes, bytes, bytes] | Rejection:
     """
-    Split ``method SP request-target SP HTTP-version`` (exactly one space each).
+    Split a complete request line (without its CRLF), ``method SP request-target SP HTTP-version`` with exactly one
+    space each: 414 when it is longer than ``limits`` allow, else 400 when it is malformed.
     """
+    if len(line) > limits.request_line:
+        return Rejection(414, "request line too long")
     parts = line.split(b" ")
     if len(parts) != 3 or b"" in parts:
         if len(parts) == 2 and _TOKEN.match(parts[0]) and parts[1].startswith(b"/"):
@@ -112,9 +116,7 @@ def parse_request_head(head: bytes, limits: HeadLimits) -> RequestHead | Rejecti
     if not clean and (head.count(b"\r") != crlf or head.count(b"\n") != crlf):
         return Rejection(400, "bare CR or LF in the request head")
     request_line = lines[0]
-    if len(request_line) > limits.request_line:
-        return Rejection(414, "request line too long")
-    parsed = parse_request_line(request_line)
+    parsed = parse_request_line(request_line, limits)
     if isinstance(parsed, Rejection):
         return parsed
     if len(lines) - 1 > limits.header_count:
@@ -161,8 +163,9 @@ def incomplete_head_problem(buffer: bytes | bytearray, checked: int, limits: Hea
     """
     What is already wrong with a head that has not ended yet (no blank line so far), or ``None``.
 
-    ``checked`` is how many leading bytes an earlier call already checked for stray CR/LF, so that a head arriving
-    a byte at a time costs linear work in total. A CR at the very end may still be followed by its LF.
+    ``checked`` is how many leading bytes an earlier call already checked (for stray CR/LF, and the request line if
+    its CRLF was among them), so that a head arriving a byte at a time costs linear work in total and its request
+    line is judged once, by the call that first sees its CRLF. A CR at the very end may still be followed by its LF.
     """
     if buffer.count(b"\n", checked) != buffer.count(b"\r\n", max(checked - 1, 0)):
         return Rejection(400, "bare LF in the request head")
@@ -175,8 +178,11 @@ def incomplete_head_problem(buffer: bytes | bytearray, checked: int, limits: Hea
         if len(buffer) - trailing_cr > limits.request_line:
             return Rejection(414, "request line too long")
         return None
-    if first_end > limits.request_line:
-        return Rejection(414, "request line too long")
+    if first_end + 2 > checked:
+        # The request line is complete since this call: judged now, not once the head ends (it may never end).
+        request_line = parse_request_line(bytes(buffer[:first_end]), limits)
+        if isinstance(request_line, Rejection):
+            return request_line
     last_end = buffer.rfind(b"\r\n")
     if len(buffer) - trailing_cr - (last_end + 2) > limits.header_line:
         return _too_large("header line too long")

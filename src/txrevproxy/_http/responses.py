@@ -7,11 +7,22 @@ from __future__ import annotations
 from http import HTTPStatus
 
 _PHRASES = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+# The names RFC 9110 gave these (http.HTTPStatus has them from Python 3.13 on; before, the older RFC 7231 ones, such
+# as "Request-URI Too Long"): the same phrases whatever the Python version.
+_PHRASES.update(
+    {
+        413: b"Content Too Large",
+        414: b"URI Too Long",
+        416: b"Range Not Satisfiable",
+        422: b"Unprocessable Content",
+    }
+)
 
 
 def reason_phrase(status: int) -> bytes:
     """
-    The standard reason phrase of ``status`` (RFC 9110 section 15), ``b""`` for a code without one.
+    The standard reason phrase of ``status`` (RFC 9110 section 15; ``http.HTTPStatus`` for codes defined elsewhere),
+    ``b""`` for a code without one.
 
     An empty phrase is valid on a status line (RFC 9112 section 4: ``reason-phrase`` may be empty).
     """

@@ -55,7 +55,7 @@ from txrevproxy._net.addresses import AddressesOnce
 from txrevproxy._net.deadline import TIMER_SLACK
 from txrevproxy._net.producers import CallbackProducer
 from txrevproxy._server.body import StreamingBody
-from txrevproxy._server.request import StreamedRequest
+from txrevproxy._server.request import StreamedRequest, http_date
 
 log = Logger(namespace="txrevproxy")
 
@@ -134,6 +134,11 @@ class H2ProxyRequest(StreamedRequest):
             self._armBodyDeadline(self._body_timeout)
         reading = CallbackProducer(self._holdBody, self._releaseBody, _nothing)
         self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, reading), now)
+
+    def process(self) -> None:
+        # Every rendered stream's response has a Date (a relayed one the upstream's, if it sent one).
+        self.responseHeaders.setRawHeaders(b"Date", [http_date(self._clock.seconds())])
+        super().process()
 
     def handleContentChunk(self, data: bytes) -> None:
         body = self.proxy_body

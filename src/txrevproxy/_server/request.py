@@ -3,7 +3,8 @@ The request object of :class:`~txrevproxy._server.channel.ProxySite`: a ``twiste
 end of its head, whose body streams in afterwards, and whose relayed response head is written in one piece.
 
 - :class:`StreamedRequest` is what HTTP/1.1 and HTTP/2 requests share: rendering when the head is complete with a
-  :class:`~txrevproxy._server.body.StreamingBody` as ``proxy_body``, and ``whenLost``.
+  :class:`~txrevproxy._server.body.StreamingBody` as ``proxy_body``, and ``whenLost``; no ``Server`` header (the
+  proxy names no server of its own), and a status set without a reason phrase gets the standard one.
 
 - Headers are kept as the parsed ``(name, value)`` list (:meth:`ProxyRequest.headerList`, what the relay forwards);
   Twisted's ``requestHeaders`` is built from it only on demand.
@@ -21,12 +22,12 @@ from io import BytesIO
 from twisted.internet.interfaces import ITCPTransport
 from twisted.python.failure import Failure
 from twisted.web import resource
-from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
+from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request, unquote
-from twisted.web.server import version as twisted_web_version
 
 from txrevproxy._http.framing import Framing
+from txrevproxy._http.responses import reason_phrase
 from txrevproxy._net.sending import send
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._server.body import StreamingBody
@@ -100,6 +101,47 @@ class StreamedRequest(Request):
         # this request) would make a reference cycle that only the garbage collector could free.
         self._when_lost = None
         Request.finish(self)
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        """
+        Set the status, with its standard reason phrase (:func:`~txrevproxy._http.responses.reason_phrase`) when
+        ``message`` is ``None``, instead of Twisted's ``RESPONSES`` (``Request-URI Too Long``, or ``Unknown Status``
+        for 429 and 431).
+        """
+        self.code = code
+        self.code_message = reason_phrase(code) if message is None else message
+
+    _postpath: list[bytes] | None = None
+
+    @property
+    def postpath(self) -> list[bytes]:
+        # Made when first asked for: a leaf root resource (the daemon's) never looks.
+        if self._postpath is None:
+            self._postpath = list(map(unquote, self.path[1:].split(b"/")))
+        return self._postpath
+
+    @postpath.setter
+    def postpath(self, value: list[bytes]) -> None:
+        self._postpath = value
+
+    def process(self) -> None:
+        # twisted.web.server.Request.process, less the Server and Date headers it sets on every response: the proxy
+        # names no server of its own (a relayed response carries the upstream's Server, if any), and Date is added
+        # where each kind of request writes its head (a relayed response keeps the upstream's).
+        self.site = self.channel.site
+        self.prepath = []
+        if self.path == b"*":
+            self._handleStar()
+            return
+        try:
+            resrc = self.site.getResourceFor(self)
+            if resource._IEncodingResource.providedBy(resrc):
+                encoder = resrc.getEncoder(self)
+                if encoder is not None:
+                    self._encoder = encoder
+            self.render(resrc)
+        except BaseException:
+            self.processingFailed(Failure())
 
     def renderNow(self, command: bytes, target: bytes, version: bytes, body: StreamingBody, now: float) -> None:
         """
@@ -222,9 +264,10 @@ class ProxyRequest(StreamedRequest):
         Prepare the response head in one piece, held until the first body bytes (so that both go out in one
         write) or :meth:`flushHead`: the relay's path, instead of ``responseHeaders`` and a first ``write``.
         ``length`` is the body's ``Content-Length``, or ``None`` to chunk the body (HTTP/1.1) or end it by closing
-        the connection (HTTP/1.0). ``Date`` is added when the upstream sent none.
+        the connection (HTTP/1.0). ``Date`` is added when the upstream sent none; an empty ``reason`` becomes the
+        standard phrase.
         """
-        self.code, self.code_message = status, reason or RESPONSES.get(status, b"Unknown")
+        self.code, self.code_message = status, reason or reason_phrase(status)
         channel = self.channel
         # The status line and header lines joined in C; every header line follows a LF (no value holds one).
         head = b"\r\n".join([b"HTTP/1.1 %d %s" % (status, self.code_message), *map(b": ".join, headers)])
@@ -273,43 +316,10 @@ class ProxyRequest(StreamedRequest):
     def switchProtocols(self, head: bytes, upstream: ITCPTransport, idle_timeout: float, send_timeout: float) -> Tunnel:
         return self.channel.switchProtocols(self, head, upstream, idle_timeout, send_timeout)
 
-    _postpath: list[bytes] | None = None
-
-    @property
-    def postpath(self) -> list[bytes]:
-        # Made when first asked for: a leaf root resource (the daemon's) never looks.
-        if self._postpath is None:
-            self._postpath = list(map(unquote, self.path[1:].split(b"/")))
-        return self._postpath
-
-    @postpath.setter
-    def postpath(self, value: list[bytes]) -> None:
-        self._postpath = value
-
-    def process(self) -> None:
-        # twisted.web.server.Request.process, less the Server and Date headers it sets on every response (a
-        # relayed response carries the upstream's, writeHead adding Date when missing; write() adds both to others).
-        self.site = self.channel.site
-        self.prepath = []
-        if self.path == b"*":
-            self._handleStar()
-            return
-        try:
-            resrc = self.site.getResourceFor(self)
-            if resource._IEncodingResource.providedBy(resrc):
-                encoder = resrc.getEncoder(self)
-                if encoder is not None:
-                    self._encoder = encoder
-            self.render(resrc)
-        except BaseException:
-            self.processingFailed(Failure())
-
     def write(self, data: bytes) -> None:
         if not self._relaying:
             if not self.startedWriting:
                 headers = self.responseHeaders
-                if not headers.hasHeader(b"server"):
-                    headers.setRawHeaders(b"Server", [twisted_web_version])
                 if not headers.hasHeader(b"date"):
                     headers.setRawHeaders(b"Date", [http_date(self.channel._clock.seconds())])
             Request.write(self, data)

@@ -21,11 +21,13 @@ from txrevproxy._server.body import BodySource, BufferedBody
 
 def respond_error(request: Request, status: int) -> None:
     """
-    Answer ``request`` with ``status`` (and its standard reason phrase) and a short plain-text body.
+    Answer ``request`` with ``status``, its standard reason phrase and a short plain-text body, naming no server (in
+    any ``Site``: the ``Server`` header Twisted's ``Site`` sets on every request is removed).
     """
     body = error_body(status)
-    request.setResponseCode(status, reason_phrase(status) or None)
+    request.setResponseCode(status, reason_phrase(status))
     headers = request.responseHeaders
+    headers.removeHeader(b"server")
     headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
     headers.setRawHeaders(b"Content-Length", [b"%d" % (len(body),)])
     request.write(body)
@@ -48,7 +50,7 @@ def set_response_head(
     relayed).
     """
     request.defaultContentType = None  # the upstream's Content-Type, or none
-    request.setResponseCode(status, reason or None)
+    request.setResponseCode(status, reason or reason_phrase(status))
     grouped: dict[bytes, list[bytes]] = {}
     for name, value in headers:
         grouped.setdefault(name, []).append(value)
