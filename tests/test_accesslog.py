@@ -10,7 +10,7 @@ import os
 import pytest
 from twisted.internet.task import Clock
 
-from _harness import Harness
+from tests._harness import Harness
 from txrevproxy._server.accesslog import (
     FLUSH_INTERVAL,
     FLUSH_SIZE,

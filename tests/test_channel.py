@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from _harness import Harness, head_and_body, header_lines
-from _requests import HOST, REFUSED
+from tests._harness import Harness, head_and_body, header_lines
+from tests._requests import HOST, REFUSED
 from txrevproxy import PoolConfig, ProxyConfig
 from txrevproxy._http.head import HeadLimits
 from txrevproxy._server.channel import ClientConfig

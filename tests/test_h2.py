@@ -16,7 +16,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from _harness import CapturedLog, Harness, SocketlessTransport
+from tests._harness import CapturedLog, Harness, SocketlessTransport
 from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
 from txrevproxy._http.framing import ChunkedDecoder
 from txrevproxy._http.responses import error_body

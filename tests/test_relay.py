@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from _harness import CapturedLog, Harness, head_and_body, header_lines
+from tests._harness import CapturedLog, Harness, head_and_body, header_lines
 from txrevproxy import PoolConfig, ProxyConfig, TrustedNetworks
 
 GET = b"GET /a/b?x=1+2&y=%2F HTTP/1.1\r\nHost: example.com\r\n\r\n"

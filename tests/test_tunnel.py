@@ -10,7 +10,7 @@ from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from _harness import CapturedLog, SocketlessTransport
+from tests._harness import CapturedLog, SocketlessTransport
 from txrevproxy._net.tunnel import Tunnel
 
 

@@ -14,7 +14,7 @@ from twisted.internet.testing import StringTransport
 from twisted.web.server import Site
 from zope.interface import implementer, implementer_only
 
-from _harness import CapturedLog, Harness, SocketlessTransport, head_and_body, header_lines
+from tests._harness import CapturedLog, Harness, SocketlessTransport, head_and_body, header_lines
 from txrevproxy import ProxyConfig
 from txrevproxy._http.headers import upgrade_accepted, upgrade_offer
 from txrevproxy._server.channel import ClientConfig, ProxyChannel

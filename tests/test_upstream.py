@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from twisted.web.server import Site
 
-from _harness import CapturedLog, Harness, head_and_body
+from tests._harness import CapturedLog, Harness, head_and_body
 from txrevproxy import PoolConfig, ProxyConfig
 from txrevproxy._http.framing import ChunkedDecoder
 

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from _certs import TestCA
-from _h2client import H2Client
+from tests._certs import TestCA
+from tests._h2client import H2Client
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from _requests import HOST, REFUSED
+from tests._requests import HOST, REFUSED
 
 SOCKET_TIMEOUT = 10.0
 
