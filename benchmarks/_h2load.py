@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from _wrk import WrkReport
+from benchmarks._wrk import WrkReport
 
 PERCENTILES = (50, 75, 90, 99)
 _ERROR_KINDS = ("failed", "errored", "timeout")

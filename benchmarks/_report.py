@@ -14,7 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from _servers import TXREVPROXY_2, TXREVPROXY_BUSY, Tools
+from benchmarks._servers import TXREVPROXY_2, TXREVPROXY_BUSY, Tools
 
 REPO = Path(__file__).resolve().parent.parent
 PROXY_COLUMNS = ("direct", "txrevproxy", "twisted.web.proxy", "nginx")

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import _procs
-from _procs import Child
+from benchmarks import _procs
+from benchmarks._procs import Child
 
 HERE = Path(__file__).resolve().parent
 LISTENING = r"listening on (https?)://127\.0\.0\.1:(\d+)"

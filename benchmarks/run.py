@@ -30,13 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import _h2load
-import _memory
-import _procs
-import _report
-import _servers
-import _wrk
-from _servers import DIRECT, NGINX, TWISTED, TXREVPROXY, TXREVPROXY_2, TXREVPROXY_BUSY, Tools
+# Run as a script, this file has benchmarks/ first on sys.path; its parts are the benchmarks package, found from
+# the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import _h2load, _memory, _procs, _report, _servers, _wrk
+from benchmarks._servers import DIRECT, NGINX, TWISTED, TXREVPROXY, TXREVPROXY_2, TXREVPROXY_BUSY, Tools
 
 MiB = 1 << 20
 RATE = 2 * MiB  # the slow client's and the slow origin's pace, bytes per second

@@ -1,52 +1,148 @@
 """
-In-memory proxy harness for unit tests: a real ``ProxySite`` channel on a ``StringTransport`` client, upstream
-connections made through a ``MemoryReactorClock`` and completed by hand onto ``StringTransport``s.
+The proxy in memory for unit tests, on the in-memory network ``txrevproxy.testing`` runs on
+(``txrevproxy._testing.memory``): a real ``ProxySite`` (or a plain ``Site``) listening on it, a client connection
+to it from ``peer``, and the proxy's connection attempts to its upstream held until the test accepts one (and then
+plays the upstream server at the other end) or refuses it. Every action lets the network carry what follows;
+time passes only in :meth:`Harness.advance`.
+
+Also here, for the tests' assertions and not part of the network: :func:`head_and_body`, :func:`header_lines` and
+:class:`CapturedLog`.
 """
 
 from __future__ import annotations
 
-from twisted.internet.abstract import FileDescriptor
-from twisted.internet.address import IPv4Address
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IConnector
+from twisted.internet.protocol import ClientFactory, Factory
 from twisted.web.server import Site
 
 from txrevproxy import PassThroughProxyResource, ProxyConfig, ProxySite
 from txrevproxy._server.channel import ClientConfig
+from txrevproxy._testing.memory import HANG, ConnectionAttempt, MemoryNetwork, MemoryTransport, Peer
+
+#: Where the proxy listens, and where the default resource (and the tests' own) send requests.
+LISTEN = ("127.0.0.1", 8080)
+ORIGIN = ("127.0.0.1", 8000)
+
+
+class Client:
+    """
+    A client connection to the proxy: :attr:`peer` is the test's end, :attr:`transport` the proxy's (what the proxy
+    paused, closed or aborted) and :attr:`channel` the proxy's protocol on it.
+    """
+
+    def __init__(self, harness: Harness, host: str, port: int) -> None:
+        self.harness = harness
+        self.peer = Peer()
+        connector = harness.reactor.connectTCP(
+            *LISTEN, ClientFactory.forProtocol(lambda: self.peer), bindAddress=(host, port)
+        )
+        harness.flush()
+        [attempt] = [attempt for attempt in harness.network.attempts if attempt.connector is connector]
+        assert attempt.connection is not None, f"the proxy refused the connection ({attempt.outcome})"
+        self.transport: MemoryTransport = attempt.connection.server
+        self.channel = self.transport.protocol
+
+    def send(self, data: bytes) -> None:
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+        self.harness.flush()
+
+    def response(self) -> bytes:
+        """
+        Every byte the proxy sent this client so far.
+        """
+        return bytes(self.peer.received)
+
+    def close(self) -> None:
+        self.peer.transport.loseConnection()  # type: ignore[union-attr]
+        self.harness.flush()
+
+    def stop_reading(self) -> None:
+        """
+        Read nothing more, like a slow client: what the proxy sends waits in the network.
+        """
+        self.peer.transport.pauseProducing()  # type: ignore[union-attr]
+        self.harness.flush()
+
+    def resume_reading(self) -> None:
+        self.peer.transport.resumeProducing()  # type: ignore[union-attr]
+        self.harness.flush()
 
 
 class Upstream:
     """
-    One upstream connection attempt recorded by the memory reactor.
+    One connection attempt of the proxy to its upstream, pending until the test accepts or refuses it. Once
+    accepted, the test is the upstream server: :attr:`transport` is the proxy's end of the connection, what the
+    proxy paused, closed or aborted, and :attr:`protocol` the proxy's protocol on it.
     """
 
-    def __init__(self, harness: Harness, index: int) -> None:
+    def __init__(self, harness: Harness, attempt: ConnectionAttempt) -> None:
         self.harness = harness
-        self.host, self.port, self.factory, self.timeout, _ = harness.reactor.tcpClients[index]
-        self.protocol = None
-        self.transport = StringTransport(peerAddress=IPv4Address("TCP", self.host, self.port))
+        self.attempt = attempt
+        self.peer = Peer()
+
+    @property
+    def connector(self) -> IConnector:
+        return self.attempt.connector
 
     def accept(self) -> Upstream:
-        self.protocol = self.factory.buildProtocol(IPv4Address("TCP", self.host, self.port))
-        self.protocol.makeConnection(self.transport)
+        self.harness.network.accept(self.attempt, Factory.forProtocol(lambda: self.peer))
+        self.harness.flush()
         return self
 
     def refuse(self) -> None:
-        self.factory.clientConnectionFailed(None, Failure(ConnectionRefusedError("Connection refused")))
+        self.harness.network.refuse(self.attempt)
+        self.harness.flush()
+
+    @property
+    def transport(self) -> MemoryTransport:
+        assert self.attempt.connection is not None, "not accepted"
+        return self.attempt.connection.client
+
+    @property
+    def protocol(self) -> object:
+        return self.transport.protocol
 
     def received(self) -> bytes:
-        return self.transport.value()
+        """
+        Every byte the proxy sent this upstream so far.
+        """
+        return bytes(self.peer.received)
 
     def respond(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
+        self.peer.transport.write(data)  # type: ignore[union-attr]
+        self.harness.flush()
 
     def close(self, clean: bool = True) -> None:
-        reason = ConnectionDone() if clean else ConnectionLost()
-        self.protocol.connectionLost(Failure(reason))
+        """
+        Close the connection from the upstream's side: cleanly, or with a reset (the proxy sees ``ConnectionLost``).
+        """
+        if clean:
+            self.peer.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self.peer.transport.abortConnection()  # type: ignore[union-attr]
+        self.harness.flush()
+
+    def stop_reading(self) -> None:
+        """
+        Read nothing more, like a stalled upstream: what the proxy sends waits in the network.
+        """
+        self.peer.transport.pauseProducing()  # type: ignore[union-attr]
+        self.harness.flush()
+
+    def resume_reading(self) -> None:
+        self.peer.transport.resumeProducing()  # type: ignore[union-attr]
+        self.harness.flush()
 
 
 class Harness:
+    """
+    A proxy site on an in-memory network, one client connected to it (from ``peer``), and its upstream at
+    :data:`ORIGIN`, whose connection attempts wait for the test.
+
+    :param resource: the site's resource, or a callable that makes it from the reactor; by default a
+        ``PassThroughProxyResource`` to :data:`ORIGIN` with ``config``.
+    """
+
     def __init__(
         self,
         config: ProxyConfig | None = None,
@@ -55,37 +151,70 @@ class Harness:
         peer: str = "10.0.0.1",
         client: ClientConfig | None = None,
     ) -> None:
-        self.reactor = MemoryReactorClock()
+        self.network = MemoryNetwork()
+        self.reactor = self.network.reactor
         if callable(resource):
             resource = resource(self.reactor)
-        self.resource = resource or PassThroughProxyResource(
-            "127.0.0.1", 8000, b"", self.reactor, config=config or ProxyConfig()
-        )
+        self.resource = resource or PassThroughProxyResource(*ORIGIN, b"", self.reactor, config=config or ProxyConfig())
         if client is not None:
-            self.site = site_class(self.resource, reactor=self.reactor, client=client)
+            self.site = site_class(self.resource, reactor=self.reactor, client=client)  # type: ignore[call-arg]
         else:
-            self.site = site_class(self.resource, reactor=self.reactor)
-        self.client = StringTransport(
-            peerAddress=IPv4Address("TCP", peer, 50000), hostAddress=IPv4Address("TCP", "127.0.0.1", 8080)
-        )
-        self.channel = self.site.buildProtocol(None)
-        self.channel.makeConnection(self.client)
+            self.site = site_class(self.resource, reactor=self.reactor)  # type: ignore[call-arg]
+        self.network.listen(*LISTEN, self.site)
+        self.network.set_mode(*ORIGIN, HANG)
+        self._upstreams: dict[ConnectionAttempt, Upstream] = {}
+        self._peer = peer
+        self.clients: list[Client] = []
+        first = self.connect()
+        #: The proxy's end of the first client connection, and its protocol.
+        self.client = first.transport
+        self.channel = first.channel
+
+    def connect(self) -> Client:
+        """
+        Another client connection to the proxy, from the same peer address.
+        """
+        client = Client(self, self._peer, 50000 + len(self.clients))
+        self.clients.append(client)
+        return client
+
+    def flush(self) -> None:
+        self.network.flush()
+
+    def advance(self, seconds: float) -> None:
+        """
+        Let ``seconds`` pass on the clock, and the network carry what follows.
+        """
+        self.network.advance(seconds)
+
+    # The first client connection.
 
     def send(self, data: bytes) -> None:
-        self.channel.dataReceived(data)
+        self.clients[0].send(data)
+
+    def response(self) -> bytes:
+        return self.clients[0].response()
+
+    def client_closed(self) -> None:
+        """
+        The first client closes its connection.
+        """
+        self.clients[0].close()
+
+    # The upstream.
 
     def upstream(self, index: int = -1) -> Upstream:
-        return Upstream(self, index)
+        """
+        The proxy's ``index``-th connection attempt to :data:`ORIGIN` (by default its latest).
+        """
+        attempt = self.network.attempts_to(*ORIGIN)[index]
+        if attempt not in self._upstreams:
+            self._upstreams[attempt] = Upstream(self, attempt)
+        return self._upstreams[attempt]
 
     @property
     def attempts(self) -> int:
-        return len(self.reactor.tcpClients)
-
-    def response(self) -> bytes:
-        return self.client.value()
-
-    def client_closed(self) -> None:
-        self.channel.connectionLost(Failure(ConnectionDone()))
+        return len(self.network.attempts_to(*ORIGIN))
 
 
 def head_and_body(response: bytes) -> tuple[bytes, bytes]:
@@ -123,66 +252,3 @@ class CapturedLog:
 
     def text(self) -> str:
         return "\n".join(self.lines())
-
-
-class _NoSelect:
-    """
-    The part of a reactor a ``FileDescriptor`` uses: nothing is ever selected, the test drives ``doWrite``.
-    """
-
-    def addReader(self, reader: object) -> None:
-        pass
-
-    def removeReader(self, reader: object) -> None:
-        pass
-
-    def addWriter(self, writer: object) -> None:
-        pass
-
-    def removeWriter(self, writer: object) -> None:
-        pass
-
-
-class SocketlessTransport(FileDescriptor):
-    """
-    Twisted's own ``FileDescriptor`` write buffer and producer logic (which ``StringTransport`` does not model: a
-    paused producer holds a ``loseConnection`` open) over a "socket" that takes only :attr:`room` more bytes.
-    :meth:`drain` is the reactor finding it writable; it returns what ``doWrite`` returned (``CONNECTION_DONE``
-    once the connection may close).
-    """
-
-    def __init__(self, peer: str = "10.0.0.1") -> None:
-        super().__init__(_NoSelect())
-        self.connected = 1
-        self.room = 0
-        self.sent = bytearray()
-        self.peer = IPv4Address("TCP", peer, 50000)
-
-    def writeSomeData(self, data: bytes) -> int:
-        taken = bytes(data[: self.room])
-        self.sent += taken
-        self.room -= len(taken)
-        return len(taken)
-
-    def drain(self) -> object:
-        self.room = 1 << 62
-        return self.doWrite()
-
-    @property
-    def buffered(self) -> int:
-        """
-        Bytes written and not yet taken by the "socket".
-        """
-        return len(self.dataBuffer) - self.offset + self._tempDataLen
-
-    aborted = False
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-        self.loseConnection()
-
-    def getPeer(self) -> IPv4Address:
-        return self.peer
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("TCP", "127.0.0.1", 8080)

@@ -10,7 +10,7 @@ import os
 import pytest
 from twisted.internet.task import Clock
 
-from _harness import Harness
+from tests._harness import Harness
 from txrevproxy._server.accesslog import (
     FLUSH_INTERVAL,
     FLUSH_SIZE,
@@ -94,5 +94,5 @@ def test_proxy_site_logs_relayed_requests():
     h.site.access_log = AccessLog(written.append, h.reactor)
     h.send(b"GET /x?y HTTP/1.1\r\nHost: e\r\nUser-Agent: ua\r\n\r\n")
     h.upstream().accept().respond(b"HTTP/1.1 201 Created\r\nContent-Length: 3\r\n\r\nabc")
-    h.reactor.advance(FLUSH_INTERVAL)
+    h.advance(FLUSH_INTERVAL)
     assert written == [b'10.0.0.1 - - [01/Jan/1970:00:00:00 +0000] "GET /x?y HTTP/1.1" 201 3 "-" "ua" 0.000\n']

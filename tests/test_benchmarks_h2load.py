@@ -5,12 +5,7 @@ percentiles from the per-request log. The runner itself is never part of the tes
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# benchmarks/ is no package: its modules import each other by their bare names.
-sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import _h2load
+from benchmarks import _h2load
 
 # The tail of a real ``h2load -c10 -m5 -D2`` run through txrevproxy (nghttp2 1.52.0).
 REPORT = """\

@@ -9,11 +9,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-# benchmarks/ is no package: its modules import each other by their bare names.
-sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import _procs
+from benchmarks import _procs
 
 
 def test_pinned_to_pins_a_process_tree_and_this_process_then_restores_them():

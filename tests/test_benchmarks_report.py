@@ -5,12 +5,7 @@ run, latency at ``-c1`` as added over direct. The runner itself is never part of
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# benchmarks/ is no package: its modules import each other by their bare names.
-sys.path.append(str(Path(__file__).resolve().parent.parent / "benchmarks"))
-import _report
+from benchmarks import _report
 
 
 def result(scenario: str, proxy: str, **figures: float) -> dict[str, object]:

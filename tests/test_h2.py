@@ -1,6 +1,7 @@
 """
 HTTP/2 in memory: the protocol choice per TLS connection, a stream relayed to an HTTP/1.1 upstream, the body limit
-and the connection gate, with an h2 client object writing frames into a StringTransport.
+and the connection gate, with an h2 client object writing frames into a StringTransport (the proxy's HTTP/2
+connection driven by hand) and the upstream connections on the in-memory network.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from _harness import CapturedLog, Harness, SocketlessTransport
+from tests._harness import CapturedLog, Harness, Upstream
 from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
 from txrevproxy._http.framing import ChunkedDecoder
 from txrevproxy._http.responses import error_body
@@ -49,7 +50,7 @@ class H2Pair:
         self.pump()
 
     def pump(self) -> None:
-        self.h.reactor.advance(0)  # H2Connection sends its queued frames on the reactor's next turn
+        self.h.flush()  # (H2Connection sends its queued frames on the reactor's next turn)
         data = self.transport.value()
         self.transport.clear()
         if data:
@@ -110,14 +111,14 @@ class H2Pair:
         [response] = self.of(h2.events.ResponseReceived, stream)
         return int(dict(response.headers)[b":status"])  # type: ignore[attr-defined]
 
-    def held(self, stream: int, upstream: SocketlessTransport) -> int:
+    def held(self, stream: int, upstream: Upstream) -> int:
         """
         The body bytes the proxy holds for ``stream``: DATA not yet taken from the stream, the streaming body's
         buffer, and the upstream connection's unsent bytes.
         """
         h2_stream = self.protocol._channel.streams[stream]
         unread = sum(len(chunk) for chunk, _ in h2_stream._inboundDataBuffer if isinstance(chunk, bytes))
-        return unread + h2_stream._request.proxy_body._pending_size + upstream.buffered
+        return unread + h2_stream._request.proxy_body._pending_size + len(upstream.transport.outgoing)
 
     def upload_until_shut(self, stream: int, most: int) -> int:
         """
@@ -133,14 +134,13 @@ class H2Pair:
         return sent
 
 
-def stalled_upstream(pair: H2Pair) -> SocketlessTransport:
+def stalled_upstream(pair: H2Pair) -> Upstream:
     """
-    Accept the latest upstream connection on a transport whose peer reads nothing.
+    Accept the latest upstream connection, from an upstream that reads nothing.
     """
-    up = pair.h.upstream()
-    up.transport = SocketlessTransport()
-    up.accept()
-    return up.transport
+    up = pair.h.upstream().accept()
+    up.stop_reading()
+    return up
 
 
 def dechunk(data: bytes) -> bytes:
@@ -424,16 +424,16 @@ def test_upload_to_an_upstream_that_reads_nothing() -> None:
     assert sent < 512 << 10, sent
     assert pair.client.local_flow_control_window(stream) == 0
     assert pair.held(stream, up) < 256 << 10
-    assert up.producerPaused
+    assert up.transport.producer_paused
     more = 0
     for _ in range(10):  # the upstream reads again: the held bytes go out and the window opens
-        up.drain()
+        up.resume_reading()
         pair.pump()
         more += pair.upload_until_shut(stream, 100_000 - more)
     pair.data(stream, b"", end=True)
-    up.drain()
+    up.resume_reading()
     assert more == 100_000
-    assert dechunk(bytes(up.sent).partition(b"\r\n\r\n")[2]) == b"u" * (sent + more)
+    assert dechunk(up.received().partition(b"\r\n\r\n")[2]) == b"u" * (sent + more)
 
 
 def test_stalled_upload_does_not_hold_up_other_streams() -> None:
@@ -456,7 +456,7 @@ def test_undeclared_body_over_the_limit_aborts_the_upstream() -> None:
     pair.data(stream, b"x" * 8)
     with CapturedLog() as captured:
         pair.data(stream, b"y" * 8)
-    assert up.transport.disconnected  # aborted
+    assert up.transport.aborted
     assert not up.received().endswith(b"0\r\n\r\n")  # the chunked body was never ended
     assert pair.status(stream) == 413
     assert "413 request body over the limit of 10 bytes" in captured.text()
@@ -477,7 +477,7 @@ def test_body_over_the_limit_after_the_response_began_resets_the_stream() -> Non
     assert pair.status(stream) == 200
     pair.data(stream, b"y" * 8)
     assert pair.of(h2.events.StreamReset, stream) and not pair.of(h2.events.StreamEnded, stream)
-    assert up.transport.disconnected
+    assert up.transport.aborted
 
 
 def test_over_the_limit_while_connecting() -> None:
@@ -486,7 +486,7 @@ def test_over_the_limit_while_connecting() -> None:
     stream = pair.open(b"POST", b"/")
     pair.data(stream, b"x" * 16)
     assert pair.status(stream) == 413
-    assert pair.h.reactor.connectors[-1].stoppedConnecting
+    assert pair.h.upstream().connector.stoppedConnecting
 
 
 def test_client_reset_aborts_the_upstream() -> None:
@@ -497,7 +497,7 @@ def test_client_reset_aborts_the_upstream() -> None:
     pair.data(stream, b"x" * 10)
     pair.client.reset_stream(stream)
     pair.send()
-    assert up.transport.disconnected
+    assert up.transport.aborted
     pair.request(b"GET", b"/next")
     assert pair.h.attempts == 2
 
@@ -512,7 +512,7 @@ def test_client_reset_of_paused_uploads() -> None:
         pair.upload_until_shut(stream, 1 << 20)
         pair.client.reset_stream(stream)
         pair.send()
-    assert all(up.aborted for up in stalled)
+    assert all(up.transport.aborted for up in stalled)
     stream = pair.open(b"POST", b"/", [(b"content-length", b"1000000")])
     up = pair.h.upstream().accept()
     assert pair.upload_until_shut(stream, 1_000_000) == 1_000_000
@@ -567,7 +567,7 @@ def test_body_not_matching_its_length_aborts_the_upstream() -> None:
     pair.protocol.dataReceived(DataFrame(stream, data=b"12345", flags=["END_STREAM"]).serialize())
     pair.pump()
     assert [e for e in pair.events if isinstance(e, h2.events.ConnectionTerminated)]
-    assert up.transport.disconnected
+    assert up.transport.aborted
 
 
 def test_addresses_asked_of_the_transport_once_per_connection() -> None:
@@ -600,13 +600,13 @@ def test_stalled_body_gets_408_and_upstream_aborted() -> None:
     stream = pair.open(b"POST", b"/", [(b"content-length", b"10")])
     up = pair.h.upstream().accept()
     pair.data(stream, b"12345")
-    pair.h.reactor.advance(29)
+    pair.h.advance(29)
     assert not pair.of(h2.events.ResponseReceived, stream)
     with CapturedLog() as captured:
-        pair.h.reactor.advance(1)
+        pair.h.advance(1)
         pair.pump()
     assert pair.status(stream) == 408 and pair.of(h2.events.StreamEnded, stream)
-    assert up.transport.disconnected  # aborted: never completed as if whole, never pooled
+    assert up.transport.aborted  # aborted: never completed as if whole, never pooled
     assert up.received().endswith(b"\r\n\r\n12345")
     assert "rejected HTTP/2 request from 10.0.0.2: 408 request body made no progress for 30s" in captured.text()
     assert not body_deadlines(pair)
@@ -623,10 +623,10 @@ def test_stalled_body_after_the_response_head_resets_the_stream() -> None:
     pair.pump()
     assert pair.status(stream) == 200
     with CapturedLog() as captured:
-        pair.h.reactor.advance(30)
+        pair.h.advance(30)
         pair.pump()
     assert pair.of(h2.events.StreamReset, stream) and not pair.of(h2.events.StreamEnded, stream)
-    assert up.transport.disconnected
+    assert up.transport.aborted
     assert "reset HTTP/2 request from 10.0.0.2: 408 request body made no progress for 30s" in captured.text()
 
 
@@ -637,16 +637,16 @@ def test_progress_rearms_the_deadline() -> None:
     pair.h.upstream().accept()
     [timer] = body_deadlines(pair)
     for _ in range(2):
-        pair.h.reactor.advance(10)
+        pair.h.advance(10)
         pair.data(stream, b"x")
         assert body_deadlines(pair) == [timer] and timer.getTime() == 30  # type: ignore[attr-defined]
-    pair.h.reactor.advance(10)  # the timer fires before the deadline (50): re-armed once, for the rest
+    pair.h.advance(10)  # the timer fires before the deadline (50): re-armed once, for the rest
     [timer] = body_deadlines(pair)
     assert timer.getTime() == 50 and not pair.of(h2.events.ResponseReceived, stream)  # type: ignore[attr-defined]
-    pair.h.reactor.advance(19)
+    pair.h.advance(19)
     pair.pump()
     assert not pair.of(h2.events.ResponseReceived, stream)
-    pair.h.reactor.advance(1)
+    pair.h.advance(1)
     pair.pump()
     assert pair.status(stream) == 408
 
@@ -657,19 +657,19 @@ def test_held_by_a_slow_upstream_does_not_time_out() -> None:
     stream = pair.open(b"POST", b"/")
     up = stalled_upstream(pair)
     pair.upload_until_shut(stream, 1 << 20)
-    assert up.producerPaused
-    pair.h.reactor.advance(30)  # past the body timeout, below the upstream's send timeout
+    assert up.transport.producer_paused
+    pair.h.advance(30)  # past the body timeout, below the upstream's send timeout
     pair.pump()
     assert not pair.of(h2.events.ResponseReceived, stream) and not pair.of(h2.events.StreamReset, stream)
-    while up.producerPaused:  # the upstream reads again: what the proxy held goes out, the stream is let go
-        up.drain()
+    while up.transport.producer_paused:  # the upstream reads again: what the proxy held goes out, the stream is let go
+        up.resume_reading()
         pair.pump()
-    pair.h.reactor.advance(19)
+    pair.h.advance(19)
     pair.pump()
     assert not pair.of(h2.events.ResponseReceived, stream)
-    pair.h.reactor.advance(1)
+    pair.h.advance(1)
     pair.pump()
-    assert pair.status(stream) == 408 and up.aborted
+    assert pair.status(stream) == 408 and up.transport.aborted
 
 
 def test_stalled_stream_leaves_the_others_alone() -> None:
@@ -680,7 +680,7 @@ def test_stalled_stream_leaves_the_others_alone() -> None:
     moving = pair.open(b"POST", b"/moving", [(b"content-length", b"4")])
     up = pair.h.upstream().accept()
     for piece in b"abc":
-        pair.h.reactor.advance(15)
+        pair.h.advance(15)
         pair.data(moving, bytes([piece]))
     pair.pump()
     assert pair.status(stalled) == 408 and not pair.of(h2.events.ResponseReceived, moving)
@@ -700,7 +700,7 @@ def test_no_deadline_once_the_body_ended() -> None:
     bodiless = pair.open(b"GET", b"/", end=True)
     ups = [pair.h.upstream(0).accept(), pair.h.upstream(1).accept()]
     assert not body_deadlines(pair)
-    pair.h.reactor.advance(29)  # (below the upstream's response timeout)
+    pair.h.advance(29)  # (below the upstream's response timeout)
     for up in ups:
         up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     pair.pump()

@@ -4,12 +4,13 @@ The in-memory network under the trial helpers: delivery, backpressure, closing a
 
 from __future__ import annotations
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
-from txrevproxy._testing.memory import HIGH_WATER, SEGMENT, MemoryNetwork
+from txrevproxy._testing.memory import HIGH_WATER, SEGMENT, MemoryNetwork, Peer
 
 
 class Recorder(Protocol):
@@ -115,7 +116,8 @@ class MemoryNetworkTests(SynchronousTestCase):
         server.lost.trap(ConnectionDone)
 
     def test_abort_is_a_reset(self) -> None:
-        """abortConnection drops unsent bytes and the peer sees the connection lost, not closed."""
+        """abortConnection drops unsent bytes; the peer sees the connection lost, not closed, and the aborting end
+        sees it aborted, as on Twisted's TCP transports."""
         client = self.successResultOf(self.connect())
         server = self.servers[0]
         server.transport.write(b"never")
@@ -123,6 +125,62 @@ class MemoryNetworkTests(SynchronousTestCase):
         self.network.flush()
         self.assertEqual(client.data, b"")
         client.lost.trap(ConnectionLost)
+        server.lost.trap(ConnectionAborted)
+
+    def test_a_paused_producer_holds_a_close_open(self) -> None:
+        """As on Twisted's TCP transports, a drained buffer resumes a paused producer instead of closing: the
+        connection stays open until that producer is unregistered."""
+        client = self.successResultOf(self.connect())
+        server = self.servers[0]
+        producer = Producer()
+        server.transport.registerProducer(producer, True)
+        client.transport.pauseProducing()
+        server.transport.write(b"x" * (HIGH_WATER + 1))
+        server.transport.loseConnection()
+        client.transport.resumeProducing()
+        self.network.flush()
+        self.assertEqual((producer.calls, client.lost), (["pause", "resume"], None))
+        self.network.advance(60)
+        self.assertIsNone(client.lost)
+        server.transport.unregisterProducer()
+        self.network.flush()
+        self.assertEqual(client.data, b"x" * (HIGH_WATER + 1))
+        client.lost.trap(ConnectionDone)
+
+    def test_a_closing_end_reads_nothing(self) -> None:
+        """Once an end has called loseConnection it is given no more bytes (Twisted stops reading): they are
+        dropped, and its close goes ahead."""
+        client = self.successResultOf(self.connect())
+        server = self.servers[0]
+        server.transport.loseConnection()
+        client.transport.write(b"unread")
+        self.network.flush()
+        self.assertEqual(server.data, b"")
+        server.lost.trap(ConnectionDone)
+
+    def test_attempts_are_recorded_and_completed_by_the_test(self) -> None:
+        """Every attempt is recorded with its client's bind address; one left hanging is accepted, with a server of
+        the test's own, or refused; one the client gave up on is cancelled, never connected."""
+        self.network.set_mode("127.0.0.1", 81, "hang")
+        reactor = self.network.reactor
+        accepted, refused, cancelled = (
+            reactor.connectTCP("127.0.0.1", 81, ClientFactory.forProtocol(Recorder), bindAddress=("10.0.0.1", 5000))
+            for _ in range(3)
+        )
+        cancelled.stopConnecting()
+        first, second, third = self.network.attempts_to("127.0.0.1", 81)
+        self.assertEqual([first.connector, second.connector, third.connector], [accepted, refused, cancelled])
+        peer = Peer()
+        connection = self.network.accept(first, Factory.forProtocol(lambda: peer))
+        self.network.refuse(second)
+        self.network.flush()
+        self.assertEqual([first.outcome, second.outcome, third.outcome], ["connected", "refused", "cancelled"])
+        self.assertIs(first.connection, connection)
+        self.assertEqual(peer.transport.getPeer(), IPv4Address("TCP", "10.0.0.1", 5000))
+        connection.client.write(b"hello")
+        self.network.flush()
+        self.assertEqual(peer.received, b"hello")
+        self.assertRaises(ValueError, self.network.refuse, third)
 
     def test_nothing_listening_refuses(self) -> None:
         """A connection to an address nobody listens on is refused."""

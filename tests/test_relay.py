@@ -1,6 +1,6 @@
 """
-The relay through the daemon's ProxySite, entirely in memory: client and upstream are StringTransports and time
-is a MemoryReactorClock.
+The relay through the daemon's ProxySite, entirely in memory: client and upstream connections on the in-memory
+network, time on its MemoryReactorClock.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from _harness import CapturedLog, Harness, head_and_body, header_lines
+from tests._harness import CapturedLog, Harness, head_and_body, header_lines
 from txrevproxy import PoolConfig, ProxyConfig, TrustedNetworks
 
 GET = b"GET /a/b?x=1+2&y=%2F HTTP/1.1\r\nHost: example.com\r\n\r\n"
@@ -104,9 +104,9 @@ def test_slow_client_pauses_upstream_and_resumes_it():
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
     h.channel.pauseProducing()
-    assert up.transport.producerState == "paused"
+    assert not up.transport.reading
     h.channel.resumeProducing()
-    assert up.transport.producerState == "producing"
+    assert up.transport.reading
 
 
 def test_upload_streams_before_body_complete_and_slow_upstream_pauses_client():
@@ -118,9 +118,9 @@ def test_upload_streams_before_body_complete_and_slow_upstream_pauses_client():
     h.send(b"def")
     assert up.received().endswith(b"abcdef")
     up.transport.producer.pauseProducing()
-    assert h.client.producerState == "paused"
+    assert not h.client.reading
     up.transport.producer.resumeProducing()
-    assert h.client.producerState == "producing"
+    assert h.client.reading
     h.send(b"ghij")
     assert up.received().endswith(b"abcdefghij")
     assert up.transport.producer is None  # upload done: the upstream transport is free for the next request
@@ -143,9 +143,9 @@ def test_body_before_upstream_connects_is_held_then_client_paused():
     size = 200_000
     h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: %d\r\n\r\n" % size)
     h.send(b"x" * 100_000)
-    assert h.client.producerState == "paused"
+    assert not h.client.reading
     up = h.upstream().accept()
-    assert h.client.producerState == "producing"
+    assert h.client.reading
     h.send(b"x" * 100_000)
     assert up.received().endswith(b"\r\n\r\n" + b"x" * size)
 
@@ -165,9 +165,9 @@ def test_connect_timeout_gives_504():
     """An upstream that does not accept the connection in time becomes a 504."""
     h = Harness(ProxyConfig(pool=PoolConfig(connect_timeout=2)))
     h.send(GET)
-    h.reactor.advance(1.9)
+    h.advance(1.9)
     assert h.response() == b""
-    h.reactor.advance(0.2)
+    h.advance(0.2)
     assert h.response().startswith(b"HTTP/1.1 504 ")
 
 
@@ -176,11 +176,11 @@ def test_first_byte_timeout_gives_504_and_discards_connection():
     h = Harness(ProxyConfig(response_timeout=3))
     h.send(GET)
     up = h.upstream().accept()
-    h.reactor.advance(2.9)
+    h.advance(2.9)
     assert h.response() == b""
-    h.reactor.advance(0.2)
+    h.advance(0.2)
     assert h.response().startswith(b"HTTP/1.1 504 ")
-    assert up.transport.disconnected
+    assert up.transport.aborted
 
 
 def test_truncated_length_response_aborts_client():
@@ -190,7 +190,7 @@ def test_truncated_length_response_aborts_client():
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
     up.close()
-    assert h.client.disconnected  # aborted, not a clean close
+    assert h.client.aborted  # aborted, not a clean close
     assert head_and_body(h.response())[1] == b"half"
 
 
@@ -201,7 +201,7 @@ def test_truncated_chunked_response_never_gets_last_chunk():
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nhalf\r\n")
     up.close()
-    assert h.client.disconnected
+    assert h.client.aborted
     assert not h.response().endswith(b"0\r\n\r\n")
 
 
@@ -212,7 +212,7 @@ def test_close_delimited_response_completes_on_close():
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\n\r\nall of it")
     up.close()
-    assert not h.client.disconnected
+    assert not h.client.aborted
     assert h.response().endswith(b"9\r\nall of it\r\n0\r\n\r\n")
 
 
@@ -223,7 +223,7 @@ def test_invalid_upstream_response_gives_502():
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
     assert h.response().startswith(b"HTTP/1.1 502 ")
-    assert up.transport.disconnected
+    assert up.transport.aborted
 
 
 def test_client_disconnect_aborts_upstream():
@@ -232,7 +232,7 @@ def test_client_disconnect_aborts_upstream():
     h.send(GET)
     up = h.upstream().accept()
     h.client_closed()
-    assert up.transport.disconnected
+    assert up.transport.aborted
 
 
 def test_client_disconnect_while_connecting_cancels_attempt():
@@ -240,7 +240,7 @@ def test_client_disconnect_while_connecting_cancels_attempt():
     h = Harness()
     h.send(GET)
     h.client_closed()
-    assert h.reactor.connectors[-1].stoppedConnecting
+    assert h.upstream().connector.stoppedConnecting
 
 
 def test_keep_alive_connection_reused():
@@ -368,8 +368,7 @@ def test_client_gone_during_stalled_upload_is_not_an_upstream_failure():
     up.transport.producer.pauseProducing()
     with CapturedLog() as log:
         h.client_closed()
-        assert up.transport.disconnected
-        up.close(clean=False)  # the abort completes: connectionLost follows
+        assert up.transport.aborted  # (and the network has carried the abort: connectionLost has followed)
     assert "client went away" in log.text()
     assert "502" not in log.text() and "upstream closed" not in log.text()
 
@@ -385,7 +384,7 @@ def test_shutdown_drop_is_not_reported_as_upstream_failure():
     assert "shutting down" in log.text()
     assert "502" not in log.text() and "upstream closed" not in log.text()
     assert h.response() == b""
-    assert h.client.disconnected
+    assert h.client.aborted
 
 
 def test_shutdown_while_streaming_aborts_client_without_upstream_blame():
@@ -397,7 +396,7 @@ def test_shutdown_while_streaming_aborts_client_without_upstream_blame():
     with CapturedLog() as log:
         h.resource.pool.close()
         up.close(clean=False)
-    assert h.client.disconnected
+    assert h.client.aborted
     assert "shutting down" in log.text() and "mid-body" not in log.text()
 
 
@@ -420,15 +419,15 @@ def test_stalled_upload_gives_504_and_discards_connection():
     """An upstream that leaves the upload paused for send_timeout, before any response: 504, the connection aborted."""
     h, up = _uploading(send_timeout=20)
     up.transport.producer.pauseProducing()
-    assert h.client.producerState == "paused"
+    assert not h.client.reading
     with CapturedLog() as log:
-        h.reactor.advance(19.9)
-        assert h.response() == b"" and not up.transport.disconnected
-        h.reactor.advance(0.2)
+        h.advance(19.9)
+        assert h.response() == b"" and not up.transport.aborted
+        h.advance(0.2)
     assert h.response().startswith(b"HTTP/1.1 504 ")
-    assert up.transport.disconnected
+    assert up.transport.aborted
     assert "stopped reading the request body for 20s (send timeout)" in log.text()
-    assert h.client.producerState == "producing"  # the rest of the body is read and discarded
+    assert h.client.reading  # the rest of the body is read and discarded
     h.send(b"x" * 900 + GET)
     assert h.attempts == 2  # the next request gets a new connection
 
@@ -439,20 +438,20 @@ def test_upload_progress_restarts_the_send_deadline():
     producer = up.transport.producer
     for _ in range(5):
         producer.pauseProducing()
-        h.reactor.advance(9)
+        h.advance(9)
         producer.resumeProducing()
     producer.pauseProducing()
-    h.reactor.advance(9.9)
+    h.advance(9.9)
     assert h.response() == b""
-    h.reactor.advance(0.2)
+    h.advance(0.2)
     assert h.response().startswith(b"HTTP/1.1 504 ")
 
 
 def test_slow_client_upload_is_not_an_upstream_stall():
     """A client sending its body slowly (upload not paused by the upstream) does not trip the send deadline."""
     h, up = _uploading(send_timeout=10)
-    h.reactor.advance(25)  # (below the client's own --body-timeout of 30 s)
-    assert h.response() == b"" and not up.transport.disconnected
+    h.advance(25)  # (below the client's own --body-timeout of 30 s)
+    assert h.response() == b"" and not up.transport.aborted
 
 
 def test_stalled_upload_after_response_head_aborts_client():
@@ -460,9 +459,9 @@ def test_stalled_upload_after_response_head_aborts_client():
     h, up = _uploading(send_timeout=10)
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\npart")
     up.transport.producer.pauseProducing()
-    h.reactor.advance(10.1)
-    assert up.transport.disconnected
-    assert h.client.disconnected
+    h.advance(10.1)
+    assert up.transport.aborted
+    assert h.client.aborted
     assert head_and_body(h.response())[1] == b"part"
 
 
@@ -470,7 +469,7 @@ def test_finished_upload_leaves_no_send_timer():
     """An upload that completes after a pause cancels its send deadline; the response deadline takes over."""
     h, up = _uploading(send_timeout=10)
     up.transport.producer.pauseProducing()
-    h.reactor.advance(5)
+    h.advance(5)
     up.transport.producer.resumeProducing()
     h.send(b"x" * 900)
     assert up.transport.producer is None
@@ -492,7 +491,7 @@ def test_responses_in_pieces_on_one_connection():
             up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
             assert h.channel._requestProducer is not None
             h.channel.pauseProducing()
-            assert up.transport.producerState == "paused"
+            assert not up.transport.reading
             h.channel.resumeProducing()
             up.respond(b"cd")
     assert h.response().count(b"\r\n\r\nabcd") == 2
@@ -515,16 +514,16 @@ def test_response_deadline_on_a_reused_connection():
     h = Harness(ProxyConfig(response_timeout=30))
     h.send(GET)
     up = h.upstream().accept()
-    h.reactor.advance(10)
+    h.advance(10)
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-    h.reactor.advance(10)
+    h.advance(10)
     h.send(GET)  # sent at t=20 on the same connection
     assert h.attempts == 1
-    h.reactor.advance(29.9)  # t=49.9: the first request's timer (t=30) has come and gone
+    h.advance(29.9)  # t=49.9: the first request's timer (t=30) has come and gone
     assert h.response().count(b"HTTP/1.1 ") == 1
-    h.reactor.advance(0.2)
+    h.advance(0.2)
     assert h.response().count(b"HTTP/1.1 504 ") == 1
-    assert up.transport.disconnected
+    assert up.transport.aborted
 
 
 # -- memory ------------------------------------------------------------------------------------------------------

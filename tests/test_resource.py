@@ -9,7 +9,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from _harness import Harness, head_and_body
+from tests._harness import Harness, head_and_body
 from txrevproxy import AccessPolicy, PassThroughProxyResource, ReverseProxyResource
 from txrevproxy.resource import parse_upstream_url
 

@@ -13,7 +13,7 @@ import trustme
 from cryptography import x509
 from OpenSSL import SSL
 
-from _certs import TestCA
+from tests._certs import TestCA
 from txrevproxy._tls.sni import SNICertificates, choose, lookup_names
 
 

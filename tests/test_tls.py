@@ -13,7 +13,7 @@ from service_identity import VerificationError
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from _certs import TestCA
+from tests._certs import TestCA
 from txrevproxy import PoolConfig, ProxyConfig, ProxySite, ReverseProxyResource, UpstreamTLS
 from txrevproxy._http.headers import host_header
 from txrevproxy._tls.client import ClientTLS, tls_failure

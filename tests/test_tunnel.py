@@ -1,17 +1,19 @@
 """
-The byte tunnel on its own (StringTransports, a Clock, Twisted's FileDescriptor buffer): bytes and counts,
-backpressure both ways through the producers it registers, closing from either side or at shutdown, the idle
-deadline, the send deadlines.
+The byte tunnel on its own (StringTransports and a Clock; a client connection on the in-memory network where the
+client's buffer and the close after it matter): bytes and counts, backpressure both ways through the producers it
+registers, closing from either side or at shutdown, the idle deadline, the send deadlines.
 """
 
 from __future__ import annotations
 
-from twisted.internet.main import CONNECTION_DONE
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from _harness import CapturedLog, SocketlessTransport
+from tests._harness import CapturedLog
 from txrevproxy._net.tunnel import Tunnel
+from txrevproxy._testing.memory import MemoryNetwork, MemoryTransport, Peer
 
 
 def make_tunnel(
@@ -20,6 +22,20 @@ def make_tunnel(
     client = client if client is not None else StringTransport()
     upstream, clock = StringTransport(), Clock()
     return Tunnel(client, upstream, clock, idle, "test", send), client, upstream, clock  # type: ignore[return-value]
+
+
+def memory_client() -> tuple[MemoryNetwork, MemoryTransport, Peer]:
+    """
+    A client connection in memory: the network, the proxy's end (the tunnel's client transport; its own protocol
+    ignores what arrives) and the client's end.
+    """
+    network = MemoryNetwork()
+    network.listen("127.0.0.1", 8080, Factory.forProtocol(Protocol))
+    peer = Peer()
+    network.reactor.connectTCP("127.0.0.1", 8080, ClientFactory.forProtocol(lambda: peer))
+    network.flush()
+    [connection] = network.connections
+    return network, connection.server, peer
 
 
 def test_bytes_and_counts() -> None:
@@ -71,15 +87,16 @@ def test_close_from_either_side() -> None:
 
 def test_slow_client_closed_after_its_bytes() -> None:
     """The upstream closing while the client's buffer is full: the client gets every byte, then is closed."""
-    client = SocketlessTransport()
+    network, client, peer = memory_client()
     tunnel, _, upstream, _ = make_tunnel(client=client)
     data = bytes(range(256)) * 1024  # 256 KiB: over the transport's 64 KiB buffer
     tunnel.fromUpstream(data)
-    assert client.producerPaused and upstream.producerState == "paused"
+    assert client.producer_paused and upstream.producerState == "paused"
     tunnel.upstreamLost()
     assert client.disconnecting and client.producer is None
-    assert client.drain() is CONNECTION_DONE
-    assert client.sent == data
+    network.flush()  # the client reads
+    assert peer.closed and peer.reason.check(ConnectionDone)
+    assert peer.received == data
 
 
 def test_pause_after_close_is_ignored() -> None:
@@ -168,10 +185,12 @@ def test_an_earlier_send_deadline_is_not_found_late() -> None:
 def test_a_side_that_takes_not_its_last_bytes_is_aborted() -> None:
     """Once the upstream has gone, the client is closed after its bytes; a client taking none of them for its send
     timeout is aborted, with a log line."""
-    client = SocketlessTransport()
+    network, client, peer = memory_client()
+    peer.transport.pauseProducing()  # the client reads nothing
     tunnel, _, _upstream, clock = make_tunnel(client=client, send=(10, 10))
     tunnel.fromUpstream(bytes(256 * 1024))  # over the transport's buffer
     tunnel.upstreamLost()
+    network.flush()
     assert client.disconnecting and not client.disconnected
     with CapturedLog() as captured:
         clock.advance(10)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from twisted.web.server import Site
 
-from _harness import CapturedLog, Harness, head_and_body
+from tests._harness import CapturedLog, Harness, head_and_body
 from txrevproxy import PoolConfig, ProxyConfig
 from txrevproxy._http.framing import ChunkedDecoder
 
@@ -26,9 +26,9 @@ def test_idle_connection_expires():
     """An idle pooled connection is closed after the idle timeout and a new one is made afterwards."""
     h = Harness(ProxyConfig(pool=PoolConfig(idle_timeout=10)))
     up = _served(h)
-    h.reactor.advance(9)
+    h.advance(9)
     assert not up.transport.disconnecting
-    h.reactor.advance(2)
+    h.advance(2)
     assert up.transport.disconnecting
     up.close()
     _served(h)
@@ -38,7 +38,7 @@ def test_idle_connection_expires():
 def test_pool_keeps_at_most_max_idle():
     """Connections released beyond max_idle are closed, not kept."""
     h = Harness(ProxyConfig(pool=PoolConfig(max_idle=1)))
-    other = Harness(ProxyConfig(pool=PoolConfig(max_idle=1)), resource=h.resource)
+    other = h.connect()
     h.send(GET)
     other.send(GET)
     first, second = h.upstream(0).accept(), h.upstream(1).accept()
@@ -112,7 +112,7 @@ def test_expired_idle_connection_is_never_handed_out_while_closing():
     """Once the idle timeout fires the connection leaves the pool: a request before the close gets a new one."""
     h = Harness(ProxyConfig(pool=PoolConfig(idle_timeout=10)))
     up = _served(h)
-    h.reactor.advance(11)
+    h.reactor.advance(11)  # the clock alone: the network has not carried the close yet
     assert up.transport.disconnecting  # closing, but connectionLost has not happened yet
     h.send(b"POST / HTTP/1.1\r\nHost: e\r\nContent-Length: 2\r\n\r\nhi")
     assert h.attempts == 2
@@ -146,11 +146,11 @@ def test_upstream_silent_mid_body_aborts_both_connections():
     """No body bytes for read_timeout after some were relayed: the upstream and the client connections are aborted."""
     h, up = _streaming()
     with CapturedLog() as log:
-        h.reactor.advance(59.9)
-        assert not up.transport.disconnected and not h.client.disconnected
-        h.reactor.advance(0.2)
-    assert up.transport.disconnected
-    assert h.client.disconnected
+        h.advance(59.9)
+        assert not up.transport.aborted and not h.client.aborted
+        h.advance(0.2)
+    assert up.transport.aborted
+    assert h.client.aborted
     assert h.response().endswith(b"first")  # never completed
     assert "sent nothing for 60s mid-body (read timeout)" in log.text()
 
@@ -159,28 +159,28 @@ def test_each_body_read_restarts_the_read_deadline():
     """An upstream that keeps sending, however slowly, within read_timeout is never cut off."""
     h, up = _streaming(read_timeout=10)
     for _ in range(9):
-        h.reactor.advance(9)
+        h.advance(9)
         up.respond(b"x")
-    assert not up.transport.disconnected
-    h.reactor.advance(9.9)
-    assert not up.transport.disconnected
-    h.reactor.advance(0.2)
-    assert up.transport.disconnected and h.client.disconnected
+    assert not up.transport.aborted
+    h.advance(9.9)
+    assert not up.transport.aborted
+    h.advance(0.2)
+    assert up.transport.aborted and h.client.aborted
 
 
 def test_paused_reading_does_not_count_toward_the_read_deadline():
     """Time the upstream is paused for a slow client is not upstream silence; the count restarts on resume."""
     h, up = _streaming(read_timeout=10)
-    h.reactor.advance(5)
+    h.advance(5)
     h.channel.pauseProducing()  # the client's transport is full
-    assert up.transport.producerState == "paused"
-    h.reactor.advance(50)  # (below the client's own --send-timeout of 60 s)
-    assert not up.transport.disconnected and not h.client.disconnected
+    assert not up.transport.reading
+    h.advance(50)  # (below the client's own --send-timeout of 60 s)
+    assert not up.transport.aborted and not h.client.aborted
     h.channel.resumeProducing()
-    h.reactor.advance(9.9)
-    assert not up.transport.disconnected
-    h.reactor.advance(0.2)
-    assert up.transport.disconnected and h.client.disconnected
+    h.advance(9.9)
+    assert not up.transport.aborted
+    h.advance(0.2)
+    assert up.transport.aborted and h.client.aborted
 
 
 def test_silent_after_head_aborts_the_client():
@@ -190,8 +190,8 @@ def test_silent_after_head_aborts_the_client():
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
     assert h.response().startswith(b"HTTP/1.1 200 OK\r\n")
-    h.reactor.advance(5.1)
-    assert up.transport.disconnected and h.client.disconnected
+    h.advance(5.1)
+    assert up.transport.aborted and h.client.aborted
 
 
 def test_silent_before_any_body_byte_is_504_in_a_plain_site():
@@ -200,8 +200,8 @@ def test_silent_before_any_body_byte_is_504_in_a_plain_site():
     h.send(GET)
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nSet-Cookie: s=1\r\n\r\n")
-    h.reactor.advance(5.1)
-    assert up.transport.disconnected
+    h.advance(5.1)
+    assert up.transport.aborted
     assert h.response().startswith(b"HTTP/1.1 504 ")
     assert b"Set-Cookie" not in h.response()
     assert h.resource.pool.idle_count(up.protocol._wrappedProtocol.address) == 0
@@ -221,8 +221,8 @@ def test_close_delimited_body_has_a_read_deadline_too():
     h.send(GET)
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\n\r\nsome")
-    h.reactor.advance(3.1)
-    assert up.transport.disconnected and h.client.disconnected
+    h.advance(3.1)
+    assert up.transport.aborted and h.client.aborted
     assert not h.response().endswith(b"0\r\n\r\n")
 
 
@@ -295,12 +295,12 @@ def test_invalid_response_head_is_502_and_connection_discarded(raw, reason, spli
     with CapturedLog() as log:
         step = (1 if len(raw) < 2000 else 1000) if split else len(raw)
         for piece in [raw[i : i + step] for i in range(0, len(raw), step)]:
-            if up.transport.disconnected:
+            if up.transport.aborted:
                 break
             up.respond(piece)
     assert h.response().startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert head_and_body(h.response())[1] == b"502 Bad Gateway\n"
-    assert up.transport.disconnected
+    assert up.transport.aborted
     assert h.resource.pool.idle_count(up.protocol._wrappedProtocol.address) == 0
     assert reason in log.text()
     h.send(GET)
@@ -349,9 +349,9 @@ def test_bad_chunking_mid_body_aborts_the_client(tail):
     up.respond(CHUNKED_HEAD + b"5\r\nhello\r\n")
     assert head_and_body(h.response())[1] == b"5\r\nhello\r\n"
     up.respond(tail)
-    assert h.client.disconnected
+    assert h.client.aborted
     assert not h.response().endswith(b"0\r\n\r\n")
-    assert up.transport.disconnected
+    assert up.transport.aborted
     assert h.resource.pool.idle_count(up.protocol._wrappedProtocol.address) == 0
 
 
@@ -368,8 +368,8 @@ def test_bad_first_chunk_is_502(tail):
     up.respond(b"HTTP/1.1 200 OK\r\nSet-Cookie: s=1\r\nTransfer-Encoding: chunked\r\n\r\n" + tail)
     assert h.response().startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
     assert b"Set-Cookie" not in h.response()
-    assert not h.client.disconnected
-    assert up.transport.disconnected
+    assert not h.client.aborted
+    assert up.transport.aborted
     h.send(GET)
     assert h.attempts == 2
 
@@ -377,7 +377,7 @@ def test_bad_first_chunk_is_502(tail):
 def test_closed_pool_keeps_no_connection():
     """After the pool is closed (shutdown) its idle connections are closed and a finished one is not pooled again."""
     h = Harness()
-    h2 = Harness(resource=h.resource)
+    h2 = h.connect()
     h.send(GET)
     h2.send(GET)
     busy, idle = h.upstream(0).accept(), h.upstream(1).accept()
@@ -397,12 +397,12 @@ def test_idle_deadline_counts_from_the_last_release():
     h.send(GET)
     up = h.upstream().accept()
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # released at t=0
-    h.reactor.advance(10)
+    h.advance(10)
     h.send(GET)  # reused at t=10
-    h.reactor.advance(10)
+    h.advance(10)
     up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")  # released again at t=20
-    h.reactor.advance(10.5)  # t=30.5: the first timer fires, finds it idle for only 10.5 s
+    h.advance(10.5)  # t=30.5: the first timer fires, finds it idle for only 10.5 s
     assert not up.transport.disconnecting and h.attempts == 1
-    h.reactor.advance(20)  # t=50.5
+    h.advance(20)  # t=50.5
     assert up.transport.disconnecting
     assert h.resource.pool.idle_count(up.protocol._wrappedProtocol.address) == 0

@@ -17,7 +17,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connect, makeFakeClient, makeFakeServer
 
-from _certs import CertFiles, TestCA
+from tests._certs import CertFiles, TestCA
 from txrevproxy import PoolConfig, UpstreamTLS
 from txrevproxy._upstream.pool import ConnectTimeout, UpstreamAddress, UpstreamPool
 from txrevproxy._upstream.protocol import UpstreamProtocol, UpstreamTLSError

@@ -22,7 +22,7 @@ from urllib.parse import quote
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Origin, Proxy
+    from tests.integration.conftest import Origin, Proxy
 
     RunDaemon = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from conftest import Proxy
+    from tests.integration.conftest import Proxy
 
 SOCKET_TIMEOUT = 10.0
 linux_only = pytest.mark.skipif(

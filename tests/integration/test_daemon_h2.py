@@ -12,8 +12,8 @@ from urllib.parse import quote
 
 import pytest
 
-from _certs import TestCA
-from _h2client import H2Client
+from tests._certs import TestCA
+from tests._h2client import H2Client
 
 
 @pytest.fixture

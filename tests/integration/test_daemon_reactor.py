@@ -16,7 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_daemon import (  # noqa: F401  (the tests are collected again here, with this module's proxy fixture)
+
+from tests.integration.conftest import STARTUP_TIMEOUT, Origin, OutputReader, Proxy, child_env, stop
+
+# The tests are collected again here, with this module's proxy fixture.
+from tests.integration.test_daemon import (  # noqa: F401
     _close_sockets,
     assert_one_line_error,
     test_large_chunked_upload_arrives_intact,
@@ -27,8 +31,6 @@ from test_daemon import (  # noqa: F401  (the tests are collected again here, wi
     test_truncated_chunked_response_is_not_completed,
     test_truncated_content_length_response_is_not_completed,
 )
-
-from conftest import STARTUP_TIMEOUT, Origin, OutputReader, Proxy, child_env, stop
 
 REACTOR_LINE = r"reactor class: txrevproxy\._daemon\.reactor\.ProxyReactor"
 

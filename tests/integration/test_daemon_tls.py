@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from _certs import TestCA
+from tests._certs import TestCA
 
 TIMEOUT = 20
 

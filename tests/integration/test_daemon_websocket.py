@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from _certs import TestCA
+from tests._certs import TestCA
 
 TIMEOUT = 20
 

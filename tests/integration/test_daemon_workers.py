@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from _certs import TestCA
+from tests._certs import TestCA
 
 TIMEOUT = 15.0
 

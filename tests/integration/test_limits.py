@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from _requests import HOST, REFUSED
+from tests._requests import HOST, REFUSED
 
 SOCKET_TIMEOUT = 10.0
 

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from txrevproxy._http.networks import AccessPolicy
 from txrevproxy._relay.exchange import ProxyConfig
 from txrevproxy._server.channel import ClientConfig
-from txrevproxy._testing.memory import MemoryNetwork
+from txrevproxy._testing.memory import MemoryNetwork, Peer
 from txrevproxy._testing.recording import RecordingOriginSite, RecordingProxySite, SeenRequest
 from txrevproxy.resource import PassThroughProxyResource
 
@@ -119,17 +119,6 @@ class _BodyCollector(Protocol):
             self.done.errback(reason)
 
 
-class _Collector(Protocol):
-    def __init__(self, client: MemoryClient) -> None:
-        self.client = client
-
-    def dataReceived(self, data: bytes) -> None:
-        self.client.data += data
-
-    def connectionLost(self, reason: object) -> None:
-        self.client.closed = True
-
-
 class MemoryClient:
     """
     A raw client connection to a :class:`MemoryProxy`: for requests an HTTP client library would not send.
@@ -137,9 +126,18 @@ class MemoryClient:
 
     def __init__(self, proxy: MemoryProxy) -> None:
         self.proxy = proxy
-        self.data = b""
-        self.closed = False
-        self.protocol: _Collector | None = None
+        self.protocol: Peer | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.received()
+
+    @property
+    def closed(self) -> bool:
+        """
+        Whether the connection has ended.
+        """
+        return self.protocol is not None and self.protocol.closed
 
     def send(self, data: bytes) -> None:
         """
@@ -153,7 +151,7 @@ class MemoryClient:
         """
         Everything received so far.
         """
-        return self.data
+        return bytes(self.protocol.received) if self.protocol is not None else b""
 
     def pause(self) -> None:
         """
@@ -292,9 +290,7 @@ class MemoryProxy(_ProxyRecords):
         A raw client connection to the proxy.
         """
         client = MemoryClient(self)
-        d = TCP4ClientEndpoint(self.clock, self.HOST, self.PORT).connect(
-            Factory.forProtocol(lambda: _Collector(client))
-        )
+        d = TCP4ClientEndpoint(self.clock, self.HOST, self.PORT).connect(Factory.forProtocol(Peer))
         d.addCallback(lambda protocol: setattr(client, "protocol", protocol))
         self.flush()
         return client
