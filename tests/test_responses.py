@@ -14,9 +14,9 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
-from _harness import Harness, head_and_body, header_lines
-from _requests import HOST
-from test_h2 import H2Pair
+from tests._harness import Harness, head_and_body, header_lines
+from tests._requests import HOST
+from tests.test_h2 import H2Pair
 from txrevproxy import (
     AccessPolicy,
     ClientConfig,
@@ -83,7 +83,7 @@ def _send(raw: bytes, client: ClientConfig = SMALL) -> Callable[[], Harness]:
 
 def _head_timeout() -> Harness:
     h = _send(b"GET /r HTTP/1.1\r\n")()
-    h.reactor.advance(5)
+    h.advance(5)
     return h
 
 
@@ -96,7 +96,7 @@ def _upstream_refused() -> Harness:
 def _connect_timeout() -> Harness:
     h = Harness(ProxyConfig(pool=PoolConfig(connect_timeout=2)))
     h.send(GET)
-    h.reactor.advance(2)
+    h.advance(2)
     return h
 
 

@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable
 from urllib.parse import quote
 
-from conftest import Proxy
+from tests.integration.conftest import Proxy
 
 SOCKET_TIMEOUT = 10.0
 
