@@ -312,7 +312,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if not request.startedWriting:
             self._reject(rejection)
             return
-        self._log(rejection, "request body")
+        self._warn(rejection, "request body")
         self.phase = CLOSED
         self.persistent = False
         if request.finished:
@@ -321,13 +321,13 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
             self.transport.abortConnection()
 
     def _reject(self, rejection: Rejection) -> None:
-        self._log(rejection, "rejected request")
+        self._warn(rejection, "rejected request")
         self.phase = CLOSED
         self.persistent = False
         self.transport.write(error_response(rejection.status))
         self.loseConnection()
 
-    def _log(self, rejection: Rejection, what: str) -> None:
+    def _warn(self, rejection: Rejection, what: str) -> None:
         peer = self.transport.getPeer()
         log.warn(
             "{what} from {peer}: {status} {reason}",

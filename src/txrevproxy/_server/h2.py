@@ -218,7 +218,7 @@ class H2ProxyRequest(StreamedRequest):
         if self.finished or self._disconnected:
             return  # answered already: the rest of the body is dropped
         if self.startedWriting:
-            self._log(status, reason, "reset")
+            self._warn(status, reason, "reset")
             self.channel.abortConnection()
             return
         self.responseHeaders = Headers()  # any the upstream's response head had set
@@ -226,10 +226,10 @@ class H2ProxyRequest(StreamedRequest):
 
     def _refuse(self, status: int, reason: str) -> None:
         self._stopBody(DROPPED)
-        self._log(status, reason, "rejected")
+        self._warn(status, reason, "rejected")
         respond_error(self, status)
 
-    def _log(self, status: int, reason: str, what: str) -> None:
+    def _warn(self, status: int, reason: str, what: str) -> None:
         peer = self.getClientAddress()
         log.warn(
             "{what} HTTP/2 request from {peer}: {status} {reason}",
