@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from twisted.internet import tcp
 
+from txrevproxy._net.twisted_private import write_blocked
+
 _EAGER = (tcp.Server, tcp.Client)
 
 
@@ -30,8 +32,7 @@ def send(transport: object, data: bytes) -> None:
     if (
         type(transport) in _EAGER
         and transport.connected  # type: ignore[attr-defined]
-        and not transport._writeDisconnected  # type: ignore[attr-defined]
-        and not transport._tempDataLen  # type: ignore[attr-defined]
+        and not write_blocked(transport)
         and transport.offset == len(transport.dataBuffer)  # type: ignore[attr-defined]
         and not getattr(transport, "TLS", False)
         and data

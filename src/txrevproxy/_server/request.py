@@ -19,7 +19,6 @@ from collections.abc import Callable
 from io import BytesIO
 
 from twisted.python.failure import Failure
-from twisted.web import resource
 from twisted.web.http import NO_BODY_CODES, RESPONSES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request, unquote
@@ -27,6 +26,15 @@ from twisted.web.server import version as twisted_web_version
 
 from txrevproxy._http.framing import Framing
 from txrevproxy._net.sending import send
+from txrevproxy._net.twisted_private import (
+    IEncodingResource,
+    cleanup_request,
+    handle_star,
+    init_request_internals,
+    request_disconnected,
+    request_encoder,
+    set_request_encoder,
+)
 from txrevproxy._server.body import StreamingBody
 
 
@@ -101,8 +109,7 @@ class ProxyRequest(StreamedRequest):
         self.cookies = []
         self.transport = channel.transport  # type: ignore[attr-defined]
         self.queued = False
-        self._parsePOSTFormSubmission = False
-        self._adapterCache = {}
+        init_request_internals(self)
 
     @property  # type: ignore[override]
     def requestHeaders(self) -> Headers:
@@ -173,7 +180,7 @@ class ProxyRequest(StreamedRequest):
         self.proxy_body.end()
         if self._cleanup_pending:
             self._cleanup_pending = False
-            Request._cleanup(self)
+            cleanup_request(self)
 
     _head: bytes | None = None  # a response head written by writeHead and not yet sent
     _relaying = False  # writeHead was called: body writes are framed here
@@ -212,7 +219,7 @@ class ProxyRequest(StreamedRequest):
         Send a held response head now (no body bytes are at hand yet).
         """
         head, self._head = self._head, None
-        if head is not None and not self._disconnected:
+        if head is not None and not request_disconnected(self):
             self.startedWriting = 1
             send(self.channel.transport, head)
 
@@ -243,14 +250,14 @@ class ProxyRequest(StreamedRequest):
         self.site = self.channel.site
         self.prepath = []
         if self.path == b"*":
-            self._handleStar()
+            handle_star(self)
             return
         try:
             resrc = self.site.getResourceFor(self)
-            if resource._IEncodingResource.providedBy(resrc):
+            if IEncodingResource.providedBy(resrc):
                 encoder = resrc.getEncoder(self)
                 if encoder is not None:
-                    self._encoder = encoder
+                    set_request_encoder(self, encoder)
             self.render(resrc)
         except BaseException:
             self.processingFailed(Failure())
@@ -267,7 +274,7 @@ class ProxyRequest(StreamedRequest):
             return
         head, self._head = self._head, None
         self.startedWriting = 1
-        if self._disconnected:
+        if request_disconnected(self):
             return
         if self.method == b"HEAD" or self.code in NO_BODY_CODES:
             data = b""
@@ -281,7 +288,7 @@ class ProxyRequest(StreamedRequest):
             send(self.channel.transport, data)
 
     def finish(self) -> None:
-        if not self._relaying or self._disconnected or self.finished or self._encoder:
+        if not self._relaying or request_disconnected(self) or self.finished or request_encoder(self):
             StreamedRequest.finish(self)  # (Request.finish raises or warns for the last two)
             return
         self._when_lost = None  # (as in StreamedRequest.finish)
@@ -304,7 +311,7 @@ class ProxyRequest(StreamedRequest):
             # Responded before the body finished: leave the channel's queue once the body has been drained.
             self._cleanup_pending = True
             return
-        Request._cleanup(self)
+        cleanup_request(self)
 
 
 _date_cache: list[object] = [None, b""]

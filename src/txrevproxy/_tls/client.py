@@ -22,6 +22,7 @@ from twisted.internet.ssl import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txrevproxy._net.twisted_private import tls_connection
 from txrevproxy._tls.pem import certificates, read_pem
 
 #: What the proxy offers an upstream over ALPN: it speaks HTTP/1.1 upstream.
@@ -141,7 +142,7 @@ def tls_failure(reason: Failure, transport: object, hostname: str) -> str | None
         return f"hostname mismatch: the certificate is not valid for {hostname}"
     if not reason.check(SSL.Error):
         return None
-    code = _verify_result(getattr(transport, "_tlsConnection", None))  # the TLSMemoryBIOProtocol's connection
+    code = _verify_result(tls_connection(transport))
     if code:
         return f"certificate verify failed: {_verify_error(code)}"
     messages = [entry[2] for entry in _error_entries(reason.value) if entry[2]]

@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from txrevproxy._net.twisted_private import listen_address, split_endpoint_description, ssl_context_factory
 from txrevproxy._tls.sni import SNICertificates
 
 
@@ -44,9 +45,10 @@ def tls_layers(endpoint: object) -> tuple[object, object] | None:
     from twisted.internet.endpoints import SSL4ServerEndpoint
 
     if isinstance(endpoint, SSL4ServerEndpoint):
-        family = TCP6ServerEndpoint if ":" in endpoint._interface else TCP4ServerEndpoint  # type: ignore[attr-defined]
-        tcp = family(None, endpoint._port, endpoint._backlog, endpoint._interface)  # type: ignore[attr-defined]
-        return tcp, endpoint._sslContextFactory  # type: ignore[attr-defined]
+        interface, port, backlog = listen_address(endpoint)
+        family = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+        tcp = family(None, port, backlog, interface)
+        return tcp, ssl_context_factory(endpoint)
     if isinstance(endpoint, TLSListener):
         return endpoint.tcp, endpoint.certificates
     return None
@@ -87,9 +89,7 @@ def server_endpoint(reactor: object, description: str) -> object:
     """
     if description.partition(":")[0] != "tls":
         return serverFromString(reactor, description)
-    from twisted.internet.endpoints import _parse  # the endpoint-string splitter serverFromString itself uses
-
-    args, kwargs = _parse(description)
+    args, kwargs = split_endpoint_description(description)
     if len(args) != 2 or not set(kwargs) <= {"port", "backlog", "interface"}:
         raise ValueError("tls: takes a directory of .pem files and port=, backlog=, interface= (tls:DIR:port=PORT)")
     directory, tcp = _tls_listener(reactor, args[1], **kwargs)
