@@ -52,14 +52,17 @@ def connected_channel() -> http.HTTPChannel:
 # -- private modules and names -----------------------------------------------------------------------------------
 
 
-def test_the_http2_module_and_the_encoding_interface_are_re_exported() -> None:
-    """H2Connection, H2Stream and IEncodingResource are twisted.web's private objects themselves."""
+def test_the_http2_module_and_the_private_interfaces_are_re_exported() -> None:
+    """H2Connection, H2Stream, IEncodingResource and IOpenSSLTrustRoot are Twisted's private objects themselves."""
+    import twisted.internet._sslverify as sslverify
     import twisted.web._http2 as http2
 
     assert (private.H2Connection, private.H2Stream) == (http2.H2Connection, http2.H2Stream)
     assert private.IEncodingResource is resource._IEncodingResource
     assert isinstance(private.IEncodingResource, InterfaceClass)
     assert "getEncoder" in private.IEncodingResource.names()
+    assert private.IOpenSSLTrustRoot is sslverify.IOpenSSLTrustRoot
+    assert "_addCACertsToContext" in private.IOpenSSLTrustRoot.names()
 
 
 # -- HTTPChannel ---------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ takes one away or changes it fails one clear test (``pyproject.toml`` pins Twist
 
 Four kinds of use:
 
-- private modules and names, re-exported here: :class:`H2Connection`, :class:`H2Stream`, :data:`IEncodingResource`;
+- private modules and names, re-exported here: :class:`H2Connection`, :class:`H2Stream`, :data:`IEncodingResource`,
+  :data:`IOpenSSLTrustRoot`;
 - private attributes and methods we read, set or call: one small function each below, named for what it gives;
 - hooks: private methods that Twisted calls and our subclasses override. Python finds an override by its name, so
   those classes define them by Twisted's names and call the base's through ``super()``; they are listed in
@@ -24,6 +25,9 @@ Name by name (module: where we use it; why):
 ``twisted.web.resource._IEncodingResource``
     ``_server/request.py`` (``ProxyRequest.process``): a copy of ``Request.process``, which asks a resource for its
     encoder through it.
+``twisted.internet._sslverify.IOpenSSLTrustRoot``
+    ``_tls/client.py``'s annotations: the type of ``optionsForClientTLS``'s ``trustRoot=``, which
+    ``twisted.internet.ssl`` does not export.
 ``HTTPChannel._networkProducer``
     ``_server/channel.py`` (``leaveForHTTP2``, ``switchProtocols``): the transport as the push producer that the
     channel registered with in ``connectionMade``; unregistered when the connection stops being HTTP/1.1.
@@ -81,6 +85,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import endpoints
+from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource
 from twisted.web._http2 import H2Connection, H2Stream
@@ -93,6 +98,7 @@ __all__ = [
     "H2Connection",
     "H2Stream",
     "IEncodingResource",
+    "IOpenSSLTrustRoot",
     "cleanup_request",
     "h2_producing",
     "h2_reactor",
@@ -261,10 +267,9 @@ def split_endpoint_description(description: str) -> tuple[list[str], dict[str, s
     return split
 
 
-def ssl_context_factory(endpoint: object) -> object:
+def ssl_context_factory(endpoint: object) -> Any:
     """What makes an ``ssl:`` server endpoint's TLS connections (``SSL4ServerEndpoint._sslContextFactory``)."""
-    factory: object = endpoint._sslContextFactory  # type: ignore[attr-defined]
-    return factory
+    return endpoint._sslContextFactory  # type: ignore[attr-defined]
 
 
 def tls_connection(transport: object) -> Any:
