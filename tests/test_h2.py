@@ -705,3 +705,20 @@ def test_no_deadline_once_the_body_ended() -> None:
         up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     pair.pump()
     assert pair.status(stream) == 200 and pair.status(bodiless) == 200
+
+
+def test_a_resource_that_raises_answers_500_on_its_stream() -> None:
+    """A resource that raises while rendering an HTTP/2 request gets the stream Twisted's 500 (processingFailed)."""
+    from twisted.web.resource import Resource
+
+    class Failing(Resource):
+        isLeaf = True
+
+        def render(self, request: object) -> bytes:
+            raise RuntimeError("render failed")
+
+    pair = H2Pair()
+    pair.site.resource = Failing()
+    stream = pair.request(b"GET", b"/")
+    assert pair.status(stream) == 500
+    assert pair.of(h2.events.StreamEnded, stream)

@@ -36,6 +36,8 @@ from twisted.internet.epollreactor import EPollReactor
 from twisted.internet.main import installReactor
 from twisted.python import log
 
+from txrevproxy._net.twisted_private import reactor_poller, reactor_selectables, read_or_write
+
 #: The name given to twistd's ``--reactor``.
 NAME = "txrevproxy"
 
@@ -58,14 +60,14 @@ class ProxyReactor(EPollReactor):
             if self.busy_poll and self._active and wait:  # (off by default: one test)
                 events = self._spin(wait)
             else:
-                events = self._poller.poll(wait, len(self._selectables))
+                events = reactor_poller(self).poll(wait, len(reactor_selectables(self)))
         except OSError as err:
             if err.errno == errno.EINTR:
                 return
             raise
         self._active = bool(events)
-        handle = self._doReadOrWrite
-        selectables = self._selectables
+        handle = read_or_write(self)
+        selectables = reactor_selectables(self)
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -82,7 +84,7 @@ class ProxyReactor(EPollReactor):
         The ready events: polled for without blocking until some come or ``busy_poll`` (at most ``wait``, when it
         is not -1) has passed; then blocking for the rest of ``wait``.
         """
-        poll, size, now = self._poller.poll, len(self._selectables), self._now
+        poll, size, now = reactor_poller(self).poll, len(reactor_selectables(self)), self._now
         limit = self.busy_poll if wait < 0 else min(self.busy_poll, wait)
         start = now()
         while True:

@@ -36,6 +36,7 @@ from txrevproxy._daemon.workers import (
     reactor_options,
     reuseport_sockets,
 )
+from txrevproxy._net.twisted_private import listen_address
 from txrevproxy._server.accesslog import AccessLog, write_all
 from txrevproxy._server.channel import ProxySite
 from txrevproxy._server.gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
@@ -380,7 +381,7 @@ class SupervisorService(service.MultiService):
             # The endpoint's own parse of the description; these attributes have been stable for a decade.
             family = socket.AF_INET6 if isinstance(endpoint, TCP6ServerEndpoint) else socket.AF_INET
             try:
-                sockets = reuseport_sockets(family, endpoint._interface, endpoint._port, endpoint._backlog, count)
+                sockets = reuseport_sockets(family, *listen_address(endpoint), count)
             except OSError as e:
                 print(f"txrevproxy: error: cannot listen on {description}: {e.strerror}", file=sys.stderr)
                 raise SystemExit(1) from None

@@ -22,6 +22,8 @@ from typing import Protocol
 
 from twisted.internet.tcp import Client, Server
 
+from txrevproxy._net.twisted_private import write_blocked
+
 
 class Writable(Protocol):
     """
@@ -39,8 +41,7 @@ def send(transport: Writable, data: bytes) -> None:
         # Exactly these classes (a subclass may write differently); the two tests narrow ``transport`` for mypy.
         (type(transport) is Server or type(transport) is Client)
         and transport.connected
-        and not transport._writeDisconnected
-        and not transport._tempDataLen
+        and not write_blocked(transport)
         and transport.offset == len(transport.dataBuffer)
         and not getattr(transport, "TLS", False)
         and data

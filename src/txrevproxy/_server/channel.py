@@ -36,6 +36,12 @@ from txrevproxy._http.validate import Rejection, validate_request
 from txrevproxy._net.addresses import AddressesOnce
 from txrevproxy._net.sending import send
 from txrevproxy._net.tunnel import Tunnel
+from txrevproxy._net.twisted_private import (
+    network_producer,
+    request_producer,
+    set_handling_request,
+    set_waiting_for_transport,
+)
 from txrevproxy._server.accesslog import AccessLog
 from txrevproxy._server.gate import ConnectionGate, RefusedConnection
 from txrevproxy._server.h2 import MAX_STREAMS, NegotiatedChannel
@@ -298,7 +304,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self.requests[-1].handleContentChunk(data)
 
     def _bodyComplete(self, request: ProxyRequest) -> None:
-        self._handlingRequest = True
+        set_handling_request(self, True)
         head, self._head = self._head, None
         assert head is not None
         request.requestReceived(head.method, head.target, head.version)
@@ -312,7 +318,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if not request.startedWriting:
             self._reject(rejection)
             return
-        self._log(rejection, "request body")
+        self._warn(rejection, "request body")
         self.phase = CLOSED
         self.persistent = False
         if request.finished:
@@ -321,13 +327,13 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
             self.transport.abortConnection()
 
     def _reject(self, rejection: Rejection) -> None:
-        self._log(rejection, "rejected request")
+        self._warn(rejection, "rejected request")
         self.phase = CLOSED
         self.persistent = False
         self.transport.write(error_response(rejection.status))
         self.loseConnection()
 
-    def _log(self, rejection: Rejection, what: str) -> None:
+    def _warn(self, rejection: Rejection, what: str) -> None:
         peer = self.transport.getPeer()
         log.warn(
             "{what} from {peer}: {status} {reason}",
@@ -344,7 +350,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if request is not self.requests[0]:
             raise TypeError(request)
         del self.requests[0]
-        self._handlingRequest = False
+        set_handling_request(self, False)
         if not self.persistent or self.phase is CLOSED:
             self.phase = CLOSED
             self.loseConnection()
@@ -360,7 +366,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         ALPN chose HTTP/2 for this TLS connection, before any byte was read: stop serving it (another protocol takes
         the transport) and hand over the connection gate's slot.
         """
-        self._networkProducer.unregisterProducer()
+        network_producer(self).unregisterProducer()
         self.phase = CLOSED
         self._stopTimer()
         gate, self.gate = self.gate, None
@@ -378,7 +384,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         request.code, request.code_message = 101, b"Switching Protocols"
         self.site.log(request)
         self.requests.remove(request)
-        self._handlingRequest = False
+        set_handling_request(self, False)
         self.persistent = False
         self.phase = TUNNEL
         self._stopTimer()
@@ -386,7 +392,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         name = f"{getattr(peer, 'host', peer)} {request.uri.decode('latin-1')}"
         # The tunnel pauses each side for the other's full buffer itself (on TLS transports too, where this channel
         # is no producer): this channel no longer hears of the client's buffer.
-        self._networkProducer.unregisterProducer()
+        network_producer(self).unregisterProducer()
         send_timeouts = (self.config.send_timeout, upstream_send_timeout)
         tunnel = self._tunnel = Tunnel(self.transport, upstream, self._clock, idle_timeout, name, send_timeouts)
         pending, self._in = bytes(self._in), bytearray()
@@ -416,19 +422,21 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         """
         The client stopped reading (our send buffer is full): pause the response and reading more requests.
         """
-        self._waitingForTransport = True
-        if self._requestProducer is not None:
-            self._requestProducer.pauseProducing()
+        set_waiting_for_transport(self, True)
+        producer = request_producer(self)
+        if producer is not None:
+            producer.pauseProducing()
         self._pauseReading("send")
         if self._send_paused_since is None:
             self._send_paused_since = self._clock.seconds()
             self._arm()
 
     def resumeProducing(self) -> None:
-        self._waitingForTransport = False
+        set_waiting_for_transport(self, False)
         self._send_paused_since = None
-        if self._requestProducer is not None:
-            self._requestProducer.resumeProducing()
+        producer = request_producer(self)
+        if producer is not None:
+            producer.resumeProducing()
         self._resumeReading("send")
 
     # -- deadlines -----------------------------------------------------------------------------------------

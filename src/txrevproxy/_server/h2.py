@@ -44,7 +44,6 @@ from h2.stream import StreamState
 from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
-from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http_headers import Headers
 
 from txrevproxy._http.framing import CHUNKED, Kind
@@ -54,6 +53,15 @@ from txrevproxy._http.validate import Rejection, validate_request
 from txrevproxy._net.addresses import AddressesOnce
 from txrevproxy._net.deadline import TIMER_SLACK
 from txrevproxy._net.producers import CallbackProducer
+from txrevproxy._net.twisted_private import (
+    H2Connection,
+    H2Stream,
+    h2_producing,
+    h2_reactor,
+    h2_stream_request,
+    h2_write_control_data,
+    request_disconnected,
+)
 from txrevproxy._server.body import StreamingBody
 from txrevproxy._server.request import StreamedRequest, http_date
 
@@ -219,7 +227,7 @@ class H2ProxyRequest(StreamedRequest):
         callback, self._when_lost = self._when_lost, None
         if callback is not None and not self.finished:
             callback(reason)  # a relay still connecting gives up too
-        if self.finished or self._disconnected:
+        if self.finished or request_disconnected(self):
             return  # answered already: the rest of the body is dropped
         if self.startedWriting:
             self._logRefusal(status, reason, "reset")
@@ -349,7 +357,7 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
         stream = self.streams[event.stream_id]  # type: ignore[attr-defined]
         ended = event.stream_ended is not None  # type: ignore[attr-defined]
         rejection = head_rejection(event.headers, self.head_limits)  # type: ignore[attr-defined]
-        stream._request.headersComplete(stream.command, stream.path, ended, self._reactor, rejection)
+        h2_stream_request(stream).headersComplete(stream.command, stream.path, ended, h2_reactor(self), rejection)
 
     def _requestEnded(self, event: object) -> None:
         if event.stream_id in self.streams:  # type: ignore[attr-defined]
@@ -361,9 +369,9 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
         # sending the rest (RFC 9113 section 8.1). DATA already on its way is then dropped by the h2 library, which
         # gives its room in the connection's window back.
         stream = self.conn.streams.get(streamID)
-        if self._stillProducing and stream is not None and stream.state_machine.state is StreamState.HALF_CLOSED_LOCAL:
+        if h2_producing(self) and stream is not None and stream.state_machine.state is StreamState.HALF_CLOSED_LOCAL:
             self.conn.reset_stream(streamID, ErrorCodes.NO_ERROR)
-            if not self._tryToWriteControlData():
+            if not h2_write_control_data(self):
                 return  # too much unread output: the connection was aborted, and has forgotten the stream
         super()._requestDone(streamID)
 

@@ -21,7 +21,6 @@ from io import BytesIO
 
 from twisted.internet.interfaces import ITCPTransport
 from twisted.python.failure import Failure
-from twisted.web import resource
 from twisted.web.http import NO_BODY_CODES, datetimeToString
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request, unquote
@@ -30,6 +29,15 @@ from txrevproxy._http.framing import Framing
 from txrevproxy._http.responses import reason_phrase
 from txrevproxy._net.sending import send
 from txrevproxy._net.tunnel import Tunnel
+from txrevproxy._net.twisted_private import (
+    IEncodingResource,
+    cleanup_request,
+    handle_star,
+    init_request_internals,
+    request_disconnected,
+    request_encoder,
+    set_request_encoder,
+)
 from txrevproxy._server.body import StreamingBody
 from txrevproxy._server.web import drop_response_head, header_list, respond_error, set_response_head
 
@@ -131,14 +139,14 @@ class StreamedRequest(Request):
         self.site = self.channel.site
         self.prepath = []
         if self.path == b"*":
-            self._handleStar()
+            handle_star(self)
             return
         try:
             resrc = self.site.getResourceFor(self)
-            if resource._IEncodingResource.providedBy(resrc):
+            if IEncodingResource.providedBy(resrc):
                 encoder = resrc.getEncoder(self)
                 if encoder is not None:
-                    self._encoder = encoder
+                    set_request_encoder(self, encoder)
             self.render(resrc)
         except BaseException:
             self.processingFailed(Failure())
@@ -182,8 +190,7 @@ class ProxyRequest(StreamedRequest):
         self.cookies = []
         self.transport = channel.transport  # type: ignore[attr-defined]
         self.queued = False
-        self._parsePOSTFormSubmission = False
-        self._adapterCache = {}
+        init_request_internals(self)
 
     @property  # type: ignore[override]
     def requestHeaders(self) -> Headers:
@@ -254,7 +261,7 @@ class ProxyRequest(StreamedRequest):
         self.proxy_body.end()
         if self._cleanup_pending:
             self._cleanup_pending = False
-            Request._cleanup(self)
+            cleanup_request(self)
 
     _head: bytes | None = None  # a response head written by writeHead and not yet sent
     _relaying = False  # writeHead was called: body writes are framed here
@@ -294,7 +301,7 @@ class ProxyRequest(StreamedRequest):
         Send a held response head now (no body bytes are at hand yet).
         """
         head, self._head = self._head, None
-        if head is not None and not self._disconnected:
+        if head is not None and not request_disconnected(self):
             self.startedWriting = 1
             send(self.channel.transport, head)
 
@@ -326,7 +333,7 @@ class ProxyRequest(StreamedRequest):
             return
         head, self._head = self._head, None
         self.startedWriting = 1
-        if self._disconnected:
+        if request_disconnected(self):
             return
         if self.method == b"HEAD" or self.code in NO_BODY_CODES:
             data = b""
@@ -340,7 +347,7 @@ class ProxyRequest(StreamedRequest):
             send(self.channel.transport, data)
 
     def finish(self) -> None:
-        if not self._relaying or self._disconnected or self.finished or self._encoder:
+        if not self._relaying or request_disconnected(self) or self.finished or request_encoder(self):
             StreamedRequest.finish(self)  # (Request.finish raises or warns for the last two)
             return
         self._when_lost = None  # (as in StreamedRequest.finish)
@@ -363,7 +370,7 @@ class ProxyRequest(StreamedRequest):
             # Responded before the body finished: leave the channel's queue once the body has been drained.
             self._cleanup_pending = True
             return
-        Request._cleanup(self)
+        cleanup_request(self)
 
 
 _date_cache: list[object] = [None, b""]

@@ -40,10 +40,12 @@ def new_reactor() -> Any:
 
 def _close(reactor: Any) -> None:
     # A stopped reactor still holds its waker's pipe and its poller: give them back.
+    from txrevproxy._net.twisted_private import reactor_poller
+
     waker = getattr(reactor, "waker", None)
     if waker is not None:
         waker.connectionLost(None)
-    poller = getattr(reactor, "_poller", None)
+    poller = reactor_poller(reactor)
     if poller is not None:
         poller.close()
 

@@ -9,7 +9,6 @@ one-line reason ("certificate has expired", "hostname mismatch ...").
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from attrs import frozen
 from OpenSSL import SSL
@@ -28,11 +27,8 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from txrevproxy._net.twisted_private import IOpenSSLTrustRoot, tls_connection
 from txrevproxy._tls.pem import certificates, read_pem
-
-if TYPE_CHECKING:
-    # The type of optionsForClientTLS's trustRoot=, which twisted.internet.ssl does not export.
-    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 #: What the proxy offers an upstream over ALPN: it speaks HTTP/1.1 upstream.
 UPSTREAM_PROTOCOLS = [b"http/1.1"]
@@ -158,9 +154,7 @@ def tls_failure(reason: Failure, transport: ITransport | None, hostname: str) ->
         return f"hostname mismatch: the certificate is not valid for {hostname}"
     if not isinstance(error, SSL.Error):
         return None
-    # A TLSMemoryBIOProtocol's connection (private; from its makeConnection on, so not always there).
-    connection: SSL.Connection | None = getattr(transport, "_tlsConnection", None)
-    code = _verify_result(connection)
+    code = _verify_result(tls_connection(transport))
     if code:
         return f"certificate verify failed: {_verify_error(code)}"
     messages = [entry[2] for entry in _error_entries(error) if entry[2]]

@@ -21,7 +21,6 @@ from twisted.internet.endpoints import (
     SSL4ServerEndpoint,
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
-    _parse,  # the endpoint-string splitter serverFromString itself uses
     serverFromString,
 )
 from twisted.internet.interfaces import (
@@ -35,6 +34,7 @@ from twisted.internet.interfaces import (
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from txrevproxy._net.twisted_private import listen_address, split_endpoint_description, ssl_context_factory
 from txrevproxy._tls.sni import SNICertificates
 
 if TYPE_CHECKING:
@@ -43,9 +43,8 @@ if TYPE_CHECKING:
     #: What makes a listener's TLS connections: a context factory (``ssl:``) or a connection creator (``tls:``).
     ServerTLS: TypeAlias = IOpenSSLContextFactory | IOpenSSLServerConnectionCreator
 
-# Twisted leaves these two unannotated (calls to them are errors under --strict): their types, from their docs.
+# Twisted leaves it unannotated: its type, from its docs.
 _server_from_string: Callable[[object, str], IStreamServerEndpoint] = serverFromString
-_split_description: Callable[[str], tuple[list[str], dict[str, str]]] = _parse
 
 
 def is_tls_port(port: IListeningPort) -> bool:
@@ -69,9 +68,10 @@ def tls_layers(endpoint: IStreamServerEndpoint) -> tuple[IStreamServerEndpoint, 
     same way; ``None`` for any other endpoint. Reads the endpoints' own attributes, stable across Twisted releases.
     """
     if isinstance(endpoint, SSL4ServerEndpoint):
-        family = TCP6ServerEndpoint if ":" in endpoint._interface else TCP4ServerEndpoint
-        tcp = family(None, endpoint._port, endpoint._backlog, endpoint._interface)
-        return tcp, endpoint._sslContextFactory
+        interface, port, backlog = listen_address(endpoint)
+        family = TCP6ServerEndpoint if ":" in interface else TCP4ServerEndpoint
+        tcp = family(None, port, backlog, interface)
+        return tcp, ssl_context_factory(endpoint)
     if isinstance(endpoint, TLSListener):
         return endpoint.tcp, endpoint.certificates
     return None
@@ -116,7 +116,7 @@ def server_endpoint(reactor: IReactorTime | None, description: str) -> IStreamSe
     """
     if description.partition(":")[0] != "tls":
         return _server_from_string(reactor, description)
-    args, kwargs = _split_description(description)
+    args, kwargs = split_endpoint_description(description)
     if len(args) != 2 or not set(kwargs) <= {"port", "backlog", "interface"}:
         raise ValueError("tls: takes a directory of .pem files and port=, backlog=, interface= (tls:DIR:port=PORT)")
     directory, tcp = _tls_listener(reactor, args[1], **kwargs)
