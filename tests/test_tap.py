@@ -4,10 +4,13 @@ The twistd plugin's options and service, without sockets.
 
 from __future__ import annotations
 
+import os
+import socket
+
 import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from txrevproxy import AccessPolicy, ProxySite
 from txrevproxy._daemon.service import ProxyService, SupervisorService
@@ -120,14 +123,15 @@ def test_demo_starts_an_origin_first():
 
 
 @pytest.mark.parametrize("service_class", [ProxyService, SupervisorService])
-def test_busy_polling_needs_txrevproxys_reactor(service_class, capsys):
-    """--busy-poll-us on another reactor ends the process with one line and exit status 2, before listening."""
+def test_busy_polling_needs_txrevproxys_reactor(service_class, capfd):
+    """--busy-poll-us on another reactor ends the process with one line on stderr and exit status 2, before
+    listening."""
     reactor = MemoryReactor()
     service = service_class(parse("--upstream", "http://h:1", "--busy-poll-us", "50", "--workers", "2"), reactor)
     with pytest.raises(SystemExit) as exited:
         service.privilegedStartService()
     assert exited.value.code == 2 and reactor.tcpServers == []
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err.count("\n") == 1 and "--busy-poll-us needs txrevproxy's reactor" in err
 
 
@@ -154,15 +158,87 @@ class _BusyReactor(MemoryReactor):
         raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
 
-def test_port_in_use_exits_with_one_line(capsys):
-    """A port that cannot be bound ends the process with one line and exit status 1."""
+def test_port_in_use_exits_with_one_line(capfd):
+    """A port that cannot be bound ends the process with one line on stderr (the descriptor: twistd has made
+    sys.stderr a log file by then) and exit status 1."""
     service = makeService(parse("--upstream", "http://h:1", "-l", "tcp:81"))
     service.reactor = _BusyReactor()
-    with pytest.raises(SystemExit) as exited:
+    with capturedLogs() as events, pytest.raises(SystemExit) as exited:
         service.privilegedStartService()
     assert exited.value.code == 1
-    err = capsys.readouterr().err
+    out, err = capfd.readouterr()
     assert err.count("\n") == 1 and "cannot listen on tcp:81" in err and "Address already in use" in err
+    assert out == "" and not [e for e in events if "cannot listen" in formatEvent(e)]
+
+
+@pytest.mark.parametrize("service_class", [ProxyService, SupervisorService])
+def test_startup_failure_is_an_exception_twistd_reports(service_class, capfd):
+    """A start-up failure is an Exception (twistd reports those to the twistd process a daemon came from, and
+    removes the pidfile) that exits with its status without a traceback (a SystemExit)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # (the supervisor binds its sockets itself, not through the reactor)
+    port = taken.getsockname()[1]
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    service = service_class(parse("--upstream", "http://h:1", "-l", listen, "--workers", "2"), _BusyReactor())
+    try:
+        with pytest.raises(Exception) as raised:  # what twistd catches
+            service.privilegedStartService()
+    finally:
+        taken.close()
+    assert isinstance(raised.value, SystemExit) and raised.value.code == 1
+    assert str(raised.value).startswith(f"cannot listen on {listen}: ")
+    assert capfd.readouterr().err == f"txrevproxy: error: {raised.value}\n"
+
+
+def test_a_daemons_startup_failure_goes_to_the_stderr_it_was_started_with_and_the_log(tmp_path):
+    """As a daemon (twistd without -n) the line goes to a duplicate of the stderr taken before twistd daemonizes
+    (which then points fds 0-2 at /dev/null), and to the log; the duplicate is closed after."""
+    options = parse("--upstream", "http://h:1", "-l", "tcp:81")
+    options.parent = {"nodaemon": False}
+    with (tmp_path / "stderr").open("w") as started_with:
+        saved = os.dup(2)
+        os.dup2(started_with.fileno(), 2)
+        try:
+            service = makeService(options)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    duplicate = service.startup._duplicate
+    assert duplicate is not None and service.startup.daemon
+    service.reactor = _BusyReactor()
+    with capturedLogs() as events, pytest.raises(SystemExit):
+        service.privilegedStartService()
+    line = (tmp_path / "stderr").read_text()
+    assert line.startswith("txrevproxy: error: cannot listen on tcp:81: ") and line.count("\n") == 1
+    errors = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.error]
+    assert errors == ["cannot start: " + line.removeprefix("txrevproxy: error: ").rstrip("\n")]
+    with pytest.raises(OSError):
+        os.fstat(duplicate)
+
+
+def test_a_started_daemon_closes_its_duplicate_stderr():
+    """Once the service has started, a daemon keeps no duplicate of the stderr it was started with."""
+    options = parse("--upstream", "http://h:1", "-l", "tcp:81")
+    options.parent = {"nodaemon": False}
+    service = makeService(options)
+    duplicate = service.startup._duplicate
+    service.reactor = MemoryReactor()
+    service.privilegedStartService()
+    os.fstat(duplicate)
+    service.startService()
+    with pytest.raises(OSError):
+        os.fstat(duplicate)
+    service.stopService()
+
+
+@pytest.mark.parametrize("parent, daemon", [(None, False), ({"nodaemon": True}, False), ({"nodaemon": False}, True)])
+def test_daemon_means_twistd_without_n(parent, daemon):
+    """Only twistd's options without -n (nodaemon false) make the process a daemon; no twistd, or -n, do not."""
+    options = parse("--upstream", "http://h:1")
+    options.parent = parent
+    service = makeService(options)
+    assert service.startup.daemon is daemon
+    service.startup.started()
 
 
 def test_client_limits_default_to_the_documented_values():

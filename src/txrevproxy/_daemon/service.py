@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
 
 from twisted.application import service
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -27,6 +26,7 @@ from txrevproxy._daemon.fdlimit import (
     raise_open_file_limit,
 )
 from txrevproxy._daemon.options import Options
+from txrevproxy._daemon.startup import StartupError, StartupReport
 from txrevproxy._daemon.workers import (
     TWISTD,
     Inherited,
@@ -55,36 +55,33 @@ def _wraps(port: object, site: object) -> bool:
 
 def _listen_now(reactor: object, description: str, factory: object) -> object:
     """
-    Listen on ``description`` now; exit with a one-line error if that fails.
+    Listen on ``description`` now; a :class:`StartupError` if that fails.
     """
     results: list[object] = []
     try:
         endpoint = server_endpoint(reactor, description)
     except ValueError as e:  # a tls: directory changed since the options were checked
-        print(f"txrevproxy: error: cannot listen on {description}: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise StartupError(f"cannot listen on {description}: {e}") from None
     endpoint.listen(factory).addBoth(results.append)  # type: ignore[attr-defined]
     if not results or isinstance(results[0], Failure):
         reason = results[0].getErrorMessage() if results else "listening did not complete"  # type: ignore[union-attr]
-        print(f"txrevproxy: error: cannot listen on {description}: {reason}", file=sys.stderr)
-        raise SystemExit(1)
+        raise StartupError(f"cannot listen on {description}: {reason}")
     return results[0]
 
 
 def _busy_poll(reactor: object, microseconds: int, *, apply: bool) -> None:
     """
-    ``--busy-poll-us``: exit with a one-line error unless ``reactor`` is txrevproxy's (the only one that can
+    ``--busy-poll-us``: a :class:`StartupError` (status 2) unless ``reactor`` is txrevproxy's (the only one that can
     busy-poll); set it there when ``apply`` (a supervisor only checks, its workers poll).
     """
     if not microseconds:
         return
     if not reactor_options(reactor):  # (no options: not txrevproxy's reactor)
-        print(
-            "txrevproxy: error: --busy-poll-us needs txrevproxy's reactor (the txrevproxy command's default, or "
-            "twistd --reactor=txrevproxy)",
-            file=sys.stderr,
+        raise StartupError(
+            "--busy-poll-us needs txrevproxy's reactor (the txrevproxy command's default, or twistd "
+            "--reactor=txrevproxy)",
+            status=2,
         )
-        raise SystemExit(2)
     if apply:
         reactor.busy_poll = microseconds / 1e6  # type: ignore[attr-defined]
         log.info("busy polling for {microseconds} µs after I/O (--busy-poll-us)", microseconds=microseconds)
@@ -117,8 +114,7 @@ def _open_access_log(where: str, reactor: object) -> AccessLog | None:
     try:
         fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as e:
-        print(f"txrevproxy: error: cannot open --access-log {where}: {e.strerror}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise StartupError(f"cannot open --access-log {where}: {e.strerror}") from None
     return AccessLog(write_all(fd), reactor)
 
 
@@ -137,11 +133,13 @@ class ProxyService(service.Service):
     """
     Listens on every ``--listen`` endpoint (in ``privilegedStartService``, so that a port below 1024 can be
     bound before privileges are dropped) and serves the proxy there; with ``--demo`` first starts the origin.
+    What cannot start is a :class:`~txrevproxy._daemon.startup.StartupError`, reported by :attr:`startup`.
     """
 
     def __init__(self, options: Options, reactor: object = None) -> None:
         self.options = options
         self.reactor = reactor
+        self.startup = StartupReport.before_daemonizing(options.parent)
         self.resource: PassThroughProxyResource | None = None
         self.ports: list[object] = []
         self.backoffs: list[AcceptBackoff] = []
@@ -153,6 +151,18 @@ class ProxyService(service.Service):
             from twisted.internet import reactor
 
             self.reactor = reactor
+        try:
+            self._listen()
+        except StartupError as e:
+            self.startup.failed(e)
+            raise
+        service.Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self.startup.started()
+
+    def _listen(self) -> None:
         options = self.options
         _busy_poll(self.reactor, options["busy-poll-us"], apply=True)
         upstream = _upstream_or_demo(self.reactor, options, self.ports)
@@ -175,7 +185,6 @@ class ProxyService(service.Service):
         )
         if options["inherit"]:
             self._adopt(site)
-            service.Service.privilegedStartService(self)
             return
         tls_site = self._tls_site(site)
         for description in options["listen"]:
@@ -193,7 +202,6 @@ class ProxyService(service.Service):
             )
             if options["demo"]:
                 log.info("demo: try  curl -i {url}/", url=_url_of(port))
-        service.Service.privilegedStartService(self)
 
     def _tls_site(self, site: ProxySite) -> ProxySite:
         """
@@ -321,13 +329,15 @@ def worker_args(options: Options, upstream: str, inherited: list[Inherited], ind
 class SupervisorService(service.MultiService):
     """
     ``--workers N`` (N > 1): binds every ``--listen`` endpoint (in ``privilegedStartService``), never accepts on
-    them, and runs N workers that do, under a :class:`~txrevproxy._daemon.workers.Supervisor`.
+    them, and runs N workers that do, under a :class:`~txrevproxy._daemon.workers.Supervisor`. What cannot start is
+    a :class:`~txrevproxy._daemon.startup.StartupError`, reported by :attr:`startup`.
     """
 
     def __init__(self, options: Options, reactor: object = None) -> None:
         super().__init__()
         self.options = options
         self.reactor = reactor
+        self.startup = StartupReport.before_daemonizing(options.parent)
         self.ports: list[object] = []
         self.sockets: list[socket.socket] = []
 
@@ -336,6 +346,18 @@ class SupervisorService(service.MultiService):
             from twisted.internet import reactor
 
             self.reactor = reactor
+        try:
+            self._bind_all()
+        except StartupError as e:
+            self.startup.failed(e)
+            raise
+        service.MultiService.privilegedStartService(self)
+
+    def startService(self) -> None:
+        service.MultiService.startService(self)
+        self.startup.started()
+
+    def _bind_all(self) -> None:
         options = self.options
         _busy_poll(self.reactor, options["busy-poll-us"], apply=False)
         upstream = _upstream_or_demo(self.reactor, options, self.ports)
@@ -363,7 +385,6 @@ class SupervisorService(service.MultiService):
             self.reactor,
         )
         supervisor.setServiceParent(self)
-        service.MultiService.privilegedStartService(self)
 
     def _listen(self, description: str, count: int) -> tuple[list[int], str, str]:
         """
@@ -382,8 +403,7 @@ class SupervisorService(service.MultiService):
             try:
                 sockets = reuseport_sockets(family, endpoint._interface, endpoint._port, endpoint._backlog, count)
             except OSError as e:
-                print(f"txrevproxy: error: cannot listen on {description}: {e.strerror}", file=sys.stderr)
-                raise SystemExit(1) from None
+                raise StartupError(f"cannot listen on {description}: {e.strerror}") from None
             self.sockets += sockets
             host, port = sockets[0].getsockname()[:2]
             url = f"{scheme}://[{host}]:{port}" if family == socket.AF_INET6 else f"{scheme}://{host}:{port}"
@@ -395,11 +415,9 @@ class SupervisorService(service.MultiService):
         port.stopReading()  # type: ignore[attr-defined]  # the workers accept, never the supervisor
         family_text = family_name(getattr(getattr(port, "socket", None), "family", -1))
         if family_text is None or _wraps(port, factory):
-            print(
-                f"txrevproxy: error: --workers cannot share --listen {description} (tcp, tcp6 and unix endpoints only)",
-                file=sys.stderr,
+            raise StartupError(
+                f"--workers cannot share --listen {description} (tcp, tcp6 and unix endpoints only)", status=2
             )
-            raise SystemExit(2)
         return [port.fileno()] * count, family_text, _url_of(port)  # type: ignore[attr-defined]
 
     def stopService(self) -> object:
