@@ -32,6 +32,7 @@ from txrevproxy._daemon.workers import (
     Inherited,
     ParentWatch,
     Supervisor,
+    adopt_listener,
     family_name,
     reactor_options,
     reuseport_sockets,
@@ -242,7 +243,7 @@ class ProxyService(service.Service):
             if layers is not None:
                 tls_site.refuse_by_closing = True
                 served = TLSMemoryBIOFactory(layers[1], False, tls_site, clock=self.reactor)
-            port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, served)  # type: ignore[attr-defined]
+            port = adopt_listener(self.reactor, listener.fd, listener.address_family, served)
             os.close(listener.fd)
             self.ports.append(port)
             self._guard(port)

@@ -257,6 +257,21 @@ def _status_text(reason: Failure) -> str:
     return f"exit status {getattr(value, 'exitCode', '?')}"
 
 
+def adopt_listener(reactor: object, fd: int, family: int, factory: object) -> object:
+    """
+    A worker's port for the listening socket ``fd`` inherited from the supervisor, as ``reactor.adoptStreamPort``
+    makes it, except that a UNIX socket's path stays when the port stops (see
+    :class:`~txrevproxy._daemon.sharedunix.SharedUNIXPort`).
+    """
+    if family != socket.AF_UNIX:
+        return reactor.adoptStreamPort(fd, family, factory)  # type: ignore[attr-defined]
+    from txrevproxy._daemon.sharedunix import SharedUNIXPort  # (UNIX sockets only: not importable everywhere)
+
+    port = SharedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    port.startListening()
+    return port
+
+
 class ParentWatch(Protocol):
     """
     A worker's standard input, a pipe from the supervisor: when it closes, the supervisor is gone, so stop.
