@@ -5,6 +5,7 @@ The twistd plugin's options and service, without sockets.
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 import pytest
@@ -192,7 +193,7 @@ def test_startup_failure_is_an_exception_twistd_reports(service_class, capfd):
 
 def test_a_daemons_startup_failure_goes_to_the_stderr_it_was_started_with_and_the_log(tmp_path):
     """As a daemon (twistd without -n) the line goes to a duplicate of the stderr taken before twistd daemonizes
-    (which then points fds 0-2 at /dev/null), and to the log; the duplicate is closed after."""
+    (which then points fds 0-2 at /dev/null), and to the log; the duplicate stays open until the process exits."""
     options = parse("--upstream", "http://h:1", "-l", "tcp:81")
     options.parent = {"nodaemon": False}
     with (tmp_path / "stderr").open("w") as started_with:
@@ -212,8 +213,7 @@ def test_a_daemons_startup_failure_goes_to_the_stderr_it_was_started_with_and_th
     assert line.startswith("txrevproxy: error: cannot listen on tcp:81: ") and line.count("\n") == 1
     errors = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.error]
     assert errors == ["cannot start: " + line.removeprefix("txrevproxy: error: ").rstrip("\n")]
-    with pytest.raises(OSError):
-        os.fstat(duplicate)
+    os.close(duplicate)  # (still open: the process would exit now)
 
 
 def test_a_started_daemon_closes_its_duplicate_stderr():
@@ -423,3 +423,126 @@ def test_upstream_deadline_flags_must_be_positive(flag, capsys):
         parse("--upstream", "http://h", flag, "0")
     assert info.value.code == 2
     assert "below the minimum" in capsys.readouterr().err
+
+
+# -- command-line conventions -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_names_the_command(flag, capsys):
+    """-h is --help: the usage line names the txrevproxy command, and the help exits 0."""
+    with pytest.raises(SystemExit) as exited:
+        parse(flag)
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: txrevproxy [--listen ENDPOINT]... (--upstream URL | --demo) [options]\n")
+    assert "  -h, --help " in out
+
+
+def test_help_under_twistd_is_twistds_usage_line(capsys):
+    """Under twistd the usage line is twistd's own: "Usage: twistd [options] txrevproxy ..."."""
+    from twisted.scripts._twistd_unix import ServerOptions
+
+    with pytest.raises(SystemExit):
+        ServerOptions().parseOptions(["-n", "txrevproxy", "-h"])
+    assert capsys.readouterr().out.startswith("Usage: twistd [options] txrevproxy [--listen ENDPOINT]...")
+
+
+def test_help_hides_internal_options_and_shows_sizes_as_sizes(capsys, monkeypatch):
+    """--help leaves out --inherit and --worker-index (still accepted), shows size defaults as 1g, 8k, 32k, and
+    keeps no docstring indentation."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        parse("--help")
+    out = capsys.readouterr().out
+    assert "--inherit" not in out and "--worker-index" not in out and "internal" not in out
+    for flag, default in [("max-body-size", "1g"), ("max-request-line", "8k"), ("max-header-size", "32k")]:
+        assert re.search(rf"--{flag}=\s.*?\[default: {default}\]", out, re.DOTALL)
+    assert "1073741824" not in out and "instead of replaced (repeatable; default none)" in out
+    options = parse("--upstream", "http://h:1", "--inherit", "3:AF_INET:tcp:0", "--worker-index", "2")
+    assert (options["worker-index"], [str(i) for i in options["inherit"]]) == (2, ["3:AF_INET:tcp:0"])
+    assert options["max-body-size"] == 1 << 30  # (the defaults themselves are numbers)
+
+
+def test_version_names_txrevproxy_twisted_and_python(capsys):
+    """--version prints txrevproxy's version (from its package metadata), Twisted's and Python's."""
+    import platform
+
+    import twisted
+    import txrevproxy
+
+    with pytest.raises(SystemExit) as exited:
+        parse("--version")
+    assert exited.value.code == 0
+    assert txrevproxy.__version__ != "0+unknown"
+    expected = (
+        f"txrevproxy {txrevproxy.__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})"
+    )
+    assert capsys.readouterr().out == expected + "\n"
+
+
+@pytest.mark.parametrize(
+    "given, description",
+    [
+        ("8080", "tcp:8080"),
+        (":8080", "tcp:8080"),
+        ("127.0.0.1:8080", "tcp:8080:interface=127.0.0.1"),
+        ("[::1]:8080", "tcp6:8080:interface=\\:\\:1"),
+        ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1"),
+        ("unix:/tmp/x.sock", "unix:/tmp/x.sock"),
+    ],
+)
+def test_listen_short_forms(given, description):
+    """--listen PORT, :PORT, IPV4:PORT and [IPV6]:PORT are short for tcp: (tcp6:) endpoints; endpoint strings are
+    kept as they are."""
+    assert parse("--upstream", "http://h", "--listen", given)["listen"] == [description]
+
+
+def test_listen_short_forms_listen_there():
+    """The short forms listen on the port and address they name."""
+    reactor = MemoryReactor()
+    service = ProxyService(
+        parse("--upstream", "http://h:1", "-l", "81", "-l", "127.0.0.1:82", "-l", "[::1]:83"), reactor
+    )
+    service.privilegedStartService()
+    assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+        (81, ""),
+        (82, "127.0.0.1"),
+        (83, "::1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["nosuch:1", "localhost:8080", "tcp:abc", "tcp:80:bogus=1", "[::g]:80", "1.2.3:80"]
+)
+def test_unparseable_listen_names_the_endpoint_syntax(endpoint, capsys):
+    """A --listen that does not parse is a one-line error naming the endpoint syntax, exit status 2."""
+    with pytest.raises(SystemExit) as exited:
+        parse("--upstream", "http://h", "--listen", endpoint)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"invalid --listen endpoint {endpoint!r}: " in err
+    assert "expected PORT, ADDR:PORT, tcp:PORT[:interface=ADDR], unix:PATH, ssl:... or tls:DIR:port=PORT" in err
+
+
+@pytest.mark.parametrize(
+    "flags", [["--upstream", "http://a", "--upstream", "http://b"], ["-u", "http://a", "-u", "http://a"]]
+)
+def test_upstream_given_twice_is_an_error(flags, capsys):
+    """A second --upstream is an error (exit status 2, one line), not a silent replacement of the first."""
+    with pytest.raises(SystemExit) as exited:
+        parse(*flags)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "txrevproxy: error: --upstream given twice; one upstream per process until routes exist (see --help)\n"
+    )
+
+
+def test_unix_listener_logs_its_path():
+    """A UNIX listener's start-up line shows unix:PATH, not a repr of its address."""
+    service = ProxyService(parse("--upstream", "http://h:1", "-l", "unix:/tmp/x.sock"), MemoryReactor())
+    with capturedLogs() as events:
+        service.privilegedStartService()
+    assert "txrevproxy listening on unix:/tmp/x.sock (unix:/tmp/x.sock), relaying to http://h:1" in [
+        formatEvent(e) for e in events
+    ]

@@ -4,8 +4,13 @@ The daemon's command-line options: ``twistd -n txrevproxy --listen ... --upstrea
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import platform
+import re
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 from OpenSSL import SSL, crypto
 from twisted.internet.error import VerifyError
@@ -80,6 +85,48 @@ def _size(text: str) -> int:
 _size.coerceDoc = "(bytes; suffix k, m or g for KiB, MiB, GiB)"  # type: ignore[attr-defined]
 
 
+def size_text(size: int) -> str:
+    """
+    ``size`` as :func:`_size` reads it, with the largest unit that divides it (``1g`` for 1073741824).
+    """
+    for unit in "gmk":
+        if size and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+#: What --listen takes, for the error about one it cannot parse.
+ENDPOINT_SYNTAX = "PORT, ADDR:PORT, tcp:PORT[:interface=ADDR], unix:PATH, ssl:... or tls:DIR:port=PORT"
+_PORT = re.compile(r":?([0-9]+)")
+_IPV4_PORT = re.compile(r"([0-9.]+):([0-9]+)")
+_IPV6_PORT = re.compile(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)")
+
+
+def listen_description(text: str) -> str:
+    """
+    The endpoint description of ``--listen TEXT``: ``TEXT`` itself, except for the short forms ``PORT`` and
+    ``:PORT`` (``tcp:PORT``), ``IPV4:PORT`` (``tcp:PORT:interface=IPV4``) and ``[IPV6]:PORT``
+    (``tcp6:PORT:interface=IPV6``, its colons escaped). None of them is an endpoint description already: no
+    endpoint type is a number or an address.
+    """
+    if match := _PORT.fullmatch(text):
+        return f"tcp:{match[1]}"
+    if (match := _IPV4_PORT.fullmatch(text)) and _is_address(ipaddress.IPv4Address, match[1]):
+        return f"tcp:{match[2]}:interface={match[1]}"
+    if (match := _IPV6_PORT.fullmatch(text)) and _is_address(ipaddress.IPv6Address, match[1]):
+        escaped = match[1].replace(":", "\\:")
+        return f"tcp6:{match[2]}:interface={escaped}"
+    return text
+
+
+def _is_address(kind: Callable[[str], object], text: str) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Options(usage.Options):
     synopsis = "[--listen ENDPOINT]... (--upstream URL | --demo) [options]"
     longdesc = (
@@ -98,7 +145,6 @@ class Options(usage.Options):
         ],
     ]
     optParameters = [
-        ["upstream", "u", None, "The upstream to relay to: http[s]://host:port[/base-path]."],
         [
             "upstream-ca",
             None,
@@ -204,22 +250,74 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self["upstream"] = None
         self["listen"] = []
         self["trusted-proxy"] = []
         self["allow"] = []
         self["deny"] = []
         self["inherit"] = []
 
+    def opt_help(self) -> NoReturn:
+        """
+        Display this help and exit.
+        """
+        _print_and_exit(str(self))
+
+    opt_h = opt_help
+
+    def opt_version(self) -> NoReturn:
+        """
+        Display the versions of txrevproxy, Twisted and Python, and exit.
+        """
+        from twisted import __version__ as twisted_version
+        from txrevproxy import __version__
+
+        _print_and_exit(f"txrevproxy {__version__} (Twisted {twisted_version}, Python {platform.python_version()})")
+
+    def getSynopsis(self) -> str:
+        if self.parent is None:  # the txrevproxy command (under twistd, twistd's "Usage: twistd [options] txrevproxy")
+            return f"Usage: txrevproxy {self.synopsis}"
+        return super().getSynopsis()
+
+    def getUsage(self, width: int | None = None) -> str:
+        # Twisted's list of the options, less the internal ones, with sizes' defaults written as sizes (1g) and each
+        # description's lines joined (a docstring's indentation would be kept as runs of spaces).
+        saved = self.longOpt, self.defaults, self.docs
+        self.longOpt = [name for name in self.longOpt if name.rstrip("=") not in _INTERNAL]
+        self.defaults = {name: size_text(v) if name in _SIZES else v for name, v in self.defaults.items()}
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt, self.defaults, self.docs = saved
+
+    def opt_upstream(self, url: str) -> None:
+        """
+        The upstream to relay to: http[s]://host:port[/base-path].
+        """
+        if self["upstream"] is not None:
+            raise usage.UsageError("--upstream given twice; one upstream per process until routes exist")
+        self["upstream"] = url
+
+    opt_u = opt_upstream
+
     def opt_listen(self, endpoint: str) -> None:
         """
-        A Twisted server endpoint to listen on (repeatable; default tcp:8080).
+        A Twisted server endpoint to listen on: tcp:PORT[:interface=ADDR], unix:PATH, ssl:..., tls:DIR:port=PORT;
+        PORT or :PORT is short for tcp:PORT, and ADDR:PORT for tcp:PORT:interface=ADDR ([ADDR]:PORT for IPv6)
+        (repeatable; default tcp:8080).
         """
+        description = listen_description(endpoint)
         try:
-            server_endpoint(None, endpoint)  # parses it, and loads a tls: listener's certificates
-        except (ValueError, KeyError, TypeError, OSError, VerifyError, SSL.Error, crypto.Error) as e:
+            server_endpoint(None, description)  # parses it, and loads a tls: listener's certificates
+        except (ValueError, KeyError, TypeError) as e:
+            # The endpoint string (a tls: listener's directory's files are ValueErrors that say so themselves).
+            syntax = "" if description.startswith("tls:") else f"; expected {ENDPOINT_SYNTAX}"
+            raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}{syntax}") from None
+        except (OSError, VerifyError, SSL.Error, crypto.Error) as e:
             # (ssl: files: a key that is not the certificate's is a VerifyError, a bad PEM an OpenSSL error)
             raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}") from None
-        self["listen"].append(endpoint)
+        self["listen"].append(description)
 
     opt_l = opt_listen
 
@@ -328,6 +426,27 @@ class Options(usage.Options):
             upgrades=not self["no-upgrade"],
             tunnel_idle_timeout=self["tunnel-idle-timeout"],
         )
+
+
+#: Options for the supervisor to give its workers, not for people: left out of --help.
+_INTERNAL = frozenset({"inherit", "worker-index"})
+#: Options whose values are sizes (their defaults shown as sizes in --help).
+_SIZES = frozenset(name for name, _short, _default, _doc, *coerce in Options.optParameters if coerce == [_size])
+
+
+def _print_and_exit(text: str) -> NoReturn:
+    """
+    Print ``text`` on standard output and exit 0, quietly if the reader went away (``txrevproxy --help | head -1``).
+    """
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be written; standard output goes to /dev/null, so that the flush at exit cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    raise SystemExit(0)
 
 
 def _access_policy(allow: list[str], deny: list[str]) -> AccessPolicy:

@@ -11,6 +11,7 @@ import os
 import socket
 
 from twisted.application import service
+from twisted.internet.address import UNIXAddress
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import ReactorNotRunning
 from twisted.internet.protocol import Factory, Protocol
@@ -120,7 +121,12 @@ def _open_access_log(where: str, reactor: object) -> AccessLog | None:
 
 
 def _url_of(port: object) -> str:
+    """
+    Where ``port`` listens, for the start-up log: an ``http[s]://`` URL, or ``unix:PATH``.
+    """
     address = port.getHost()  # type: ignore[attr-defined]
+    if isinstance(address, UNIXAddress):
+        return f"unix:{os.fsdecode(address.name or b'')}"
     host = getattr(address, "host", None)
     if host is None:
         return str(address)

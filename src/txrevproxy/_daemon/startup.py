@@ -15,7 +15,7 @@ The service raises a :class:`StartupError` from ``privilegedStartService``; :cla
   ``SystemExit`` is not an ``Exception``: nothing was written, the pidfile stayed, and the ``twistd`` started by the
   user waited for ever. So the report keeps a duplicate of the standard error the daemon was started with, open
   across the daemonizing, writes the line there (it comes out before twistd's own report) and logs it (to
-  ``twistd.log``), and closes it once the service has started.
+  ``twistd.log``); it closes it once the service has started, or when the process exits after a failure.
 
 :class:`StartupError` is both an ``Exception`` (so that twistd reports it) and a ``SystemExit`` (so that what
 reaches the top of the process after twistd has reported it exits with its status, without a traceback).
@@ -85,7 +85,9 @@ class StartupReport:
 
     def failed(self, error: StartupError) -> None:
         """
-        Write ``error``'s line (and log it, for a daemon).
+        Write ``error``'s line (and log it, for a daemon). A daemon's duplicate of its standard error stays open
+        until the process exits (after twistd has removed the pidfile): whoever reads that standard error to its
+        end (a pipe's reader) is then done only once the daemon is gone.
         """
         if self.daemon:
             log.error("cannot start: {message}", message=error.message)
@@ -99,11 +101,10 @@ class StartupReport:
                     data = data[os.write(fd, data) :]
             except OSError:  # (nobody is reading any more)
                 pass
-        self.started()
 
     def started(self) -> None:
         """
-        The service has started (or failed to): close the duplicate of the standard error, if there is one.
+        The service has started: close the duplicate of the standard error, if there is one.
         """
         duplicate, self._duplicate = self._duplicate, None
         if duplicate is not None:
