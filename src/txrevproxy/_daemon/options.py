@@ -10,8 +10,9 @@ import platform
 import re
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import Any, Generic, NoReturn, TypeVar
 
+from attrs import frozen
 from OpenSSL import SSL, crypto
 from twisted.internet.error import VerifyError
 from twisted.logger import Logger
@@ -39,8 +40,26 @@ log = Logger(namespace="txrevproxy")
 DEFAULT_LISTEN = "tcp:8080"
 
 
-def _number(kind: type, minimum: float) -> Callable[[str], float]:
-    def coerce(text: str) -> float:
+_N = TypeVar("_N", int, float)
+_T = TypeVar("_T")
+
+
+@frozen
+class _Coerce(Generic[_T]):
+    """
+    An option's value from its text, for ``optParameters``: ``parse`` raises ``ValueError`` with a one-line reason;
+    ``coerceDoc`` is what ``--help`` says of the values (Twisted's name for it).
+    """
+
+    parse: Callable[[str], _T]
+    coerceDoc: str
+
+    def __call__(self, text: str) -> _T:
+        return self.parse(text)
+
+
+def _number(kind: type[_N], minimum: float) -> _Coerce[_N]:
+    def coerce(text: str) -> _N:
         try:
             value = kind(text)
         except ValueError:
@@ -49,21 +68,19 @@ def _number(kind: type, minimum: float) -> Callable[[str], float]:
             raise ValueError(f"{text!r} is below the minimum of {minimum:g}")
         return value
 
-    coerce.coerceDoc = f"({kind.__name__} >= {minimum:g})"  # type: ignore[attr-defined]
-    return coerce
+    return _Coerce(coerce, f"({kind.__name__} >= {minimum:g})")
 
 
-def _number_up_to(kind: type, minimum: float, maximum: float) -> Callable[[str], float]:
+def _number_up_to(kind: type[_N], minimum: float, maximum: float) -> _Coerce[_N]:
     at_least = _number(kind, minimum)
 
-    def coerce(text: str) -> float:
+    def coerce(text: str) -> _N:
         value = at_least(text)
         if value > maximum:
             raise ValueError(f"{text!r} is above the maximum of {maximum:g}")
         return value
 
-    coerce.coerceDoc = f"({kind.__name__} from {minimum:g} to {maximum:g})"  # type: ignore[attr-defined]
-    return coerce
+    return _Coerce(coerce, f"({kind.__name__} from {minimum:g} to {maximum:g})")
 
 
 _seconds = _number(float, 0.001)
@@ -72,7 +89,7 @@ MAX_BUSY_POLL_US = 10_000
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-def _size(text: str) -> int:
+def _parse_size(text: str) -> int:
     """
     A byte count: digits with an optional binary unit suffix k, m or g (``64k`` is 65536).
     """
@@ -82,12 +99,12 @@ def _size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
-_size.coerceDoc = "(bytes; suffix k, m or g for KiB, MiB, GiB)"  # type: ignore[attr-defined]
+_size = _Coerce(_parse_size, "(bytes; suffix k, m or g for KiB, MiB, GiB)")
 
 
 def size_text(size: int) -> str:
     """
-    ``size`` as :func:`_size` reads it, with the largest unit that divides it (``1g`` for 1073741824).
+    ``size`` as :func:`_parse_size` reads it, with the largest unit that divides it (``1g`` for 1073741824).
     """
     for unit in "gmk":
         if size and size % _SIZE_UNITS[unit] == 0:
@@ -133,7 +150,8 @@ class Options(usage.Options):
         "A streaming reverse proxy: relays every request to the upstream over pooled HTTP/1.1 connections, "
         "with backpressure both ways."
     )
-    optFlags = [
+    #: Rows of long name, short name (or None) and description.
+    optFlags: list[list[Any]] = [
         ["demo", None, "Start an embedded demo origin in this process and proxy to it."],
         ["preserve-host", None, "Send the client's Host header upstream instead of the upstream's."],
         ["no-http2", None, "Do not offer HTTP/2 (ALPN h2) on TLS listeners: HTTP/1.1 only."],
@@ -144,7 +162,8 @@ class Options(usage.Options):
             "Do not verify an https:// upstream's certificate or name (logs a warning at start).",
         ],
     ]
-    optParameters = [
+    #: Rows of long name, short name, default, description and (optionally) what coerces the value.
+    optParameters: list[list[Any]] = [
         [
             "upstream-ca",
             None,
@@ -249,7 +268,7 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
         self["upstream"] = None
         self["listen"] = []
         self["trusted-proxy"] = []
@@ -391,7 +410,7 @@ class Options(usage.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         try:
-            super().parseOptions(options)
+            usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             print(f"txrevproxy: error: {e} (see --help)", file=sys.stderr)
             raise SystemExit(2) from None

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
+from typing import cast
 
 from twisted.application import service
-from twisted.internet.address import UNIXAddress
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -38,13 +49,39 @@ from txrevproxy._daemon.workers import (
     reactor_options,
     reuseport_sockets,
 )
+from txrevproxy._net.reactor import IProxyReactor
 from txrevproxy._server.accesslog import AccessLog, write_all
 from txrevproxy._server.channel import ProxySite
 from txrevproxy._server.gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 from txrevproxy._tls.server import is_tls_endpoint, is_tls_port, server_endpoint, tls_layers
-from txrevproxy.resource import PassThroughProxyResource
+from txrevproxy.resource import PassThroughProxyResource, ReverseProxyResource
 
 log = Logger(namespace="txrevproxy")
+
+
+def _installed_reactor() -> IProxyReactor:
+    """
+    The reactor twistd installed (the global one).
+    """
+    from twisted.internet import reactor
+
+    return cast(IProxyReactor, reactor)  # (a module to the type checker: it is replaced by the reactor at import)
+
+
+def _endpoint(reactor: IProxyReactor, description: str) -> IStreamServerEndpoint:
+    """
+    The server endpoint of ``description`` (``ValueError`` if it cannot be made).
+    """
+    return IStreamServerEndpoint(server_endpoint(reactor, description))
+
+
+def _tls_maker(maker: object) -> IOpenSSLServerConnectionCreator | IOpenSSLContextFactory:
+    """
+    What makes a TLS listener's connections (from :func:`~txrevproxy._tls.server.tls_layers`), as its type.
+    """
+    if IOpenSSLServerConnectionCreator.providedBy(maker) or IOpenSSLContextFactory.providedBy(maker):
+        return maker
+    raise TypeError(f"not a TLS connection creator or context factory: {maker!r}")
 
 
 def _wraps(port: object, site: object) -> bool:
@@ -55,23 +92,24 @@ def _wraps(port: object, site: object) -> bool:
     return getattr(port, "factory", site) is not site
 
 
-def _listen_now(reactor: object, description: str, factory: object) -> object:
+def _listen_now(reactor: IProxyReactor, description: str, factory: IProtocolFactory) -> IListeningPort:
     """
     Listen on ``description`` now; a :class:`StartupError` if that fails.
     """
-    results: list[object] = []
+    results: list[IListeningPort | Failure] = []
     try:
-        endpoint = server_endpoint(reactor, description)
+        endpoint = _endpoint(reactor, description)
     except ValueError as e:  # a tls: directory changed since the options were checked
         raise StartupError(f"cannot listen on {description}: {e}") from None
-    endpoint.listen(factory).addBoth(results.append)  # type: ignore[attr-defined]
-    if not results or isinstance(results[0], Failure):
-        reason = results[0].getErrorMessage() if results else "listening did not complete"  # type: ignore[union-attr]
-        raise StartupError(f"cannot listen on {description}: {reason}")
+    endpoint.listen(factory).addBoth(results.append)
+    if not results:
+        raise StartupError(f"cannot listen on {description}: listening did not complete")
+    if isinstance(results[0], Failure):
+        raise StartupError(f"cannot listen on {description}: {results[0].getErrorMessage()}")
     return results[0]
 
 
-def _busy_poll(reactor: object, microseconds: int, *, apply: bool) -> None:
+def _busy_poll(reactor: IProxyReactor, microseconds: int, *, apply: bool) -> None:
     """
     ``--busy-poll-us``: a :class:`StartupError` (status 2) unless ``reactor`` is txrevproxy's (the only one that can
     busy-poll); set it there when ``apply`` (a supervisor only checks, its workers poll).
@@ -85,27 +123,30 @@ def _busy_poll(reactor: object, microseconds: int, *, apply: bool) -> None:
             status=2,
         )
     if apply:
-        reactor.busy_poll = microseconds / 1e6  # type: ignore[attr-defined]
+        from txrevproxy._daemon.reactor import ProxyReactor  # (there: reactor_options found it is one)
+
+        cast(ProxyReactor, reactor).busy_poll = microseconds / 1e6
         log.info("busy polling for {microseconds} µs after I/O (--busy-poll-us)", microseconds=microseconds)
 
 
-def _upstream_or_demo(reactor: object, options: Options, ports: list[object]) -> str:
+def _upstream_or_demo(reactor: IProxyReactor, options: Options, ports: list[IListeningPort]) -> str:
     """
     The upstream URL: ``--upstream``, or with ``--demo`` that of a demo origin started now (its port is added to
     ``ports``).
     """
     if not options["demo"]:
-        return options["upstream"]  # type: ignore[no-any-return]
+        upstream: str = options["upstream"]
+        return upstream
     from txrevproxy._daemon.demo import demo_site
 
     origin = _listen_now(reactor, "tcp:0:interface=127.0.0.1", demo_site())
     ports.append(origin)
-    url = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{cast(IPv4Address, origin.getHost()).port}"  # (a tcp: port's address)
     log.info("demo origin listening on {url}", url=url)
     return url
 
 
-def _open_access_log(where: str, reactor: object) -> AccessLog | None:
+def _open_access_log(where: str, reactor: IProxyReactor) -> AccessLog | None:
     """
     The access log for ``--access-log``: ``-`` for standard output, ``off`` for none, else a file appended to.
     """
@@ -120,18 +161,16 @@ def _open_access_log(where: str, reactor: object) -> AccessLog | None:
     return AccessLog(write_all(fd), reactor)
 
 
-def _url_of(port: object) -> str:
+def _url_of(port: IListeningPort) -> str:
     """
     Where ``port`` listens, for the start-up log: an ``http[s]://`` URL, or ``unix:PATH``.
     """
-    address = port.getHost()  # type: ignore[attr-defined]
+    address = port.getHost()
     if isinstance(address, UNIXAddress):
         return f"unix:{os.fsdecode(address.name or b'')}"
-    host = getattr(address, "host", None)
-    if host is None:
+    if not isinstance(address, (IPv4Address, IPv6Address)):
         return str(address)
-    if ":" in host:
-        host = f"[{host}]"
+    host = f"[{address.host}]" if ":" in address.host else address.host
     scheme = "https" if is_tls_port(port) else "http"
     return f"{scheme}://{host}:{address.port}"
 
@@ -143,23 +182,26 @@ class ProxyService(service.Service):
     What cannot start is a :class:`~txrevproxy._daemon.startup.StartupError`, reported by :attr:`startup`.
     """
 
-    def __init__(self, options: Options, reactor: object = None) -> None:
+    def __init__(self, options: Options, reactor: IProxyReactor | None = None) -> None:
         self.options = options
+        #: The reactor given, else (from ``privilegedStartService``) the one twistd installed.
         self.reactor = reactor
         self.startup = StartupReport.before_daemonizing(options.parent)
-        self.resource: PassThroughProxyResource | None = None
-        self.ports: list[object] = []
+        self.resource: ReverseProxyResource | None = None  # (a PassThroughProxyResource)
+        self.ports: list[IListeningPort] = []
         self.backoffs: list[AcceptBackoff] = []
         self.access_log: AccessLog | None = None
         self.gate: ConnectionGate | None = None
 
-    def privilegedStartService(self) -> None:
+    def _reactor(self) -> IProxyReactor:
         if self.reactor is None:
-            from twisted.internet import reactor
+            self.reactor = _installed_reactor()
+        return self.reactor
 
-            self.reactor = reactor
+    def privilegedStartService(self) -> None:
+        reactor = self._reactor()
         try:
-            self._listen()
+            self._listen(reactor)
         except StartupError as e:
             self.startup.failed(e)
             raise
@@ -169,38 +211,38 @@ class ProxyService(service.Service):
         service.Service.startService(self)
         self.startup.started()
 
-    def _listen(self) -> None:
+    def _listen(self, reactor: IProxyReactor) -> None:
         options = self.options
-        _busy_poll(self.reactor, options["busy-poll-us"], apply=True)
-        upstream = _upstream_or_demo(self.reactor, options, self.ports)
-        self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
+        _busy_poll(reactor, options["busy-poll-us"], apply=True)
+        upstream = _upstream_or_demo(reactor, options, self.ports)
+        self.resource = PassThroughProxyResource.from_url(upstream, reactor, config=options.config())
         if options["upstream-insecure"]:
             log.warn(
                 "--upstream-insecure: the certificate and name of {upstream} are not verified; anyone on the path "
                 "can impersonate it",
                 upstream=upstream,
             )
-        self.gate = ConnectionGate(self.gate_config(), self.reactor)
-        self.access_log = _open_access_log(options["access-log"], self.reactor)
+        self.gate = ConnectionGate(self.gate_config(), reactor)
+        self.access_log = _open_access_log(options["access-log"], reactor)
         site = ProxySite(
             self.resource,
             timeout=options["idle-timeout"],
-            reactor=self.reactor,
+            reactor=reactor,
             client=options.client_config(),
             gate=self.gate,
             access_log=self.access_log,
         )
         if options["inherit"]:
-            self._adopt(site)
+            self._adopt(reactor, site)
             return
-        tls_site = self._tls_site(site)
+        tls_site = self._tls_site(reactor, site)
         for description in options["listen"]:
             served = tls_site if is_tls_endpoint(description) else site
-            port = _listen_now(self.reactor, description, served)
+            port = _listen_now(reactor, description, served)
             self.ports.append(port)
             if _wraps(port, served):
                 served.refuse_by_closing = True
-            self._guard(port)
+            self._guard(reactor, port)
             log.info(
                 "txrevproxy listening on {url} ({description}), relaying to {upstream}",
                 url=_url_of(port),
@@ -210,7 +252,7 @@ class ProxyService(service.Service):
             if options["demo"]:
                 log.info("demo: try  curl -i {url}/", url=_url_of(port))
 
-    def _tls_site(self, site: ProxySite) -> ProxySite:
+    def _tls_site(self, reactor: IProxyReactor, site: ProxySite) -> ProxySite:
         """
         The site for TLS listeners: the same proxy, offering HTTP/2 over ALPN unless ``--no-http2``.
         """
@@ -219,7 +261,7 @@ class ProxyService(service.Service):
         return ProxySite(
             site.resource,
             timeout=self.options["idle-timeout"],
-            reactor=self.reactor,
+            reactor=reactor,
             client=site.client,
             gate=site.gate,
             access_log=site.access_log,
@@ -227,13 +269,13 @@ class ProxyService(service.Service):
             max_streams=self.options["max-streams"],
         )
 
-    def _guard(self, port: object) -> None:
+    def _guard(self, reactor: IProxyReactor, port: IListeningPort) -> None:
         # Pause accepting on this port when descriptors run out (see _fdlimit.AcceptBackoff).
-        backoff = guard_accepts(port, self.reactor, self.options["accept-backoff"])
+        backoff = guard_accepts(port, reactor, self.options["accept-backoff"])
         if backoff is not None:
             self.backoffs.append(backoff)
 
-    def _adopt(self, site: ProxySite) -> None:
+    def _adopt(self, reactor: IProxyReactor, site: ProxySite) -> None:
         """
         A worker: serve the listening sockets inherited from the supervisor, and stop when the supervisor is gone.
         """
@@ -242,17 +284,17 @@ class ProxyService(service.Service):
         # A process group of its own: a signal to the supervisor's group (Ctrl-C in a terminal, a service manager
         # stopping it) reaches the supervisor alone, which stops each worker once, with SIGTERM.
         os.setpgid(0, 0)
-        tls_site = self._tls_site(site)
+        tls_site = self._tls_site(reactor, site)
         for listener in self.options["inherit"]:
-            layers = tls_layers(server_endpoint(self.reactor, listener.description))
-            served: object = site
+            layers = tls_layers(server_endpoint(reactor, listener.description))
+            served: IProtocolFactory = site
             if layers is not None:
                 tls_site.refuse_by_closing = True
-                served = TLSMemoryBIOFactory(layers[1], False, tls_site, clock=self.reactor)
-            port = adopt_listener(self.reactor, listener.fd, listener.address_family, served)
+                served = TLSMemoryBIOFactory(_tls_maker(layers[1]), False, tls_site, clock=reactor)
+            port = adopt_listener(reactor, listener.fd, listener.address_family, served)
             os.close(listener.fd)
             self.ports.append(port)
-            self._guard(port)
+            self._guard(reactor, port)
             log.info(
                 "worker {index} (pid {pid}) serving {url} ({description})",
                 index=self.options["worker-index"],
@@ -260,18 +302,18 @@ class ProxyService(service.Service):
                 url=_url_of(port),
                 description=listener.description,
             )
-        StandardIO(ParentWatch(self._supervisorGone), reactor=self.reactor)  # type: ignore[attr-defined]
+        StandardIO(ParentWatch(self._supervisorGone), reactor=reactor)
 
     def _supervisorGone(self) -> None:
         # The pipe from the supervisor also closes when everything is stopping together: stop only if running.
         if self.running:
             log.warn("the supervisor went away; stopping")
             try:
-                self.reactor.stop()  # type: ignore[attr-defined]
+                self._reactor().stop()
             except ReactorNotRunning:
                 pass
 
-    def stopService(self) -> object:
+    def stopService(self) -> Deferred[list[object]]:
         service.Service.stopService(self)
         if self.access_log is not None:
             self.access_log.flush()
@@ -279,9 +321,7 @@ class ProxyService(service.Service):
             backoff.stop()
         if self.resource is not None:
             self.resource.pool.close()
-        from twisted.internet.defer import gatherResults, maybeDeferred
-
-        return gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
+        return _stop_listening(self.ports)
 
     #: Raises the soft open-file limit and returns it (``None``: no limit); replaced in tests.
     open_file_limit = staticmethod(raise_open_file_limit)
@@ -312,12 +352,20 @@ _SUPERVISOR_ONLY = frozenset({"listen", "demo", "workers", "worker-index", "inhe
 _REPEATED = ("trusted-proxy", "allow", "deny")
 
 
+def _stop_listening(ports: list[IListeningPort]) -> Deferred[list[object]]:
+    """
+    Stop every port; fires when all have stopped.
+    """
+    stops: list[Callable[[], object]] = [port.stopListening for port in ports]
+    return gatherResults([maybeDeferred(stop) for stop in stops])
+
+
 def worker_args(options: Options, upstream: str, inherited: list[Inherited], index: int) -> list[str]:
     """
     The ``txrevproxy`` arguments of worker ``index``: every option of the supervisor that is not at its default,
     the upstream (the demo origin's URL with ``--demo``) and one ``--inherit`` per listening socket.
     """
-    args = []
+    args: list[str] = []
     for name, _short, default, *_ in options.optParameters:
         value = options[name]
         if name not in _SUPERVISOR_ONLY and value is not None and value != default:
@@ -340,21 +388,20 @@ class SupervisorService(service.MultiService):
     a :class:`~txrevproxy._daemon.startup.StartupError`, reported by :attr:`startup`.
     """
 
-    def __init__(self, options: Options, reactor: object = None) -> None:
-        super().__init__()
+    def __init__(self, options: Options, reactor: IProxyReactor | None = None) -> None:
+        service.MultiService.__init__(self)
         self.options = options
+        #: The reactor given, else (from ``privilegedStartService``) the one twistd installed.
         self.reactor = reactor
         self.startup = StartupReport.before_daemonizing(options.parent)
-        self.ports: list[object] = []
+        self.ports: list[IListeningPort] = []
         self.sockets: list[socket.socket] = []
 
     def privilegedStartService(self) -> None:
         if self.reactor is None:
-            from twisted.internet import reactor
-
-            self.reactor = reactor
+            self.reactor = _installed_reactor()
         try:
-            self._bind_all()
+            self._bind_all(self.reactor)
         except StartupError as e:
             self.startup.failed(e)
             raise
@@ -364,17 +411,17 @@ class SupervisorService(service.MultiService):
         service.MultiService.startService(self)
         self.startup.started()
 
-    def _bind_all(self) -> None:
+    def _bind_all(self, reactor: IProxyReactor) -> None:
         options = self.options
-        _busy_poll(self.reactor, options["busy-poll-us"], apply=False)
-        upstream = _upstream_or_demo(self.reactor, options, self.ports)
+        _busy_poll(reactor, options["busy-poll-us"], apply=False)
+        upstream = _upstream_or_demo(reactor, options, self.ports)
         raise_open_file_limit()  # inherited by the workers
         count = options["workers"]
         inherited: list[Inherited] = []
         per_worker: list[list[int]] = []  # for each listener, the supervisor fd of each worker's socket
         for description in options["listen"]:
             fd = 3 + len(inherited)
-            fds, family, url = self._listen(description, count)
+            fds, family, url = self._listen(reactor, description, count)
             per_worker.append(fds)
             inherited.append(Inherited(fd, family, description))
             log.info(
@@ -384,22 +431,22 @@ class SupervisorService(service.MultiService):
                 upstream=upstream,
                 workers=count,
             )
-        command = [*TWISTD, *reactor_options(self.reactor), "txrevproxy"]
+        command = [*TWISTD, *reactor_options(reactor), "txrevproxy"]
         supervisor = Supervisor(
             count,
             lambda index: [*command, *worker_args(options, upstream, inherited, index)],
             lambda index: {3 + i: fds[index - 1] for i, fds in enumerate(per_worker)},
-            self.reactor,
+            reactor,
         )
-        supervisor.setServiceParent(self)
+        service.Service.setServiceParent(supervisor, self)
 
-    def _listen(self, description: str, count: int) -> tuple[list[int], str, str]:
+    def _listen(self, reactor: IProxyReactor, description: str, count: int) -> tuple[list[int], str, str]:
         """
         Bind ``description`` for ``count`` workers: the descriptor of each worker's socket, the address family and
         the URL. TCP gets a socket per worker (``SO_REUSEPORT``), TLS too (each worker does TLS on its own); a UNIX
         socket is shared. Exits with a one-line error when the endpoint cannot be bound or handed to a worker.
         """
-        endpoint = server_endpoint(self.reactor, description)
+        endpoint = server_endpoint(reactor, description)
         layers = tls_layers(endpoint)
         scheme = "https" if layers is not None else "http"
         if layers is not None:
@@ -417,25 +464,21 @@ class SupervisorService(service.MultiService):
             return [sock.fileno() for sock in sockets], family_name(family) or "", url
         factory = Factory.forProtocol(Protocol)
         factory.noisy = False
-        port = _listen_now(self.reactor, description, factory)
+        port = _listen_now(reactor, description, factory)
         self.ports.append(port)
-        port.stopReading()  # type: ignore[attr-defined]  # the workers accept, never the supervisor
         family_text = family_name(getattr(getattr(port, "socket", None), "family", -1))
-        if family_text is None or _wraps(port, factory):
+        if not isinstance(port, tcp.Port) or family_text is None or _wraps(port, factory):
             raise StartupError(
                 f"--workers cannot share --listen {description} (tcp, tcp6 and unix endpoints only)", status=2
             )
-        return [port.fileno()] * count, family_text, _url_of(port)  # type: ignore[attr-defined]
+        port.stopReading()  # the workers accept, never the supervisor
+        return [port.fileno()] * count, family_text, _url_of(port)
 
-    def stopService(self) -> object:
-        from twisted.internet.defer import gatherResults, maybeDeferred
-
+    def stopService(self) -> Deferred[list[object]]:
         for sock in self.sockets:
             sock.close()
-        stopped = maybeDeferred(service.MultiService.stopService, self)
-        return stopped.addCallback(
-            lambda _: gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
-        )
+        stopped: Deferred[None] = maybeDeferred(service.MultiService.stopService, self)
+        return stopped.addCallback(lambda _: _stop_listening(self.ports))
 
 
 def makeService(options: Options) -> service.IService:

@@ -4,7 +4,10 @@ A worker's UNIX listening port, on the socket the supervisor bound and shares wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from twisted.internet import tcp, unix
+from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
 from twisted.python.failure import Failure
 
 
@@ -24,6 +27,18 @@ class SharedUNIXPort(unix.Port):
 
     #: No ``shutdown`` of the socket (see above); closing this process's descriptor is all.
     _shouldShutdown = False
+
+    @classmethod
+    def adopt(cls, reactor: IReactorFDSet, fd: int, factory: IProtocolFactory) -> SharedUNIXPort:
+        """
+        A port listening on the UNIX socket ``fd`` (which it duplicates: ``fd`` stays open), as
+        ``reactor.adoptStreamPort`` makes one.
+        """
+        # (Twisted's own constructor for adopted ports, which it leaves unannotated.)
+        from_descriptor: Callable[[IReactorFDSet, int, IProtocolFactory], SharedUNIXPort] = cls._fromListeningDescriptor
+        port = from_descriptor(reactor, fd, factory)
+        unix.Port.startListening(port)
+        return port
 
     def connectionLost(self, reason: Failure) -> None:
         # unix.Port's removes the path, then releases its lock file (which an adopted port never takes).
