@@ -15,8 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
-from conftest import STARTUP_TIMEOUT, TWISTD, Origin, OutputReader, child_env, stop
+from tests.integration.conftest import STARTUP_TIMEOUT, TWISTD, Origin, OutputReader, child_env, stop
 
 TIMEOUT = 30.0
 
