@@ -15,6 +15,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+
+# isort: split  (the helpers of the integration tests, in a group of their own)
 from tests.integration.conftest import STARTUP_TIMEOUT, TWISTD, Origin, OutputReader, child_env, stop
 
 TIMEOUT = 30.0

@@ -4,6 +4,7 @@ The daemon's command-line options: ``twistd -n txrevproxy --listen ... --upstrea
 
 from __future__ import annotations
 
+import importlib.metadata
 import ipaddress
 import os
 import platform
@@ -289,9 +290,8 @@ class Options(usage.Options):
         Display the versions of txrevproxy, Twisted and Python, and exit.
         """
         from twisted import __version__ as twisted_version
-        from txrevproxy import __version__
 
-        _print_and_exit(f"txrevproxy {__version__} (Twisted {twisted_version}, Python {platform.python_version()})")
+        _print_and_exit(f"txrevproxy {_version()} (Twisted {twisted_version}, Python {platform.python_version()})")
 
     def getSynopsis(self) -> str:
         if self.parent is None:  # the txrevproxy command (under twistd, twistd's "Usage: twistd [options] txrevproxy")
@@ -451,6 +451,17 @@ class Options(usage.Options):
 _INTERNAL = frozenset({"inherit", "worker-index"})
 #: Options whose values are sizes (their defaults shown as sizes in --help).
 _SIZES = frozenset(name for name, _short, _default, _doc, *coerce in Options.optParameters if coerce == [_size])
+
+
+def _version() -> str:
+    """
+    txrevproxy's version, from its package metadata: what ``txrevproxy.__version__`` says (read here again: the daemon
+    does not import the public package above it).
+    """
+    try:
+        return importlib.metadata.version("txrevproxy")
+    except importlib.metadata.PackageNotFoundError:  # (imported from a source tree that is not installed)
+        return "0+unknown"
 
 
 def _print_and_exit(text: str) -> NoReturn:
