@@ -289,7 +289,7 @@ class Options(usage.Options):
         """
         Display the versions of txrevproxy, Twisted and Python, and exit.
         """
-        from twisted import __version__ as twisted_version
+        from twisted.copyright import version as twisted_version
 
         _print_and_exit(f"txrevproxy {_version()} (Twisted {twisted_version}, Python {platform.python_version()})")
 

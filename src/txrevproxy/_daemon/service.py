@@ -193,13 +193,13 @@ class ProxyService(service.Service):
         self.access_log: AccessLog | None = None
         self.gate: ConnectionGate | None = None
 
-    def _reactor(self) -> IProxyReactor:
+    def _reactor_in_use(self) -> IProxyReactor:
         if self.reactor is None:
             self.reactor = _installed_reactor()
         return self.reactor
 
     def privilegedStartService(self) -> None:
-        reactor = self._reactor()
+        reactor = self._reactor_in_use()
         try:
             self._listen(reactor)
         except StartupError as e:
@@ -309,7 +309,7 @@ class ProxyService(service.Service):
         if self.running:
             log.warn("the supervisor went away; stopping")
             try:
-                self._reactor().stop()
+                self._reactor_in_use().stop()
             except ReactorNotRunning:
                 pass
 
