@@ -4,10 +4,14 @@ The twistd plugin's options and service, without sockets.
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+
 import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactor
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 
 from txrevproxy import AccessPolicy, ProxySite
 from txrevproxy._daemon.service import ProxyService, SupervisorService
@@ -120,14 +124,15 @@ def test_demo_starts_an_origin_first():
 
 
 @pytest.mark.parametrize("service_class", [ProxyService, SupervisorService])
-def test_busy_polling_needs_txrevproxys_reactor(service_class, capsys):
-    """--busy-poll-us on another reactor ends the process with one line and exit status 2, before listening."""
+def test_busy_polling_needs_txrevproxys_reactor(service_class, capfd):
+    """--busy-poll-us on another reactor ends the process with one line on stderr and exit status 2, before
+    listening."""
     reactor = MemoryReactor()
     service = service_class(parse("--upstream", "http://h:1", "--busy-poll-us", "50", "--workers", "2"), reactor)
     with pytest.raises(SystemExit) as exited:
         service.privilegedStartService()
     assert exited.value.code == 2 and reactor.tcpServers == []
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert err.count("\n") == 1 and "--busy-poll-us needs txrevproxy's reactor" in err
 
 
@@ -154,15 +159,86 @@ class _BusyReactor(MemoryReactor):
         raise CannotListenError(interface, port, OSError(98, "Address already in use"))
 
 
-def test_port_in_use_exits_with_one_line(capsys):
-    """A port that cannot be bound ends the process with one line and exit status 1."""
+def test_port_in_use_exits_with_one_line(capfd):
+    """A port that cannot be bound ends the process with one line on stderr (the descriptor: twistd has made
+    sys.stderr a log file by then) and exit status 1."""
     service = makeService(parse("--upstream", "http://h:1", "-l", "tcp:81"))
     service.reactor = _BusyReactor()
-    with pytest.raises(SystemExit) as exited:
+    with capturedLogs() as events, pytest.raises(SystemExit) as exited:
         service.privilegedStartService()
     assert exited.value.code == 1
-    err = capsys.readouterr().err
+    out, err = capfd.readouterr()
     assert err.count("\n") == 1 and "cannot listen on tcp:81" in err and "Address already in use" in err
+    assert out == "" and not [e for e in events if "cannot listen" in formatEvent(e)]
+
+
+@pytest.mark.parametrize("service_class", [ProxyService, SupervisorService])
+def test_startup_failure_is_an_exception_twistd_reports(service_class, capfd):
+    """A start-up failure is an Exception (twistd reports those to the twistd process a daemon came from, and
+    removes the pidfile) that exits with its status without a traceback (a SystemExit)."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # (the supervisor binds its sockets itself, not through the reactor)
+    port = taken.getsockname()[1]
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    service = service_class(parse("--upstream", "http://h:1", "-l", listen, "--workers", "2"), _BusyReactor())
+    try:
+        with pytest.raises(Exception) as raised:  # what twistd catches
+            service.privilegedStartService()
+    finally:
+        taken.close()
+    assert isinstance(raised.value, SystemExit) and raised.value.code == 1
+    assert str(raised.value).startswith(f"cannot listen on {listen}: ")
+    assert capfd.readouterr().err == f"txrevproxy: error: {raised.value}\n"
+
+
+def test_a_daemons_startup_failure_goes_to_the_stderr_it_was_started_with_and_the_log(tmp_path):
+    """As a daemon (twistd without -n) the line goes to a duplicate of the stderr taken before twistd daemonizes
+    (which then points fds 0-2 at /dev/null), and to the log; the duplicate stays open until the process exits."""
+    options = parse("--upstream", "http://h:1", "-l", "tcp:81")
+    options.parent = {"nodaemon": False}
+    with (tmp_path / "stderr").open("w") as started_with:
+        saved = os.dup(2)
+        os.dup2(started_with.fileno(), 2)
+        try:
+            service = makeService(options)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+    duplicate = service.startup._duplicate
+    assert duplicate is not None and service.startup.daemon
+    service.reactor = _BusyReactor()
+    with capturedLogs() as events, pytest.raises(SystemExit):
+        service.privilegedStartService()
+    line = (tmp_path / "stderr").read_text()
+    assert line.startswith("txrevproxy: error: cannot listen on tcp:81: ") and line.count("\n") == 1
+    errors = [formatEvent(e) for e in events if e.get("log_level") == LogLevel.error]
+    assert errors == ["cannot start: " + line.removeprefix("txrevproxy: error: ").rstrip("\n")]
+    os.close(duplicate)  # (still open: the process would exit now)
+
+
+def test_a_started_daemon_closes_its_duplicate_stderr():
+    """Once the service has started, a daemon keeps no duplicate of the stderr it was started with."""
+    options = parse("--upstream", "http://h:1", "-l", "tcp:81")
+    options.parent = {"nodaemon": False}
+    service = makeService(options)
+    duplicate = service.startup._duplicate
+    service.reactor = MemoryReactor()
+    service.privilegedStartService()
+    os.fstat(duplicate)
+    service.startService()
+    with pytest.raises(OSError):
+        os.fstat(duplicate)
+    service.stopService()
+
+
+@pytest.mark.parametrize("parent, daemon", [(None, False), ({"nodaemon": True}, False), ({"nodaemon": False}, True)])
+def test_daemon_means_twistd_without_n(parent, daemon):
+    """Only twistd's options without -n (nodaemon false) make the process a daemon; no twistd, or -n, do not."""
+    options = parse("--upstream", "http://h:1")
+    options.parent = parent
+    service = makeService(options)
+    assert service.startup.daemon is daemon
+    service.startup.started()
 
 
 def test_client_limits_default_to_the_documented_values():
@@ -347,3 +423,126 @@ def test_upstream_deadline_flags_must_be_positive(flag, capsys):
         parse("--upstream", "http://h", flag, "0")
     assert info.value.code == 2
     assert "below the minimum" in capsys.readouterr().err
+
+
+# -- command-line conventions -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_names_the_command(flag, capsys):
+    """-h is --help: the usage line names the txrevproxy command, and the help exits 0."""
+    with pytest.raises(SystemExit) as exited:
+        parse(flag)
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage: txrevproxy [--listen ENDPOINT]... (--upstream URL | --demo) [options]\n")
+    assert "  -h, --help " in out
+
+
+def test_help_under_twistd_is_twistds_usage_line(capsys):
+    """Under twistd the usage line is twistd's own: "Usage: twistd [options] txrevproxy ..."."""
+    from twisted.scripts._twistd_unix import ServerOptions
+
+    with pytest.raises(SystemExit):
+        ServerOptions().parseOptions(["-n", "txrevproxy", "-h"])
+    assert capsys.readouterr().out.startswith("Usage: twistd [options] txrevproxy [--listen ENDPOINT]...")
+
+
+def test_help_hides_internal_options_and_shows_sizes_as_sizes(capsys, monkeypatch):
+    """--help leaves out --inherit and --worker-index (still accepted), shows size defaults as 1g, 8k, 32k, and
+    keeps no docstring indentation."""
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit):
+        parse("--help")
+    out = capsys.readouterr().out
+    assert "--inherit" not in out and "--worker-index" not in out and "internal" not in out
+    for flag, default in [("max-body-size", "1g"), ("max-request-line", "8k"), ("max-header-size", "32k")]:
+        assert re.search(rf"--{flag}=\s.*?\[default: {default}\]", out, re.DOTALL)
+    assert "1073741824" not in out and "instead of replaced (repeatable; default none)" in out
+    options = parse("--upstream", "http://h:1", "--inherit", "3:AF_INET:tcp:0", "--worker-index", "2")
+    assert (options["worker-index"], [str(i) for i in options["inherit"]]) == (2, ["3:AF_INET:tcp:0"])
+    assert options["max-body-size"] == 1 << 30  # (the defaults themselves are numbers)
+
+
+def test_version_names_txrevproxy_twisted_and_python(capsys):
+    """--version prints txrevproxy's version (from its package metadata), Twisted's and Python's."""
+    import platform
+
+    import twisted
+    import txrevproxy
+
+    with pytest.raises(SystemExit) as exited:
+        parse("--version")
+    assert exited.value.code == 0
+    assert txrevproxy.__version__ != "0+unknown"
+    expected = (
+        f"txrevproxy {txrevproxy.__version__} (Twisted {twisted.__version__}, Python {platform.python_version()})"
+    )
+    assert capsys.readouterr().out == expected + "\n"
+
+
+@pytest.mark.parametrize(
+    "given, description",
+    [
+        ("8080", "tcp:8080"),
+        (":8080", "tcp:8080"),
+        ("127.0.0.1:8080", "tcp:8080:interface=127.0.0.1"),
+        ("[::1]:8080", "tcp6:8080:interface=\\:\\:1"),
+        ("tcp:8080:interface=127.0.0.1", "tcp:8080:interface=127.0.0.1"),
+        ("unix:/tmp/x.sock", "unix:/tmp/x.sock"),
+    ],
+)
+def test_listen_short_forms(given, description):
+    """--listen PORT, :PORT, IPV4:PORT and [IPV6]:PORT are short for tcp: (tcp6:) endpoints; endpoint strings are
+    kept as they are."""
+    assert parse("--upstream", "http://h", "--listen", given)["listen"] == [description]
+
+
+def test_listen_short_forms_listen_there():
+    """The short forms listen on the port and address they name."""
+    reactor = MemoryReactor()
+    service = ProxyService(
+        parse("--upstream", "http://h:1", "-l", "81", "-l", "127.0.0.1:82", "-l", "[::1]:83"), reactor
+    )
+    service.privilegedStartService()
+    assert [(port, interface) for port, _, _, interface in reactor.tcpServers] == [
+        (81, ""),
+        (82, "127.0.0.1"),
+        (83, "::1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "endpoint", ["nosuch:1", "localhost:8080", "tcp:abc", "tcp:80:bogus=1", "[::g]:80", "1.2.3:80"]
+)
+def test_unparseable_listen_names_the_endpoint_syntax(endpoint, capsys):
+    """A --listen that does not parse is a one-line error naming the endpoint syntax, exit status 2."""
+    with pytest.raises(SystemExit) as exited:
+        parse("--upstream", "http://h", "--listen", endpoint)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"invalid --listen endpoint {endpoint!r}: " in err
+    assert "expected PORT, ADDR:PORT, tcp:PORT[:interface=ADDR], unix:PATH, ssl:... or tls:DIR:port=PORT" in err
+
+
+@pytest.mark.parametrize(
+    "flags", [["--upstream", "http://a", "--upstream", "http://b"], ["-u", "http://a", "-u", "http://a"]]
+)
+def test_upstream_given_twice_is_an_error(flags, capsys):
+    """A second --upstream is an error (exit status 2, one line), not a silent replacement of the first."""
+    with pytest.raises(SystemExit) as exited:
+        parse(*flags)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == (
+        "txrevproxy: error: --upstream given twice; one upstream per process until routes exist (see --help)\n"
+    )
+
+
+def test_unix_listener_logs_its_path():
+    """A UNIX listener's start-up line shows unix:PATH, not a repr of its address."""
+    service = ProxyService(parse("--upstream", "http://h:1", "-l", "unix:/tmp/x.sock"), MemoryReactor())
+    with capturedLogs() as events:
+        service.privilegedStartService()
+    assert "txrevproxy listening on unix:/tmp/x.sock (unix:/tmp/x.sock), relaying to http://h:1" in [
+        formatEvent(e) for e in events
+    ]

@@ -223,3 +223,32 @@ def test_reuseport_sockets_fail_cleanly_on_a_taken_port():
             reuseport_sockets(socket.AF_INET, "127.0.0.1", taken.getsockname()[1], 5, 2)
     finally:
         taken.close()
+
+
+def test_a_workers_unix_port_leaves_the_shared_socket_as_it_was(tmp_path):
+    """A worker's adopted UNIX port stops without removing the socket's path or shutting the socket down: the
+    supervisor bound it and removes it, and the other workers (and this one's replacement) still accept on it."""
+    import socket
+
+    from twisted.internet.error import ConnectionDone
+    from twisted.internet.protocol import Factory, Protocol
+    from twisted.internet.testing import MemoryReactor
+
+    from txrevproxy._daemon.workers import adopt_listener
+
+    path = tmp_path / "proxy.sock"
+    shared = socket.socket(socket.AF_UNIX)
+    shared.bind(str(path))
+    shared.listen()
+    shared.setblocking(False)
+    reactor = MemoryReactor()
+    try:
+        port = adopt_listener(reactor, shared.fileno(), socket.AF_UNIX, Factory.forProtocol(Protocol))
+        assert port in reactor.readers
+        port.stopReading()
+        port.connectionLost(Failure(ConnectionDone()))
+        assert path.exists()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(path))  # (refused once the shared socket is shut down)
+    finally:
+        shared.close()

@@ -145,3 +145,33 @@ def test_missing_key_file_is_a_clear_error(run_daemon, tmp_path):
     result = run_daemon("--demo", "--listen", f"ssl:0:privateKey={tmp_path}/missing.pem")
     assert result.returncode == 2
     assert "invalid --listen endpoint" in result.stderr and "Traceback" not in result.stderr
+
+
+def _get_over_unix(path) -> bytes:
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.connect(str(path))
+        sock.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        return sock.recv(12)
+
+
+def test_workers_share_a_unix_socket_and_stop_cleanly(proxy_factory, tmp_path):
+    """--workers 2 on a unix: listener: both serve it, a worker stopped with SIGTERM leaves the socket's path to
+    its replacement, and SIGTERM to the supervisor stops everything without a traceback, the path removed."""
+    path = tmp_path / "proxy.sock"
+    proxy = proxy_factory("--workers", "2", "--listen", f"unix:{path}")
+    serving = rf"worker (\d) \(pid (\d+)\) serving .*\(unix:{re.escape(str(path))}\)"
+    pids = {int(m[1]): int(m[2]) for m in (re.search(serving, line) for line in proxy.wait_for_log_count(serving, 2))}
+    assert _get_over_unix(path) == b"HTTP/1.1 200"
+    os.kill(pids[1], signal.SIGTERM)
+    proxy.wait_for_log(rf"worker 1 \(pid {pids[1]}\) exited after .*; restarting", TIMEOUT)
+    proxy.wait_for_log_count(serving, 3, TIMEOUT)
+    assert path.exists()
+    for _ in range(4):
+        assert _get_over_unix(path) == b"HTTP/1.1 200"
+    proxy.process.send_signal(signal.SIGTERM)
+    assert proxy.process.wait(TIMEOUT) in (0, -signal.SIGTERM)
+    proxy.wait_for_log(r"Server Shut Down", TIMEOUT)
+    trouble = [line for line in proxy.log_lines() if "Traceback" in line or "#critical]" in line or "Error" in line]
+    assert trouble == []
+    assert not path.exists()

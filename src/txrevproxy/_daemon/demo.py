@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from twisted.web.http import Request
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -21,43 +22,55 @@ This page came through the proxy. Try:
 """
 
 
-class _Index(Resource):
+class _Page(Resource):
+    """
+    A page of the demo origin, with no children.
+    """
+
     isLeaf = True
 
-    def render_GET(self, request: object) -> bytes:
-        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")  # type: ignore[attr-defined]
+    def __init__(self) -> None:
+        Resource.__init__(self)
+
+
+class _Index(_Page):
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
         return INDEX
 
 
-class _Headers(Resource):
-    isLeaf = True
-
-    def render(self, request: object) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json")  # type: ignore[attr-defined]
+class _Headers(_Page):
+    def render(self, request: Request) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
         seen = [
             [name.decode("latin-1"), value.decode("latin-1")]
-            for name, values in request.requestHeaders.getAllRawHeaders()  # type: ignore[attr-defined]
+            for name, values in request.requestHeaders.getAllRawHeaders()
             for value in values
         ]
-        body = {"method": request.method.decode(), "uri": request.uri.decode("latin-1"), "headers": seen}  # type: ignore[attr-defined]
+        body = {"method": request.method.decode(), "uri": request.uri.decode("latin-1"), "headers": seen}
         return json.dumps(body, indent=2).encode() + b"\n"
 
 
-class _Stream(Resource):
-    isLeaf = True
-
-    def render_GET(self, request: object) -> bytes:
-        n = int(request.args.get(b"n", [b"1048576"])[0])  # type: ignore[attr-defined]
-        request.setHeader(b"Content-Type", b"application/octet-stream")  # type: ignore[attr-defined]
+class _Stream(_Page):
+    def render_GET(self, request: Request) -> bytes:
+        n = int(request.args.get(b"n", [b"1048576"])[0])
+        request.setHeader(b"Content-Type", b"application/octet-stream")
         return b"x" * min(n, 64 * 1024 * 1024)
 
 
-class _Cookies(Resource):
-    isLeaf = True
-
-    def render_GET(self, request: object) -> bytes:
-        request.responseHeaders.setRawHeaders(b"Set-Cookie", [b"a=1; Path=/", b"b=2; Path=/"])  # type: ignore[attr-defined]
+class _Cookies(_Page):
+    def render_GET(self, request: Request) -> bytes:
+        request.responseHeaders.setRawHeaders(b"Set-Cookie", [b"a=1; Path=/", b"b=2; Path=/"])
         return b"two cookies set\n"
+
+
+class _DemoSite(Site):
+    def __init__(self, root: Resource) -> None:
+        Site.__init__(self, root)
+        self.noisy = False
+
+    def log(self, request: Request) -> None:
+        pass  # the proxy in front logs each request already
 
 
 def demo_site() -> Site:
@@ -66,7 +79,4 @@ def demo_site() -> Site:
     root.putChild(b"headers", _Headers())
     root.putChild(b"stream", _Stream())
     root.putChild(b"cookies", _Cookies())
-    site = Site(root)
-    site.noisy = False
-    site.log = lambda request: None  # the proxy in front logs each request already
-    return site
+    return _DemoSite(root)

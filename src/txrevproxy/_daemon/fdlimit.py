@@ -24,6 +24,8 @@ import os
 import socket
 from collections.abc import Callable
 
+from twisted.internet import tcp
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 log = Logger(namespace="txrevproxy")
@@ -126,18 +128,18 @@ class AcceptBackoff:
     so the socket is the one place that sees the ``errno``, and wrapping it leaves ``doRead`` itself and Twisted's
     own EMFILE recovery untouched. (A ``Port`` subclass would need its own endpoint type and ``--listen`` parser.)
 
-    :param port: a listening ``tcp.Port`` (has ``socket``, ``stopReading``, ``startReading``).
-    :param clock: an ``IReactorTime`` for the delay.
+    :param port: a listening ``tcp.Port`` (a UNIX one too: it is a subclass).
+    :param clock: what the delay is timed with.
     :param delay: seconds not to accept after a failure.
     """
 
-    def __init__(self, port: object, clock: object, delay: float = DEFAULT_ACCEPT_BACKOFF) -> None:
+    def __init__(self, port: tcp.Port, clock: IReactorTime, delay: float = DEFAULT_ACCEPT_BACKOFF) -> None:
         self.port = port
         self.clock = clock
         self.delay = delay
         self.pauses = 0
-        self._resume_call: object = None
-        port.socket = _WatchedSocket(port.socket, self.exhausted)  # type: ignore[attr-defined]
+        self._resume_call: IDelayedCall | None = None
+        port.socket = _WatchedSocket(port.socket, self.exhausted)
 
     @property
     def paused(self) -> bool:
@@ -150,8 +152,8 @@ class AcceptBackoff:
         if self.paused:
             return
         self.pauses += 1
-        self.port.stopReading()  # type: ignore[attr-defined]
-        self._resume_call = self.clock.callLater(self.delay, self._resume)  # type: ignore[attr-defined]
+        self.port.stopReading()
+        self._resume_call = self.clock.callLater(self.delay, self._resume)
         log.warn(
             "cannot accept connections on {address}: {error}; not accepting for {delay:g} s",
             address=_address_of(self.port),
@@ -162,31 +164,30 @@ class AcceptBackoff:
     def _resume(self) -> None:
         self._resume_call = None
         if getattr(self.port, "connected", False) and not getattr(self.port, "disconnecting", False):
-            self.port.startReading()  # type: ignore[attr-defined]
+            self.port.startReading()
 
     def stop(self) -> None:
         """
         Cancel a pending resume (the port is being closed).
         """
         if self._resume_call is not None:
-            self._resume_call.cancel()  # type: ignore[attr-defined]
+            self._resume_call.cancel()
             self._resume_call = None
 
 
-def guard_accepts(port: object, clock: object, delay: float = DEFAULT_ACCEPT_BACKOFF) -> AcceptBackoff | None:
+def guard_accepts(port: object, clock: IReactorTime, delay: float = DEFAULT_ACCEPT_BACKOFF) -> AcceptBackoff | None:
     """
     An :class:`AcceptBackoff` on ``port`` when it is a listening socket port; ``None`` for anything else (ports of
     test reactors, endpoints that are not socket based).
     """
-    sock = getattr(port, "socket", None)
-    if not isinstance(sock, socket.socket) or not hasattr(port, "stopReading"):
+    if not isinstance(port, tcp.Port) or not isinstance(getattr(port, "socket", None), socket.socket):
         return None
     return AcceptBackoff(port, clock, delay)
 
 
-def _address_of(port: object) -> object:
+def _address_of(port: tcp.Port) -> object:
     try:
-        address = port.getHost()  # type: ignore[attr-defined]
+        address = port.getHost()
     except (AttributeError, OSError):
         return port
     host, number = getattr(address, "host", None), getattr(address, "port", None)

@@ -4,9 +4,16 @@ The daemon's command-line options: ``twistd -n txrevproxy --listen ... --upstrea
 
 from __future__ import annotations
 
+import importlib.metadata
+import ipaddress
+import os
+import platform
+import re
 import sys
 from collections.abc import Callable
+from typing import Any, Generic, NoReturn, TypeVar
 
+from attrs import frozen
 from OpenSSL import SSL, crypto
 from twisted.internet.error import VerifyError
 from twisted.logger import Logger
@@ -34,8 +41,26 @@ log = Logger(namespace="txrevproxy")
 DEFAULT_LISTEN = "tcp:8080"
 
 
-def _number(kind: type, minimum: float) -> Callable[[str], float]:
-    def coerce(text: str) -> float:
+_N = TypeVar("_N", int, float)
+_T = TypeVar("_T")
+
+
+@frozen
+class _Coerce(Generic[_T]):
+    """
+    An option's value from its text, for ``optParameters``: ``parse`` raises ``ValueError`` with a one-line reason;
+    ``coerceDoc`` is what ``--help`` says of the values (Twisted's name for it).
+    """
+
+    parse: Callable[[str], _T]
+    coerceDoc: str
+
+    def __call__(self, text: str) -> _T:
+        return self.parse(text)
+
+
+def _number(kind: type[_N], minimum: float) -> _Coerce[_N]:
+    def coerce(text: str) -> _N:
         try:
             value = kind(text)
         except ValueError:
@@ -44,21 +69,19 @@ def _number(kind: type, minimum: float) -> Callable[[str], float]:
             raise ValueError(f"{text!r} is below the minimum of {minimum:g}")
         return value
 
-    coerce.coerceDoc = f"({kind.__name__} >= {minimum:g})"  # type: ignore[attr-defined]
-    return coerce
+    return _Coerce(coerce, f"({kind.__name__} >= {minimum:g})")
 
 
-def _number_up_to(kind: type, minimum: float, maximum: float) -> Callable[[str], float]:
+def _number_up_to(kind: type[_N], minimum: float, maximum: float) -> _Coerce[_N]:
     at_least = _number(kind, minimum)
 
-    def coerce(text: str) -> float:
+    def coerce(text: str) -> _N:
         value = at_least(text)
         if value > maximum:
             raise ValueError(f"{text!r} is above the maximum of {maximum:g}")
         return value
 
-    coerce.coerceDoc = f"({kind.__name__} from {minimum:g} to {maximum:g})"  # type: ignore[attr-defined]
-    return coerce
+    return _Coerce(coerce, f"({kind.__name__} from {minimum:g} to {maximum:g})")
 
 
 _seconds = _number(float, 0.001)
@@ -67,7 +90,7 @@ MAX_BUSY_POLL_US = 10_000
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
-def _size(text: str) -> int:
+def _parse_size(text: str) -> int:
     """
     A byte count: digits with an optional binary unit suffix k, m or g (``64k`` is 65536).
     """
@@ -77,7 +100,49 @@ def _size(text: str) -> int:
     return int(number) * _SIZE_UNITS[unit]
 
 
-_size.coerceDoc = "(bytes; suffix k, m or g for KiB, MiB, GiB)"  # type: ignore[attr-defined]
+_size = _Coerce(_parse_size, "(bytes; suffix k, m or g for KiB, MiB, GiB)")
+
+
+def size_text(size: int) -> str:
+    """
+    ``size`` as :func:`_parse_size` reads it, with the largest unit that divides it (``1g`` for 1073741824).
+    """
+    for unit in "gmk":
+        if size and size % _SIZE_UNITS[unit] == 0:
+            return f"{size // _SIZE_UNITS[unit]}{unit}"
+    return str(size)
+
+
+#: What --listen takes, for the error about one it cannot parse.
+ENDPOINT_SYNTAX = "PORT, ADDR:PORT, tcp:PORT[:interface=ADDR], unix:PATH, ssl:... or tls:DIR:port=PORT"
+_PORT = re.compile(r":?([0-9]+)")
+_IPV4_PORT = re.compile(r"([0-9.]+):([0-9]+)")
+_IPV6_PORT = re.compile(r"\[([0-9A-Fa-f:.]+)\]:([0-9]+)")
+
+
+def listen_description(text: str) -> str:
+    """
+    The endpoint description of ``--listen TEXT``: ``TEXT`` itself, except for the short forms ``PORT`` and
+    ``:PORT`` (``tcp:PORT``), ``IPV4:PORT`` (``tcp:PORT:interface=IPV4``) and ``[IPV6]:PORT``
+    (``tcp6:PORT:interface=IPV6``, its colons escaped). None of them is an endpoint description already: no
+    endpoint type is a number or an address.
+    """
+    if match := _PORT.fullmatch(text):
+        return f"tcp:{match[1]}"
+    if (match := _IPV4_PORT.fullmatch(text)) and _is_address(ipaddress.IPv4Address, match[1]):
+        return f"tcp:{match[2]}:interface={match[1]}"
+    if (match := _IPV6_PORT.fullmatch(text)) and _is_address(ipaddress.IPv6Address, match[1]):
+        escaped = match[1].replace(":", "\\:")
+        return f"tcp6:{match[2]}:interface={escaped}"
+    return text
+
+
+def _is_address(kind: Callable[[str], object], text: str) -> bool:
+    try:
+        kind(text)
+    except ValueError:
+        return False
+    return True
 
 
 class Options(usage.Options):
@@ -86,7 +151,8 @@ class Options(usage.Options):
         "A streaming reverse proxy: relays every request to the upstream over pooled HTTP/1.1 connections, "
         "with backpressure both ways."
     )
-    optFlags = [
+    #: Rows of long name, short name (or None) and description.
+    optFlags: list[list[Any]] = [
         ["demo", None, "Start an embedded demo origin in this process and proxy to it."],
         ["preserve-host", None, "Send the client's Host header upstream instead of the upstream's."],
         ["no-http2", None, "Do not offer HTTP/2 (ALPN h2) on TLS listeners: HTTP/1.1 only."],
@@ -97,8 +163,8 @@ class Options(usage.Options):
             "Do not verify an https:// upstream's certificate or name (logs a warning at start).",
         ],
     ]
-    optParameters = [
-        ["upstream", "u", None, "The upstream to relay to: http[s]://host:port[/base-path]."],
+    #: Rows of long name, short name, default, description and (optionally) what coerces the value.
+    optParameters: list[list[Any]] = [
         [
             "upstream-ca",
             None,
@@ -203,23 +269,74 @@ class Options(usage.Options):
     ]
 
     def __init__(self) -> None:
-        super().__init__()
+        usage.Options.__init__(self)
+        self["upstream"] = None
         self["listen"] = []
         self["trusted-proxy"] = []
         self["allow"] = []
         self["deny"] = []
         self["inherit"] = []
 
+    def opt_help(self) -> NoReturn:
+        """
+        Display this help and exit.
+        """
+        _print_and_exit(str(self))
+
+    opt_h = opt_help
+
+    def opt_version(self) -> NoReturn:
+        """
+        Display the versions of txrevproxy, Twisted and Python, and exit.
+        """
+        from twisted.copyright import version as twisted_version
+
+        _print_and_exit(f"txrevproxy {_version()} (Twisted {twisted_version}, Python {platform.python_version()})")
+
+    def getSynopsis(self) -> str:
+        if self.parent is None:  # the txrevproxy command (under twistd, twistd's "Usage: twistd [options] txrevproxy")
+            return f"Usage: txrevproxy {self.synopsis}"
+        return super().getSynopsis()
+
+    def getUsage(self, width: int | None = None) -> str:
+        # Twisted's list of the options, less the internal ones, with sizes' defaults written as sizes (1g) and each
+        # description's lines joined (a docstring's indentation would be kept as runs of spaces).
+        saved = self.longOpt, self.defaults, self.docs
+        self.longOpt = [name for name in self.longOpt if name.rstrip("=") not in _INTERNAL]
+        self.defaults = {name: size_text(v) if name in _SIZES else v for name, v in self.defaults.items()}
+        self.docs = {name: " ".join(doc.split()) for name, doc in self.docs.items()}
+        try:
+            return super().getUsage(width)
+        finally:
+            self.longOpt, self.defaults, self.docs = saved
+
+    def opt_upstream(self, url: str) -> None:
+        """
+        The upstream to relay to: http[s]://host:port[/base-path].
+        """
+        if self["upstream"] is not None:
+            raise usage.UsageError("--upstream given twice; one upstream per process until routes exist")
+        self["upstream"] = url
+
+    opt_u = opt_upstream
+
     def opt_listen(self, endpoint: str) -> None:
         """
-        A Twisted server endpoint to listen on (repeatable; default tcp:8080).
+        A Twisted server endpoint to listen on: tcp:PORT[:interface=ADDR], unix:PATH, ssl:..., tls:DIR:port=PORT;
+        PORT or :PORT is short for tcp:PORT, and ADDR:PORT for tcp:PORT:interface=ADDR ([ADDR]:PORT for IPv6)
+        (repeatable; default tcp:8080).
         """
+        description = listen_description(endpoint)
         try:
-            server_endpoint(None, endpoint)  # parses it, and loads a tls: listener's certificates
-        except (ValueError, KeyError, TypeError, OSError, VerifyError, SSL.Error, crypto.Error) as e:
+            server_endpoint(None, description)  # parses it, and loads a tls: listener's certificates
+        except (ValueError, KeyError, TypeError) as e:
+            # The endpoint string (a tls: listener's directory's files are ValueErrors that say so themselves).
+            syntax = "" if description.startswith("tls:") else f"; expected {ENDPOINT_SYNTAX}"
+            raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}{syntax}") from None
+        except (OSError, VerifyError, SSL.Error, crypto.Error) as e:
             # (ssl: files: a key that is not the certificate's is a VerifyError, a bad PEM an OpenSSL error)
             raise usage.UsageError(f"invalid --listen endpoint {endpoint!r}: {e}") from None
-        self["listen"].append(endpoint)
+        self["listen"].append(description)
 
     opt_l = opt_listen
 
@@ -293,7 +410,7 @@ class Options(usage.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         try:
-            super().parseOptions(options)
+            usage.Options.parseOptions(self, options)
         except usage.UsageError as e:
             print(f"txrevproxy: error: {e} (see --help)", file=sys.stderr)
             raise SystemExit(2) from None
@@ -328,6 +445,38 @@ class Options(usage.Options):
             upgrades=not self["no-upgrade"],
             tunnel_idle_timeout=self["tunnel-idle-timeout"],
         )
+
+
+#: Options for the supervisor to give its workers, not for people: left out of --help.
+_INTERNAL = frozenset({"inherit", "worker-index"})
+#: Options whose values are sizes (their defaults shown as sizes in --help).
+_SIZES = frozenset(name for name, _short, _default, _doc, *coerce in Options.optParameters if coerce == [_size])
+
+
+def _version() -> str:
+    """
+    txrevproxy's version, from its package metadata: what ``txrevproxy.__version__`` says (read here again: the daemon
+    does not import the public package above it).
+    """
+    try:
+        return importlib.metadata.version("txrevproxy")
+    except importlib.metadata.PackageNotFoundError:  # (imported from a source tree that is not installed)
+        return "0+unknown"
+
+
+def _print_and_exit(text: str) -> NoReturn:
+    """
+    Print ``text`` on standard output and exit 0, quietly if the reader went away (``txrevproxy --help | head -1``).
+    """
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nothing more can be written; standard output goes to /dev/null, so that the flush at exit cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    raise SystemExit(0)
 
 
 def _access_policy(allow: list[str], deny: list[str]) -> AccessPolicy:

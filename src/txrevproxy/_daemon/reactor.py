@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.interfaces import ILoggingContext
 from twisted.internet.main import installReactor
 from twisted.python import log
 
@@ -54,9 +55,13 @@ class ProxyReactor(EPollReactor):
     #: The clock busy polling is timed with (seconds).
     _now: Callable[[], float] = staticmethod(time.monotonic)
 
+    def __init__(self) -> None:
+        EPollReactor.__init__(self)
+
     def doPoll(self, timeout: float | None) -> None:
         wait = -1 if timeout is None else timeout
         try:
+            events: list[tuple[int, int]]
             if self.busy_poll and self._active and wait:  # (off by default: one test)
                 events = self._spin(wait)
             else:
@@ -88,17 +93,18 @@ class ProxyReactor(EPollReactor):
         limit = self.busy_poll if wait < 0 else min(self.busy_poll, wait)
         start = now()
         while True:
-            events = poll(0, size)
+            events: list[tuple[int, int]] = poll(0, size)
             if events:
                 return events
             spent = now() - start
             if spent >= limit:
-                return poll(wait if wait < 0 else max(wait - spent, 0.0), size)
+                events = poll(wait if wait < 0 else max(wait - spent, 0.0), size)
+                return events
 
 
-def _log_prefix(selectable: object) -> str:
+def _log_prefix(selectable: ILoggingContext) -> str:
     try:
-        return str(selectable.logPrefix())  # type: ignore[attr-defined]
+        return str(selectable.logPrefix())
     except BaseException:
         return "(buggy logPrefix method)"
 

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import os
 import socket
-import sys
+from collections.abc import Callable
+from typing import cast
 
 from twisted.application import service
+from twisted.internet import tcp
+from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import ReactorNotRunning
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IOpenSSLContextFactory,
+    IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -27,23 +38,51 @@ from txrevproxy._daemon.fdlimit import (
     raise_open_file_limit,
 )
 from txrevproxy._daemon.options import Options
+from txrevproxy._daemon.startup import StartupError, StartupReport
 from txrevproxy._daemon.workers import (
     TWISTD,
     Inherited,
     ParentWatch,
     Supervisor,
+    adopt_listener,
     family_name,
     reactor_options,
     reuseport_sockets,
 )
+from txrevproxy._net.reactor import IProxyReactor
 from txrevproxy._net.twisted_private import listen_address
 from txrevproxy._server.accesslog import AccessLog, write_all
 from txrevproxy._server.channel import ProxySite
 from txrevproxy._server.gate import DEFAULT_MAX_CONNECTIONS, ConnectionGate, GateConfig
 from txrevproxy._tls.server import is_tls_endpoint, is_tls_port, server_endpoint, tls_layers
-from txrevproxy.resource import PassThroughProxyResource
+from txrevproxy.resource import PassThroughProxyResource, ReverseProxyResource
 
 log = Logger(namespace="txrevproxy")
+
+
+def _installed_reactor() -> IProxyReactor:
+    """
+    The reactor twistd installed (the global one).
+    """
+    from twisted.internet import reactor
+
+    return cast(IProxyReactor, reactor)  # (a module to the type checker: it is replaced by the reactor at import)
+
+
+def _endpoint(reactor: IProxyReactor, description: str) -> IStreamServerEndpoint:
+    """
+    The server endpoint of ``description`` (``ValueError`` if it cannot be made).
+    """
+    return IStreamServerEndpoint(server_endpoint(reactor, description))
+
+
+def _tls_maker(maker: object) -> IOpenSSLServerConnectionCreator | IOpenSSLContextFactory:
+    """
+    What makes a TLS listener's connections (from :func:`~txrevproxy._tls.server.tls_layers`), as its type.
+    """
+    if IOpenSSLServerConnectionCreator.providedBy(maker) or IOpenSSLContextFactory.providedBy(maker):
+        return maker
+    raise TypeError(f"not a TLS connection creator or context factory: {maker!r}")
 
 
 def _wraps(port: object, site: object) -> bool:
@@ -54,60 +93,61 @@ def _wraps(port: object, site: object) -> bool:
     return getattr(port, "factory", site) is not site
 
 
-def _listen_now(reactor: object, description: str, factory: object) -> object:
+def _listen_now(reactor: IProxyReactor, description: str, factory: IProtocolFactory) -> IListeningPort:
     """
-    Listen on ``description`` now; exit with a one-line error if that fails.
+    Listen on ``description`` now; a :class:`StartupError` if that fails.
     """
-    results: list[object] = []
+    results: list[IListeningPort | Failure] = []
     try:
-        endpoint = server_endpoint(reactor, description)
+        endpoint = _endpoint(reactor, description)
     except ValueError as e:  # a tls: directory changed since the options were checked
-        print(f"txrevproxy: error: cannot listen on {description}: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
-    endpoint.listen(factory).addBoth(results.append)  # type: ignore[attr-defined]
-    if not results or isinstance(results[0], Failure):
-        reason = results[0].getErrorMessage() if results else "listening did not complete"  # type: ignore[union-attr]
-        print(f"txrevproxy: error: cannot listen on {description}: {reason}", file=sys.stderr)
-        raise SystemExit(1)
+        raise StartupError(f"cannot listen on {description}: {e}") from None
+    endpoint.listen(factory).addBoth(results.append)
+    if not results:
+        raise StartupError(f"cannot listen on {description}: listening did not complete")
+    if isinstance(results[0], Failure):
+        raise StartupError(f"cannot listen on {description}: {results[0].getErrorMessage()}")
     return results[0]
 
 
-def _busy_poll(reactor: object, microseconds: int, *, apply: bool) -> None:
+def _busy_poll(reactor: IProxyReactor, microseconds: int, *, apply: bool) -> None:
     """
-    ``--busy-poll-us``: exit with a one-line error unless ``reactor`` is txrevproxy's (the only one that can
+    ``--busy-poll-us``: a :class:`StartupError` (status 2) unless ``reactor`` is txrevproxy's (the only one that can
     busy-poll); set it there when ``apply`` (a supervisor only checks, its workers poll).
     """
     if not microseconds:
         return
     if not reactor_options(reactor):  # (no options: not txrevproxy's reactor)
-        print(
-            "txrevproxy: error: --busy-poll-us needs txrevproxy's reactor (the txrevproxy command's default, or "
-            "twistd --reactor=txrevproxy)",
-            file=sys.stderr,
+        raise StartupError(
+            "--busy-poll-us needs txrevproxy's reactor (the txrevproxy command's default, or twistd "
+            "--reactor=txrevproxy)",
+            status=2,
         )
-        raise SystemExit(2)
     if apply:
-        reactor.busy_poll = microseconds / 1e6  # type: ignore[attr-defined]
+        from txrevproxy._daemon.reactor import ProxyReactor  # (there: reactor_options found it is one)
+
+        cast(ProxyReactor, reactor).busy_poll = microseconds / 1e6
         log.info("busy polling for {microseconds} µs after I/O (--busy-poll-us)", microseconds=microseconds)
 
 
-def _upstream_or_demo(reactor: object, options: Options, ports: list[object]) -> str:
+def _upstream_or_demo(reactor: IProxyReactor, options: Options, ports: list[IListeningPort]) -> str:
     """
     The upstream URL: ``--upstream``, or with ``--demo`` that of a demo origin started now (its port is added to
     ``ports``).
     """
     if not options["demo"]:
-        return options["upstream"]  # type: ignore[no-any-return]
+        upstream: str = options["upstream"]
+        return upstream
     from txrevproxy._daemon.demo import demo_site
 
     origin = _listen_now(reactor, "tcp:0:interface=127.0.0.1", demo_site())
     ports.append(origin)
-    url = f"http://127.0.0.1:{origin.getHost().port}"  # type: ignore[attr-defined]
+    url = f"http://127.0.0.1:{cast(IPv4Address, origin.getHost()).port}"  # (a tcp: port's address)
     log.info("demo origin listening on {url}", url=url)
     return url
 
 
-def _open_access_log(where: str, reactor: object) -> AccessLog | None:
+def _open_access_log(where: str, reactor: IProxyReactor) -> AccessLog | None:
     """
     The access log for ``--access-log``: ``-`` for standard output, ``off`` for none, else a file appended to.
     """
@@ -118,18 +158,20 @@ def _open_access_log(where: str, reactor: object) -> AccessLog | None:
     try:
         fd = os.open(where, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     except OSError as e:
-        print(f"txrevproxy: error: cannot open --access-log {where}: {e.strerror}", file=sys.stderr)
-        raise SystemExit(1) from None
+        raise StartupError(f"cannot open --access-log {where}: {e.strerror}") from None
     return AccessLog(write_all(fd), reactor)
 
 
-def _url_of(port: object) -> str:
-    address = port.getHost()  # type: ignore[attr-defined]
-    host = getattr(address, "host", None)
-    if host is None:
+def _url_of(port: IListeningPort) -> str:
+    """
+    Where ``port`` listens, for the start-up log: an ``http[s]://`` URL, or ``unix:PATH``.
+    """
+    address = port.getHost()
+    if isinstance(address, UNIXAddress):
+        return f"unix:{os.fsdecode(address.name or b'')}"
+    if not isinstance(address, (IPv4Address, IPv6Address)):
         return str(address)
-    if ":" in host:
-        host = f"[{host}]"
+    host = f"[{address.host}]" if ":" in address.host else address.host
     scheme = "https" if is_tls_port(port) else "http"
     return f"{scheme}://{host}:{address.port}"
 
@@ -138,54 +180,70 @@ class ProxyService(service.Service):
     """
     Listens on every ``--listen`` endpoint (in ``privilegedStartService``, so that a port below 1024 can be
     bound before privileges are dropped) and serves the proxy there; with ``--demo`` first starts the origin.
+    What cannot start is a :class:`~txrevproxy._daemon.startup.StartupError`, reported by :attr:`startup`.
     """
 
-    def __init__(self, options: Options, reactor: object = None) -> None:
+    def __init__(self, options: Options, reactor: IProxyReactor | None = None) -> None:
         self.options = options
+        #: The reactor given, else (from ``privilegedStartService``) the one twistd installed.
         self.reactor = reactor
-        self.resource: PassThroughProxyResource | None = None
-        self.ports: list[object] = []
+        self.startup = StartupReport.before_daemonizing(options.parent)
+        self.resource: ReverseProxyResource | None = None  # (a PassThroughProxyResource)
+        self.ports: list[IListeningPort] = []
         self.backoffs: list[AcceptBackoff] = []
         self.access_log: AccessLog | None = None
         self.gate: ConnectionGate | None = None
 
-    def privilegedStartService(self) -> None:
+    def _reactor_in_use(self) -> IProxyReactor:
         if self.reactor is None:
-            from twisted.internet import reactor
+            self.reactor = _installed_reactor()
+        return self.reactor
 
-            self.reactor = reactor
+    def privilegedStartService(self) -> None:
+        reactor = self._reactor_in_use()
+        try:
+            self._listen(reactor)
+        except StartupError as e:
+            self.startup.failed(e)
+            raise
+        service.Service.privilegedStartService(self)
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        self.startup.started()
+
+    def _listen(self, reactor: IProxyReactor) -> None:
         options = self.options
-        _busy_poll(self.reactor, options["busy-poll-us"], apply=True)
-        upstream = _upstream_or_demo(self.reactor, options, self.ports)
-        self.resource = PassThroughProxyResource.from_url(upstream, self.reactor, config=options.config())
+        _busy_poll(reactor, options["busy-poll-us"], apply=True)
+        upstream = _upstream_or_demo(reactor, options, self.ports)
+        self.resource = PassThroughProxyResource.from_url(upstream, reactor, config=options.config())
         if options["upstream-insecure"]:
             log.warn(
                 "--upstream-insecure: the certificate and name of {upstream} are not verified; anyone on the path "
                 "can impersonate it",
                 upstream=upstream,
             )
-        self.gate = ConnectionGate(self.gate_config(), self.reactor)
-        self.access_log = _open_access_log(options["access-log"], self.reactor)
+        self.gate = ConnectionGate(self.gate_config(), reactor)
+        self.access_log = _open_access_log(options["access-log"], reactor)
         site = ProxySite(
             self.resource,
             timeout=options["idle-timeout"],
-            reactor=self.reactor,
+            reactor=reactor,
             client=options.client_config(),
             gate=self.gate,
             access_log=self.access_log,
         )
         if options["inherit"]:
-            self._adopt(site)
-            service.Service.privilegedStartService(self)
+            self._adopt(reactor, site)
             return
-        tls_site = self._tls_site(site)
+        tls_site = self._tls_site(reactor, site)
         for description in options["listen"]:
             served = tls_site if is_tls_endpoint(description) else site
-            port = _listen_now(self.reactor, description, served)
+            port = _listen_now(reactor, description, served)
             self.ports.append(port)
             if _wraps(port, served):
                 served.refuse_by_closing = True
-            self._guard(port)
+            self._guard(reactor, port)
             log.info(
                 "txrevproxy listening on {url} ({description}), relaying to {upstream}",
                 url=_url_of(port),
@@ -194,9 +252,8 @@ class ProxyService(service.Service):
             )
             if options["demo"]:
                 log.info("demo: try  curl -i {url}/", url=_url_of(port))
-        service.Service.privilegedStartService(self)
 
-    def _tls_site(self, site: ProxySite) -> ProxySite:
+    def _tls_site(self, reactor: IProxyReactor, site: ProxySite) -> ProxySite:
         """
         The site for TLS listeners: the same proxy, offering HTTP/2 over ALPN unless ``--no-http2``.
         """
@@ -205,7 +262,7 @@ class ProxyService(service.Service):
         return ProxySite(
             site.resource,
             timeout=self.options["idle-timeout"],
-            reactor=self.reactor,
+            reactor=reactor,
             client=site.client,
             gate=site.gate,
             access_log=site.access_log,
@@ -213,13 +270,13 @@ class ProxyService(service.Service):
             max_streams=self.options["max-streams"],
         )
 
-    def _guard(self, port: object) -> None:
+    def _guard(self, reactor: IProxyReactor, port: IListeningPort) -> None:
         # Pause accepting on this port when descriptors run out (see _fdlimit.AcceptBackoff).
-        backoff = guard_accepts(port, self.reactor, self.options["accept-backoff"])
+        backoff = guard_accepts(port, reactor, self.options["accept-backoff"])
         if backoff is not None:
             self.backoffs.append(backoff)
 
-    def _adopt(self, site: ProxySite) -> None:
+    def _adopt(self, reactor: IProxyReactor, site: ProxySite) -> None:
         """
         A worker: serve the listening sockets inherited from the supervisor, and stop when the supervisor is gone.
         """
@@ -228,17 +285,17 @@ class ProxyService(service.Service):
         # A process group of its own: a signal to the supervisor's group (Ctrl-C in a terminal, a service manager
         # stopping it) reaches the supervisor alone, which stops each worker once, with SIGTERM.
         os.setpgid(0, 0)
-        tls_site = self._tls_site(site)
+        tls_site = self._tls_site(reactor, site)
         for listener in self.options["inherit"]:
-            layers = tls_layers(server_endpoint(self.reactor, listener.description))
-            served: object = site
+            layers = tls_layers(server_endpoint(reactor, listener.description))
+            served: IProtocolFactory = site
             if layers is not None:
                 tls_site.refuse_by_closing = True
-                served = TLSMemoryBIOFactory(layers[1], False, tls_site, clock=self.reactor)
-            port = self.reactor.adoptStreamPort(listener.fd, listener.address_family, served)  # type: ignore[attr-defined]
+                served = TLSMemoryBIOFactory(_tls_maker(layers[1]), False, tls_site, clock=reactor)
+            port = adopt_listener(reactor, listener.fd, listener.address_family, served)
             os.close(listener.fd)
             self.ports.append(port)
-            self._guard(port)
+            self._guard(reactor, port)
             log.info(
                 "worker {index} (pid {pid}) serving {url} ({description})",
                 index=self.options["worker-index"],
@@ -246,18 +303,18 @@ class ProxyService(service.Service):
                 url=_url_of(port),
                 description=listener.description,
             )
-        StandardIO(ParentWatch(self._supervisorGone), reactor=self.reactor)  # type: ignore[attr-defined]
+        StandardIO(ParentWatch(self._supervisorGone), reactor=reactor)
 
     def _supervisorGone(self) -> None:
         # The pipe from the supervisor also closes when everything is stopping together: stop only if running.
         if self.running:
             log.warn("the supervisor went away; stopping")
             try:
-                self.reactor.stop()  # type: ignore[attr-defined]
+                self._reactor_in_use().stop()
             except ReactorNotRunning:
                 pass
 
-    def stopService(self) -> object:
+    def stopService(self) -> Deferred[list[object]]:
         service.Service.stopService(self)
         if self.access_log is not None:
             self.access_log.flush()
@@ -265,9 +322,7 @@ class ProxyService(service.Service):
             backoff.stop()
         if self.resource is not None:
             self.resource.pool.close()
-        from twisted.internet.defer import gatherResults, maybeDeferred
-
-        return gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
+        return _stop_listening(self.ports)
 
     #: Raises the soft open-file limit and returns it (``None``: no limit); replaced in tests.
     open_file_limit = staticmethod(raise_open_file_limit)
@@ -298,12 +353,20 @@ _SUPERVISOR_ONLY = frozenset({"listen", "demo", "workers", "worker-index", "inhe
 _REPEATED = ("trusted-proxy", "allow", "deny")
 
 
+def _stop_listening(ports: list[IListeningPort]) -> Deferred[list[object]]:
+    """
+    Stop every port; fires when all have stopped.
+    """
+    stops: list[Callable[[], object]] = [port.stopListening for port in ports]
+    return gatherResults([maybeDeferred(stop) for stop in stops])
+
+
 def worker_args(options: Options, upstream: str, inherited: list[Inherited], index: int) -> list[str]:
     """
     The ``txrevproxy`` arguments of worker ``index``: every option of the supervisor that is not at its default,
     the upstream (the demo origin's URL with ``--demo``) and one ``--inherit`` per listening socket.
     """
-    args = []
+    args: list[str] = []
     for name, _short, default, *_ in options.optParameters:
         value = options[name]
         if name not in _SUPERVISOR_ONLY and value is not None and value != default:
@@ -322,31 +385,44 @@ def worker_args(options: Options, upstream: str, inherited: list[Inherited], ind
 class SupervisorService(service.MultiService):
     """
     ``--workers N`` (N > 1): binds every ``--listen`` endpoint (in ``privilegedStartService``), never accepts on
-    them, and runs N workers that do, under a :class:`~txrevproxy._daemon.workers.Supervisor`.
+    them, and runs N workers that do, under a :class:`~txrevproxy._daemon.workers.Supervisor`. What cannot start is
+    a :class:`~txrevproxy._daemon.startup.StartupError`, reported by :attr:`startup`.
     """
 
-    def __init__(self, options: Options, reactor: object = None) -> None:
-        super().__init__()
+    def __init__(self, options: Options, reactor: IProxyReactor | None = None) -> None:
+        service.MultiService.__init__(self)
         self.options = options
+        #: The reactor given, else (from ``privilegedStartService``) the one twistd installed.
         self.reactor = reactor
-        self.ports: list[object] = []
+        self.startup = StartupReport.before_daemonizing(options.parent)
+        self.ports: list[IListeningPort] = []
         self.sockets: list[socket.socket] = []
 
     def privilegedStartService(self) -> None:
         if self.reactor is None:
-            from twisted.internet import reactor
+            self.reactor = _installed_reactor()
+        try:
+            self._bind_all(self.reactor)
+        except StartupError as e:
+            self.startup.failed(e)
+            raise
+        service.MultiService.privilegedStartService(self)
 
-            self.reactor = reactor
+    def startService(self) -> None:
+        service.MultiService.startService(self)
+        self.startup.started()
+
+    def _bind_all(self, reactor: IProxyReactor) -> None:
         options = self.options
-        _busy_poll(self.reactor, options["busy-poll-us"], apply=False)
-        upstream = _upstream_or_demo(self.reactor, options, self.ports)
+        _busy_poll(reactor, options["busy-poll-us"], apply=False)
+        upstream = _upstream_or_demo(reactor, options, self.ports)
         raise_open_file_limit()  # inherited by the workers
         count = options["workers"]
         inherited: list[Inherited] = []
         per_worker: list[list[int]] = []  # for each listener, the supervisor fd of each worker's socket
         for description in options["listen"]:
             fd = 3 + len(inherited)
-            fds, family, url = self._listen(description, count)
+            fds, family, url = self._listen(reactor, description, count)
             per_worker.append(fds)
             inherited.append(Inherited(fd, family, description))
             log.info(
@@ -356,23 +432,22 @@ class SupervisorService(service.MultiService):
                 upstream=upstream,
                 workers=count,
             )
-        command = [*TWISTD, *reactor_options(self.reactor), "txrevproxy"]
+        command = [*TWISTD, *reactor_options(reactor), "txrevproxy"]
         supervisor = Supervisor(
             count,
             lambda index: [*command, *worker_args(options, upstream, inherited, index)],
             lambda index: {3 + i: fds[index - 1] for i, fds in enumerate(per_worker)},
-            self.reactor,
+            reactor,
         )
-        supervisor.setServiceParent(self)
-        service.MultiService.privilegedStartService(self)
+        service.Service.setServiceParent(supervisor, self)
 
-    def _listen(self, description: str, count: int) -> tuple[list[int], str, str]:
+    def _listen(self, reactor: IProxyReactor, description: str, count: int) -> tuple[list[int], str, str]:
         """
         Bind ``description`` for ``count`` workers: the descriptor of each worker's socket, the address family and
         the URL. TCP gets a socket per worker (``SO_REUSEPORT``), TLS too (each worker does TLS on its own); a UNIX
         socket is shared. Exits with a one-line error when the endpoint cannot be bound or handed to a worker.
         """
-        endpoint = server_endpoint(self.reactor, description)
+        endpoint = server_endpoint(reactor, description)
         layers = tls_layers(endpoint)
         scheme = "https" if layers is not None else "http"
         if layers is not None:
@@ -383,35 +458,28 @@ class SupervisorService(service.MultiService):
             try:
                 sockets = reuseport_sockets(family, *listen_address(endpoint), count)
             except OSError as e:
-                print(f"txrevproxy: error: cannot listen on {description}: {e.strerror}", file=sys.stderr)
-                raise SystemExit(1) from None
+                raise StartupError(f"cannot listen on {description}: {e.strerror}") from None
             self.sockets += sockets
             host, port = sockets[0].getsockname()[:2]
             url = f"{scheme}://[{host}]:{port}" if family == socket.AF_INET6 else f"{scheme}://{host}:{port}"
             return [sock.fileno() for sock in sockets], family_name(family) or "", url
         factory = Factory.forProtocol(Protocol)
         factory.noisy = False
-        port = _listen_now(self.reactor, description, factory)
+        port = _listen_now(reactor, description, factory)
         self.ports.append(port)
-        port.stopReading()  # type: ignore[attr-defined]  # the workers accept, never the supervisor
         family_text = family_name(getattr(getattr(port, "socket", None), "family", -1))
-        if family_text is None or _wraps(port, factory):
-            print(
-                f"txrevproxy: error: --workers cannot share --listen {description} (tcp, tcp6 and unix endpoints only)",
-                file=sys.stderr,
+        if not isinstance(port, tcp.Port) or family_text is None or _wraps(port, factory):
+            raise StartupError(
+                f"--workers cannot share --listen {description} (tcp, tcp6 and unix endpoints only)", status=2
             )
-            raise SystemExit(2)
-        return [port.fileno()] * count, family_text, _url_of(port)  # type: ignore[attr-defined]
+        port.stopReading()  # the workers accept, never the supervisor
+        return [port.fileno()] * count, family_text, _url_of(port)
 
-    def stopService(self) -> object:
-        from twisted.internet.defer import gatherResults, maybeDeferred
-
+    def stopService(self) -> Deferred[list[object]]:
         for sock in self.sockets:
             sock.close()
-        stopped = maybeDeferred(service.MultiService.stopService, self)
-        return stopped.addCallback(
-            lambda _: gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
-        )
+        stopped: Deferred[None] = maybeDeferred(service.MultiService.stopService, self)
+        return stopped.addCallback(lambda _: _stop_listening(self.ports))
 
 
 def makeService(options: Options) -> service.IService:

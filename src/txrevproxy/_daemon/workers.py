@@ -32,9 +32,12 @@ from collections.abc import Callable
 from attrs import frozen
 from twisted.application import service
 from twisted.internet import defer, error
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProtocolFactory
 from twisted.internet.protocol import ProcessProtocol, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from txrevproxy._net.reactor import IProxyReactor
 
 log = Logger(namespace="txrevproxy")
 
@@ -60,7 +63,11 @@ def reactor_options(reactor: object) -> list[str]:
     return [f"--reactor={NAME}"] if isinstance(reactor, ProxyReactor) else []
 
 
-_FAMILIES = {"AF_INET": socket.AF_INET, "AF_INET6": socket.AF_INET6, "AF_UNIX": socket.AF_UNIX}
+_FAMILIES: dict[str, socket.AddressFamily] = {
+    "AF_INET": socket.AF_INET,
+    "AF_INET6": socket.AF_INET6,
+    "AF_UNIX": socket.AF_UNIX,
+}
 
 
 @frozen
@@ -89,7 +96,7 @@ class Inherited:
         return f"{self.fd}:{self.family}:{self.description}"
 
     @property
-    def address_family(self) -> int:
+    def address_family(self) -> socket.AddressFamily:
         return _FAMILIES[self.family]
 
 
@@ -140,11 +147,12 @@ class _Worker(ProcessProtocol):
     def __init__(self, supervisor: Supervisor, index: int) -> None:
         self.supervisor = supervisor
         self.index = index
-        self.started = supervisor.reactor.seconds()  # type: ignore[attr-defined]
+        self.started = supervisor.reactor.seconds()
         self.pid: int | None = None
 
     def connectionMade(self) -> None:
-        self.pid = self.transport.pid  # type: ignore[union-attr]
+        if self.transport is not None:  # (set by spawnProcess before it calls this)
+            self.pid = self.transport.pid
 
     def processEnded(self, reason: Failure) -> None:
         self.supervisor._ended(self, reason)
@@ -161,7 +169,7 @@ class Supervisor(service.Service):
         count: int,
         argv: Callable[[int], list[str]],
         fds: Callable[[int], dict[int, int]],
-        reactor: object,
+        reactor: IProxyReactor,
     ) -> None:
         self.count = count
         self.argv = argv
@@ -169,10 +177,10 @@ class Supervisor(service.Service):
         self.reactor = reactor
         self.workers: dict[int, _Worker] = {}
         self._delays: dict[int, float] = {}
-        self._restarts: dict[int, object] = {}
+        self._restarts: dict[int, IDelayedCall] = {}
         self._stopping = False
         self._stopped: defer.Deferred[None] | None = None
-        self._kill_call: object = None
+        self._kill_call: IDelayedCall | None = None
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -182,11 +190,9 @@ class Supervisor(service.Service):
     def _spawn(self, index: int) -> None:
         self._restarts.pop(index, None)
         worker = _Worker(self, index)
-        child_fds: dict[int, object] = {0: "w", 1: 1, 2: 2}
+        child_fds: dict[int, int | str] = {0: "w", 1: 1, 2: 2}
         child_fds.update(self.fds(index))
-        self.reactor.spawnProcess(  # type: ignore[attr-defined]
-            worker, sys.executable, self.argv(index), env=os.environ, childFDs=child_fds
-        )
+        self.reactor.spawnProcess(worker, sys.executable, self.argv(index), env=os.environ, childFDs=child_fds)
         self.workers[index] = worker
         log.info("worker {index} started (pid {pid})", index=index, pid=worker.pid)
 
@@ -199,7 +205,7 @@ class Supervisor(service.Service):
             if not self.workers and self._stopped is not None:
                 self._finishStopping()
             return
-        ran_for = self.reactor.seconds() - worker.started  # type: ignore[attr-defined]
+        ran_for = self.reactor.seconds() - worker.started
         delay = restart_delay(self._delays.get(worker.index, 0.0), ran_for)
         self._delays[worker.index] = delay
         log.warn(
@@ -210,13 +216,13 @@ class Supervisor(service.Service):
             status=status,
             delay=delay,
         )
-        self._restarts[worker.index] = self.reactor.callLater(delay, self._spawn, worker.index)  # type: ignore[attr-defined]
+        self._restarts[worker.index] = self.reactor.callLater(delay, self._spawn, worker.index)
 
     def stopService(self) -> defer.Deferred[None]:
         service.Service.stopService(self)
         self._stopping = True
         for call in self._restarts.values():
-            call.cancel()  # type: ignore[attr-defined]
+            call.cancel()
         self._restarts.clear()
         stopped = self._stopped = defer.Deferred()
         if not self.workers:
@@ -224,7 +230,7 @@ class Supervisor(service.Service):
             return stopped
         for worker in list(self.workers.values()):
             _signal(worker, "TERM")
-        self._kill_call = self.reactor.callLater(STOP_TIMEOUT, self._kill)  # type: ignore[attr-defined]
+        self._kill_call = self.reactor.callLater(STOP_TIMEOUT, self._kill)
         return stopped
 
     def _kill(self) -> None:
@@ -235,7 +241,7 @@ class Supervisor(service.Service):
 
     def _finishStopping(self) -> None:
         if self._kill_call is not None:
-            self._kill_call.cancel()  # type: ignore[attr-defined]
+            self._kill_call.cancel()
             self._kill_call = None
         stopped, self._stopped = self._stopped, None
         if stopped is not None:
@@ -243,8 +249,10 @@ class Supervisor(service.Service):
 
 
 def _signal(worker: _Worker, name: str) -> None:
+    if worker.transport is None:  # (not started: there is nothing to signal)
+        return
     try:
-        worker.transport.signalProcess(name)  # type: ignore[union-attr]
+        worker.transport.signalProcess(name)
     except error.ProcessExitedAlready:
         pass
 
@@ -255,6 +263,22 @@ def _status_text(reason: Failure) -> str:
     if signal_number:
         return f"killed by {signal.Signals(signal_number).name}"
     return f"exit status {getattr(value, 'exitCode', '?')}"
+
+
+def adopt_listener(
+    reactor: IProxyReactor, fd: int, family: socket.AddressFamily, factory: IProtocolFactory
+) -> IListeningPort:
+    """
+    A worker's port for the listening socket ``fd`` inherited from the supervisor, as ``reactor.adoptStreamPort``
+    makes it, except that a UNIX socket's path stays when the port stops (see
+    :class:`~txrevproxy._daemon.sharedunix.SharedUNIXPort`).
+    """
+    if family != socket.AF_UNIX:
+        # Twisted annotates the factory as a ServerFactory, though any factory serves: TLS's is a ClientFactory.
+        return reactor.adoptStreamPort(fd, family, factory)  # type: ignore[arg-type]
+    from txrevproxy._daemon.sharedunix import SharedUNIXPort  # (UNIX sockets only: not importable everywhere)
+
+    return SharedUNIXPort.adopt(reactor, fd, factory)
 
 
 class ParentWatch(Protocol):
