@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import abstract, tcp
+from twisted.internet import abstract, tcp, unix
 from twisted.internet.address import IPv4Address
 from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.error import ConnectionDone
@@ -29,6 +29,7 @@ from twisted.web import http, resource, server
 from twisted.web.http_headers import Headers
 from zope.interface.interface import InterfaceClass
 
+from txrevproxy._daemon.sharedunix import SharedUNIXPort
 from txrevproxy._net import twisted_private as private
 from txrevproxy._server.channel import ProxyChannel
 from txrevproxy._server.h2 import H2ProxyRequest, ProxyH2Connection
@@ -204,6 +205,12 @@ def test_h2_connection_lost_takes_cancel_timeouts() -> None:
     expected = [("self", inspect.Parameter.empty), ("reason", inspect.Parameter.empty), ("_cancelTimeouts", True)]
     assert parameters(private.H2Connection.connectionLost) == expected
     assert parameters(ProxyH2Connection.connectionLost) == expected
+
+
+def test_unix_ports_have_the_shutdown_switch_and_the_adopting_constructor() -> None:
+    """unix.Port stops with shutdown() unless _shouldShutdown is false, and adopts a socket by a classmethod."""
+    assert unix.Port._shouldShutdown is True
+    assert list(inspect.signature(unix.Port._fromListeningDescriptor).parameters) == ["reactor", "fd", "factory"]
 
 
 def test_request_hooks_are_there() -> None:
@@ -386,6 +393,7 @@ def _subclasses() -> list[tuple[type, type, tuple[str, ...], object, object]]:
         from txrevproxy._daemon.reactor import ProxyReactor
 
         subclasses.append((ProxyReactor, EPollReactor, (), None, None))
+    subclasses.append((SharedUNIXPort, unix.Port, private.UNIX_PORT_HOOKS, None, None))
     return subclasses
 
 
@@ -398,10 +406,10 @@ SUBCLASSES = _subclasses()
 def test_our_subclasses_take_no_private_name_of_twisted_but_the_hooks(
     cls: type, base: type, hooks: tuple[str, ...], instance: object, stock: object
 ) -> None:
-    """Our subclasses of Twisted's classes define none of Twisted's private names but the hooks (else they shadow)."""
+    """Our subclasses of Twisted's classes define none of its private names but the hooks (else they shadow)."""
     taken = _own_private_names(cls, base, instance, stock) & _twisted_names(base, stock)
     assert taken == set(hooks)
-    assert all(callable(getattr(base, hook)) for hook in hooks)
+    assert all(hasattr(base, hook) for hook in hooks)
 
 
 # Private attributes of Twisted's that the rest of the code must reach through twisted_private.
@@ -434,9 +442,10 @@ _ACCESSED = frozenset(
         "_sslContextFactory",
         "_tlsConnection",
         "_parse",
+        "_fromListeningDescriptor",
     }
 )
-_HOOKS = frozenset(private.REQUEST_HOOKS + private.H2_CONNECTION_HOOKS)
+_HOOKS = frozenset(private.REQUEST_HOOKS + private.H2_CONNECTION_HOOKS + private.UNIX_PORT_HOOKS)
 
 
 def _private_uses(tree: ast.AST) -> Iterator[ast.AST]:

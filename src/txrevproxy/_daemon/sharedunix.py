@@ -4,11 +4,11 @@ A worker's UNIX listening port, on the socket the supervisor bound and shares wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from twisted.internet import tcp, unix
 from twisted.internet.interfaces import IProtocolFactory, IReactorFDSet
 from twisted.python.failure import Failure
+
+from txrevproxy._net.twisted_private import adopt_listening_port
 
 
 class SharedUNIXPort(unix.Port):
@@ -26,7 +26,7 @@ class SharedUNIXPort(unix.Port):
     """
 
     #: No ``shutdown`` of the socket (see above); closing this process's descriptor is all.
-    _shouldShutdown = False
+    _shouldShutdown = False  # (one of twisted_private.UNIX_PORT_HOOKS)
 
     @classmethod
     def adopt(cls, reactor: IReactorFDSet, fd: int, factory: IProtocolFactory) -> SharedUNIXPort:
@@ -34,9 +34,7 @@ class SharedUNIXPort(unix.Port):
         A port listening on the UNIX socket ``fd`` (which it duplicates: ``fd`` stays open), as
         ``reactor.adoptStreamPort`` makes one.
         """
-        # (Twisted's own constructor for adopted ports, which it leaves unannotated.)
-        from_descriptor: Callable[[IReactorFDSet, int, IProtocolFactory], SharedUNIXPort] = cls._fromListeningDescriptor
-        port = from_descriptor(reactor, fd, factory)
+        port = adopt_listening_port(cls, reactor, fd, factory)
         unix.Port.startListening(port)
         return port
 

@@ -82,7 +82,7 @@ Name by name (module: where we use it; why):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet import endpoints
 from twisted.internet._sslverify import IOpenSSLTrustRoot
@@ -92,13 +92,17 @@ from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
+_P = TypeVar("_P")
+
 __all__ = [
     "H2_CONNECTION_HOOKS",
     "REQUEST_HOOKS",
+    "UNIX_PORT_HOOKS",
     "H2Connection",
     "H2Stream",
     "IEncodingResource",
     "IOpenSSLTrustRoot",
+    "adopt_listening_port",
     "cleanup_request",
     "h2_producing",
     "h2_reactor",
@@ -130,6 +134,9 @@ IEncodingResource = resource._IEncodingResource
 REQUEST_HOOKS = ("_cleanup",)
 #: Private methods of :class:`H2Connection` that ``ProxyH2Connection`` overrides.
 H2_CONNECTION_HOOKS = ("_requestReceived", "_requestEnded", "_requestDone", "_requestAborted", "_isSecure")
+#: Private attributes of ``twisted.internet.unix.Port`` that the workers' ``SharedUNIXPort`` overrides
+#: (``_shouldShutdown``: whether stopping calls ``shutdown`` on the socket).
+UNIX_PORT_HOOKS = ("_shouldShutdown",)
 
 
 # -- HTTPChannel -----------------------------------------------------------------------------------------------------
@@ -275,3 +282,15 @@ def ssl_context_factory(endpoint: object) -> Any:
 def tls_connection(transport: object) -> Any:
     """A TLS transport's OpenSSL connection (``TLSMemoryBIOProtocol._tlsConnection``), or ``None`` for others."""
     return getattr(transport, "_tlsConnection", None)
+
+
+# -- UNIX ports --------------------------------------------------------------------------------------------------
+
+
+def adopt_listening_port(cls: type[_P], reactor: object, fd: int, factory: object) -> _P:
+    """
+    A port of ``cls`` (a ``tcp.Port`` or ``unix.Port`` subclass) on the listening socket ``fd`` (duplicated), made
+    as ``reactor.adoptStreamPort`` makes one (``Port._fromListeningDescriptor``), not yet listening.
+    """
+    port: _P = cls._fromListeningDescriptor(reactor, fd, factory)  # type: ignore[attr-defined]
+    return port
