@@ -78,9 +78,12 @@ class Child:
         return sum(rss_kib(pid) for pid in process_tree(self.pid))
 
 
-def start(name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None) -> Child:
+def start(
+    name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Child:
     """
-    Start ``argv`` in a new session (so its whole group can be killed), stdout and stderr to ``log_path``.
+    Start ``argv`` in a new session (so its whole group can be killed), stdout and stderr to ``log_path``, in
+    ``cwd`` (this process's by default) with ``env`` (this process's by default).
     """
     with open(log_path, "wb") as log_file:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
@@ -91,6 +94,7 @@ def start(name: str, argv: list[str], log_path: Path, *, env: dict[str, str] | N
             start_new_session=True,
             preexec_fn=_child_setup,
             env=env,
+            cwd=cwd,
         )
     return Child(name, proc, log_path)
 

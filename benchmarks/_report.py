@@ -187,12 +187,7 @@ def _variant_rows(data: dict[str, Any]) -> list[list[str]]:
     rows = []
     for scenario in data["settings"]["load_scenarios"]:
         key = scenario["key"]
-        if scenario["connections"] == 1:
-            field, label = "added_p50_us", "added median latency vs direct, µs (lower is better)"
-        elif scenario["body_bytes"] >= 1 << 20:
-            field, label = "mib_per_s", "MiB/s"
-        else:
-            field, label = "requests_per_s", "req/s"
+        field, label = _headline(scenario)
         direct, default = by_key.get((key, "direct")), by_key.get((key, "txrevproxy"))
         for variant in VARIANTS:
             other = by_key.get((key, variant))
@@ -202,6 +197,80 @@ def _variant_rows(data: dict[str, Any]) -> list[list[str]]:
             option = variant.removeprefix("txrevproxy ")
             rows.append([scenario["title"], label, option, _number(a), _number(b), _ratio(b, a)])
     return rows
+
+
+def _headline(scenario: dict[str, Any]) -> tuple[str, str]:
+    """
+    The field and the label of a scenario's headline figure: added median latency at ``-c1``, else throughput.
+    """
+    if scenario["connections"] == 1:
+        return "added_p50_us", "added median latency vs direct, µs (lower is better)"
+    if scenario["body_bytes"] >= 1 << 20:
+        return "mib_per_s", "MiB/s"
+    return "requests_per_s", "req/s"
+
+
+def _baseline_rows(data: dict[str, Any]) -> list[list[str]]:
+    """
+    With ``--baseline``: each scenario the baseline ran, its figures next to this tree's (the default txrevproxy),
+    the ratio and the difference: the headline figure and p99 latency of the load scenarios, and for the memory
+    scenarios the RSS growth and the RSS the proxy had settled at before it.
+    """
+    baseline = data["settings"].get("baseline")
+    if not baseline:
+        return []
+    name = baseline["proxy"]
+    rows = []
+    load = {(r["scenario"], r["proxy"]): r for r in data["load"]}
+    for scenario in data["settings"]["load_scenarios"]:
+        key = scenario["key"]
+        ours, theirs, direct = load.get((key, "txrevproxy")), load.get((key, name)), load.get((key, "direct"))
+        if ours is None or theirs is None:
+            continue
+        for field, label in (_headline(scenario), ("p99_us", "p99 latency, µs (lower is better)")):
+            a, b = _metric(theirs, field, direct), _metric(ours, field, direct)
+            rows.append([scenario["title"], label, *_side_by_side(a, b, theirs, ours, 0)])
+    memory = {(r["scenario"], r["proxy"]): r for r in data["memory"]}
+    for scenario in data["settings"]["memory_scenarios"]:
+        key = scenario["key"]
+        ours, theirs = memory.get((key, "txrevproxy")), memory.get((key, name))
+        if ours is None or theirs is None:
+            continue
+        if ours["per_connection_kib"] is not None or theirs["per_connection_kib"] is not None:
+            figures = [("per_connection_kib", "RSS growth per connection, KiB (lower is better)", 1)]
+        else:
+            figures = [("growth_mib", "peak RSS growth, MiB (lower is better)", 1)]
+        figures.append(("rss_before_mib", "RSS settled at before the scenario, MiB", 1))
+        for field, label, digits in figures:
+            a, b = _memory_metric(theirs, field), _memory_metric(ours, field)
+            rows.append([scenario["title"], label, *_side_by_side(a, b, theirs, ours, digits)])
+    return rows
+
+
+def _memory_metric(result: dict[str, Any], field: str) -> float | None:
+    if field == "rss_before_mib":
+        return result["baseline_kib"] / 1024 if result["baseline_kib"] else None
+    value: float | None = result[field]
+    return value
+
+
+def _trouble(result: dict[str, Any]) -> bool:
+    return bool(result.get("failed") or result.get("errors") or result.get("complete") is False)
+
+
+def _side_by_side(
+    theirs: float | None, ours: float | None, their_result: dict[str, Any], our_result: dict[str, Any], digits: int
+) -> list[str]:
+    """
+    The baseline's figure, this tree's (each marked ⚠ if its run had trouble), their ratio and their difference.
+    """
+    difference = "—" if theirs is None or ours is None else f"{ours - theirs:+,.{digits}f}"
+    return [
+        _number(theirs, digits) + (" ⚠" if _trouble(their_result) else ""),
+        _number(ours, digits) + (" ⚠" if _trouble(our_result) else ""),
+        _ratio(ours, theirs),
+        difference,
+    ]
 
 
 def _memory_rows(data: dict[str, Any]) -> list[list[str]]:
@@ -270,6 +339,29 @@ def render_markdown(data: dict[str, Any]) -> str:
         if variants:
             header = ["scenario", "metric", "option", "defaults", "with the option", "ratio"]
             out += ["### txrevproxy's options (--workers 2: scaling; --busy-poll-us)", "", _table(header, variants), ""]
+    against = _baseline_rows(data)
+    if against:
+        baseline = s["baseline"]
+        short = baseline["proxy"].removeprefix("txrevproxy ")
+        header = [
+            "scenario",
+            "metric",
+            f"baseline {short}",
+            "this tree",
+            "this tree ÷ baseline",
+            "this tree − baseline",
+        ]
+        out += [
+            f"### This tree against the baseline {short} (--baseline {baseline['revision']}: {baseline['commit']})",
+            "",
+            (
+                "The same daemon, command line and interpreter; the baseline's package and twistd plugin first on "
+                "PYTHONPATH. Each started right after this tree's, for the same scenarios."
+            ),
+            "",
+            _table(header, against),
+            "",
+        ]
     if data["memory"]:
         out += [
             "### Memory (RSS of the proxy process)",

@@ -3,7 +3,8 @@ The servers under test and their origins, each started as a child process on 127
 
 - ``origin``: nginx serving static files, keep-alive, one worker;
 - ``txrevproxy``: the twistd daemon as the ``txrevproxy`` console script runs it (``--reactor=txrevproxy``), by
-  this very Python; again with ``--workers 2``, and with ``--busy-poll-us 50``;
+  this very Python; again with ``--workers 2``, and with ``--busy-poll-us 50``; and (``run.py --baseline REV``) the
+  same daemon with an earlier commit's package and plugin first on PYTHONPATH, ``txrevproxy @SHORTHASH``;
 - ``twisted.web.proxy``: ``twisted_web_proxy.py``, the reference;
 - ``nginx``: nginx ``proxy_pass`` with upstream keep-alive, one worker;
 - the proxies again on a TLS listener (txrevproxy and nginx offering HTTP/2 too), with a certificate made by trustme;
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import _procs
+from benchmarks import _baseline, _procs
 from benchmarks._procs import Child
 
 HERE = Path(__file__).resolve().parent
@@ -203,23 +204,50 @@ def tls_endpoint(cert: Certificate) -> str:
     return f"ssl:0:interface=127.0.0.1:backlog=4096:privateKey={cert.key}:certKey={cert.cert}"
 
 
-def start_proxy(kind: str, tools: Tools, workdir: Path, upstream_port: int, cert: Certificate | None = None) -> Child:
+def txrevproxy_command(
+    kind: str, workdir: Path, upstream_port: int, cert: Certificate | None = None, baseline: Path | None = None
+) -> tuple[list[str], Path, dict[str, str] | None]:
     """
-    Start one proxy of ``kind`` (``PROXIES``) in front of 127.0.0.1:``upstream_port`` and wait until it listens:
-    plain HTTP, or TLS with ``cert`` (txrevproxy and nginx offering HTTP/2 there too; twisted.web.proxy only HTTP/1.1).
+    The command line, log file and environment (None: this process's) of the txrevproxy variant ``kind``: the
+    baseline's is the default's command line with the tree exported to ``baseline`` first on PYTHONPATH.
     """
+    # ``python -m twisted.scripts.twistd`` is a silent no-op (that module has no __main__ block), so call
+    # its run() ourselves: the same interpreter and the same twistd command line as the console script
+    # ``txrevproxy`` runs (on txrevproxy's reactor).
+    argv = [
+        sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+        "-n", "--pidfile=", "--reactor=txrevproxy", "txrevproxy",
+        "--listen", tls_endpoint(cert) if cert else "tcp:0:interface=127.0.0.1",
+        "--upstream", f"http://127.0.0.1:{upstream_port}",
+    ]  # fmt: skip
     if kind in TXREVPROXY_VARIANTS:
-        # ``python -m twisted.scripts.twistd`` is a silent no-op (that module has no __main__ block), so call
-        # its run() ourselves: the same interpreter and the same twistd command line as the console script
-        # ``txrevproxy`` runs (on txrevproxy's reactor).
-        argv = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", "--reactor=txrevproxy", "txrevproxy",
-            "--listen", tls_endpoint(cert) if cert else "tcp:0:interface=127.0.0.1",
-            "--upstream", f"http://127.0.0.1:{upstream_port}",
-        ]  # fmt: skip
         options, log_name = TXREVPROXY_VARIANTS[kind]
-        return _start_reporting_port(kind, argv + options, workdir / log_name)
+        return argv + options, workdir / log_name, None
+    if not _baseline.is_baseline(kind):
+        raise ValueError(f"{kind!r} is no txrevproxy variant")
+    if baseline is None:
+        raise ValueError(f"{kind}: no baseline directory")
+    return argv, workdir / "txrevproxy-baseline.log", _baseline.environment(baseline)
+
+
+def start_proxy(
+    kind: str,
+    tools: Tools,
+    workdir: Path,
+    upstream_port: int,
+    cert: Certificate | None = None,
+    baseline: Path | None = None,
+) -> Child:
+    """
+    Start one proxy of ``kind`` (``PROXIES``, a txrevproxy variant, or the baseline exported to ``baseline``) in
+    front of 127.0.0.1:``upstream_port`` and wait until it listens: plain HTTP, or TLS with ``cert`` (txrevproxy and
+    nginx offering HTTP/2 there too; twisted.web.proxy only HTTP/1.1).
+    """
+    if kind in TXREVPROXY_VARIANTS or _baseline.is_baseline(kind):
+        argv, log_path, env = txrevproxy_command(kind, workdir, upstream_port, cert, baseline)
+        # In the working directory, which has no twisted/plugins/: from the repository root, the current directory
+        # (first on a ``-c`` interpreter's sys.path) would give twistd this tree's plugin before the baseline's.
+        return _start_reporting_port(kind, argv, log_path, env=env, cwd=workdir)
     if kind == TWISTED:
         argv = [sys.executable, str(HERE / "twisted_web_proxy.py"), str(upstream_port)]
         argv += [tls_endpoint(cert)] if cert else []
@@ -239,8 +267,10 @@ def start_slow_origin(workdir: Path, rate: int) -> Child:
     return _start_reporting_port("slow origin", argv, workdir / "slow-origin.log")
 
 
-def _start_reporting_port(name: str, argv: list[str], log_path: Path) -> Child:
-    child = _procs.start(name, argv, log_path)
+def _start_reporting_port(
+    name: str, argv: list[str], log_path: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Child:
+    child = _procs.start(name, argv, log_path, env=env, cwd=cwd)
     try:
         child.scheme, port = _procs.wait_for_log(child, LISTENING).groups()
         child.port = int(port)

@@ -1,7 +1,7 @@
 """
 Benchmark txrevproxy against twisted.web.proxy and nginx on this machine; never part of the test suite.
 
-    python benchmarks/run.py [--quick] [--out benchmarks/results/NAME.json] [--only load|memory]
+    python benchmarks/run.py [--quick] [--out benchmarks/results/NAME.json] [--only load|memory] [--baseline REV]
 
 Run it with the Python that has txrevproxy installed (the daemon is started with the same interpreter). It installs
 wrk, nginx and h2load with apt-get if they are missing, starts an nginx origin and each proxy in turn on 127.0.0.1,
@@ -34,7 +34,7 @@ from typing import Any
 # the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import _h2load, _memory, _procs, _report, _servers, _wrk
+from benchmarks import _baseline, _h2load, _memory, _procs, _report, _servers, _wrk
 from benchmarks._servers import DIRECT, NGINX, TWISTED, TXREVPROXY, TXREVPROXY_2, TXREVPROXY_BUSY, Tools
 
 MiB = 1 << 20
@@ -52,6 +52,8 @@ BUSY_POLL_PROXIES = (*LOAD_PROXIES, TXREVPROXY_BUSY)
 #: The core of the one-core scenarios (the last one: the first takes more of the kernel's interrupt work).
 ONE_CORE = (os.cpu_count() or 1) - 1
 TLS_PROXIES = (TXREVPROXY, TWISTED, NGINX)
+#: With ``--baseline REV``, the load scenarios that also run the baseline (and it runs every memory scenario).
+BASELINE_LOAD_SCENARIOS = ("12b-c1", "12b-c50", "1m-c10")
 H2_PROXIES = (TXREVPROXY, NGINX)  # Twisted's ssl: endpoint offers no ALPN: twisted.web.proxy has no HTTP/2
 
 
@@ -128,12 +130,13 @@ class Settings:
     rate_bytes_per_s: int = RATE
     load_scenarios: tuple[LoadScenario, ...] = LOAD_SCENARIOS
     memory_scenarios: tuple[MemoryScenario, ...] = ()
+    baseline: _baseline.Revision | None = None  # --baseline REV, run as the variant ``baseline.proxy``
 
     @classmethod
-    def make(cls, quick: bool) -> Settings:
+    def make(cls, quick: bool, baseline: _baseline.Revision | None = None) -> Settings:
         size = (20 if quick else 100) * MiB
         idle = 2000
-        return cls(
+        settings = cls(
             quick=quick,
             warmup_seconds=1 if quick else 2,
             load_seconds=3 if quick else 8,
@@ -157,6 +160,36 @@ class Settings:
                 ),
             ),
         )
+        return settings.with_baseline(baseline) if baseline else settings
+
+    def with_baseline(self, baseline: _baseline.Revision) -> Settings:
+        """
+        These settings with the baseline's variant run right after the default txrevproxy in its load scenarios
+        (``BASELINE_LOAD_SCENARIOS``) and in every memory scenario.
+        """
+
+        def add(proxies: tuple[str, ...]) -> tuple[str, ...]:
+            after = proxies.index(TXREVPROXY) + 1
+            return (*proxies[:after], baseline.proxy, *proxies[after:])
+
+        return dataclasses.replace(
+            self,
+            baseline=baseline,
+            load_scenarios=tuple(
+                dataclasses.replace(s, proxies=add(s.proxies)) if s.key in BASELINE_LOAD_SCENARIOS else s
+                for s in self.load_scenarios
+            ),
+            memory_scenarios=tuple(dataclasses.replace(s, proxies=add(s.proxies)) for s in self.memory_scenarios),
+        )
+
+    def load_order(self) -> tuple[str, ...]:
+        """
+        The proxies in the order they run the load scenarios: the baseline's variant right after the default.
+        """
+        if self.baseline is None:
+            return BUSY_POLL_PROXIES
+        after = BUSY_POLL_PROXIES.index(TXREVPROXY) + 1
+        return (*BUSY_POLL_PROXIES[:after], self.baseline.proxy, *BUSY_POLL_PROXIES[after:])
 
 
 @dataclass
@@ -260,11 +293,14 @@ class Lab:
     The run's working directory, its tools and origins; starts proxies and records what went wrong with them.
     """
 
-    def __init__(self, run: Run, tools: Tools, workdir: Path, stack: contextlib.ExitStack) -> None:
+    def __init__(
+        self, run: Run, tools: Tools, workdir: Path, stack: contextlib.ExitStack, baseline: Path | None = None
+    ) -> None:
         self.run = run
         self.tools = tools
         self.workdir = workdir
         self.stack = stack
+        self.baseline = baseline  # the baseline's exported tree, with --baseline
         self.files = _servers.write_static_files(workdir / "www", run.settings.transfer_bytes)
         self.origin: _procs.Child | None = None
         self._certificate: _servers.Certificate | None = None
@@ -295,7 +331,7 @@ class Lab:
             yield upstream
             return
         cert = self.certificate() if tls else None
-        child = _servers.start_proxy(proxy, self.tools, self.workdir, upstream.port, cert)
+        child = _servers.start_proxy(proxy, self.tools, self.workdir, upstream.port, cert, self.baseline)
         try:
             yield child
         finally:
@@ -325,7 +361,7 @@ def run_load(lab: Lab) -> None:
     Each proxy started once for its plain-HTTP scenarios, then (all plain runs done) once with TLS for the others.
     """
     for tls in (False, True):
-        for proxy in BUSY_POLL_PROXIES:
+        for proxy in lab.run.settings.load_order():
             scenarios = [s for s in lab.run.settings.load_scenarios if s.tls == tls and proxy in s.proxies]
             if scenarios:
                 load_phase(lab, proxy, tls, scenarios)
@@ -413,7 +449,7 @@ def run_memory(lab: Lab) -> None:
             except (_procs.StartupError, RuntimeError, OSError) as e:
                 result = MemoryResult(scenario.key, proxy, note=f"not measured: {type(e).__name__}: {e}")
             lab.run.memory.append(result)
-            print(f"  {proxy:18} {scenario.key:16} {describe(result)}", flush=True)
+            print(f"  {proxy:22} {scenario.key:16} {describe(result)}", flush=True)
 
 
 def describe(r: MemoryResult) -> str:
@@ -554,6 +590,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--no-install", action="store_true", help="do not apt-get install missing wrk/nginx/h2load")
     parser.add_argument("--keep-temp", action="store_true", help="keep the working directory (configs, logs)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="print the tables of an earlier run and exit")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run txrevproxy from this git revision of the repository (as 'txrevproxy @SHORTHASH'), in 12 B "
+        "-c1 and -c50, 1 MiB -c10 and every memory scenario, next to this tree's",
+    )
     return parser.parse_args(argv)
 
 
@@ -606,8 +648,37 @@ def _terminate(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through every finally, so all children are stopped
 
 
+def resolve_baseline(revision: str | None) -> _baseline.Revision | None:
+    """
+    The ``--baseline`` revision as a commit of this repository; exit with one line if it is none.
+    """
+    if revision is None:
+        return None
+    try:
+        return _baseline.resolve(revision)
+    except _baseline.BaselineError as e:
+        sys.exit(f"run.py: {e}")
+
+
+def export_baseline(baseline: _baseline.Revision, workdir: Path) -> Path:
+    """
+    The baseline's tree exported to ``workdir/baseline``, checked to be what the daemon would load; exit if not.
+    """
+    directory = workdir / "baseline"
+    try:
+        _baseline.export(baseline.commit, directory)
+        found = _baseline.verify(directory, _baseline.environment(directory), cwd=workdir)
+    except _baseline.BaselineError as e:
+        sys.exit(f"run.py: --baseline {baseline.revision}: {e}")
+    print(f"baseline {baseline.proxy} ({baseline.commit}) in {directory}:", flush=True)
+    for what, path in found:
+        print(f"  {what}: {path}", flush=True)
+    return directory
+
+
 def execute(args: argparse.Namespace) -> dict[str, Any]:
-    settings = Settings.make(args.quick)
+    baseline = resolve_baseline(args.baseline)
+    settings = Settings.make(args.quick, baseline)
     tools = ensure_tools(install=not args.no_install)
     run = Run(
         time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -619,7 +690,7 @@ def execute(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="txrevproxy-bench-"))
     try:
         with contextlib.ExitStack() as stack:
-            lab = Lab(run, tools, workdir, stack)
+            lab = Lab(run, tools, workdir, stack, export_baseline(baseline, workdir) if baseline else None)
             if args.only != "memory":
                 if tools.wrk and tools.nginx:
                     print("load scenarios (wrk, h2load):", flush=True)
