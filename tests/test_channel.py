@@ -262,6 +262,21 @@ def test_keep_alive_idle_counts_from_the_last_response():
     assert h.client.disconnecting
 
 
+def test_idle_timeout_applies_after_a_slow_response():
+    """A keep-alive connection is still closed after the idle timeout when its last request's head came in pieces
+    and its response took longer than the head timeout (the timer of the head deadline had lapsed meanwhile)."""
+    h = Harness(client=ClientConfig(head_timeout=10))
+    h.send(b"GET / HTTP/1.1\r\n")
+    h.send(HOST + b"\r\n")
+    up = h.upstream().accept()
+    h.reactor.advance(15)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h.reactor.advance(59)
+    assert not h.client.disconnecting
+    h.reactor.advance(2)
+    assert h.client.disconnecting
+
+
 def test_request_in_flight_is_not_idle():
     """A request waiting for its response is not closed by the idle timeout (the upstream deadlines apply)."""
     h = Harness(ProxyConfig(pool=PoolConfig(read_timeout=1000)))

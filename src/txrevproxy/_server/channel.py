@@ -436,7 +436,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
     def _enter(self, phase: str) -> None:
         self.phase = phase
         self._since = self._clock.seconds()
-        if phase is HEAD or phase is BODY:
+        if phase is IDLE or phase is HEAD or phase is BODY:
             self._arm()
 
     def _deadline(self) -> tuple[float, Callable[[], None]] | None:
