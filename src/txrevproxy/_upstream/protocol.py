@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, ITCPTransport
+from twisted.internet.interfaces import IHandshakeListener, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,7 +42,7 @@ from txrevproxy._http.framing import (
 )
 from txrevproxy._http.headers import upgrade_accepted
 from txrevproxy._http.validate import InvalidResponse, ResponseHead, parse_response_head
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.sending import send
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._tls.client import tls_failure
@@ -100,12 +100,9 @@ class UpstreamProtocol(Protocol):
     used again).
     """
 
-    idle_call: IDelayedCall | None = None
-    idle_since: float | None = None  # when it went back into the pool
+    idle_deadline: Deadline | None = None  # the pool's: when it closes this connection, idle in it
     tunnel: Tunnel | None = None  # after a 101: where the upstream's bytes go
     _upgrade: bytes | None = None
-    _read_call: IDelayedCall | None = None
-    _last_read = 0.0
 
     def __init__(self, pool: UpstreamPool, address: UpstreamAddress) -> None:
         self.pool = pool
@@ -123,6 +120,10 @@ class UpstreamProtocol(Protocol):
         self._keep_alive = True
         self._got_bytes = False
         self._paused = False
+        reactor = pool.reactor
+        self._read_timeout = pool.config.read_timeout
+        self._head_deadline = Deadline(reactor, self._checkHeadDeadline)  # type: ignore[arg-type]
+        self._read_deadline = Deadline(reactor, self._checkReadDeadline)  # type: ignore[arg-type]
         #: Over TLS, until the handshake is done: fires with this protocol then, or fails with
         #: :class:`UpstreamTLSError` (the pool's ``connect`` waits for it, under the connect timeout).
         self.handshake: defer.Deferred[UpstreamProtocol] | None = None
@@ -208,18 +209,14 @@ class UpstreamProtocol(Protocol):
             self._paused = False
             if self.state == "body":
                 # The paused time was the client's; the upstream's silence is counted from now.
-                self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
-                if self._read_call is None:
-                    self._armReadDeadline(self.pool.config.read_timeout)
+                self._read_deadline.set(self._read_timeout)
             self.transport.resumeProducing()
 
     # -- the response deadline (request sent, no response head yet) ------------------------------------------
     #
-    # Like the read deadline, one DelayedCall per connection, re-armed lazily: a connection that answers every
-    # request in time costs no timer per request.
+    # Like the read deadline, one Deadline per connection, cleared (not cancelled) when the head is in: a connection
+    # that answers every request in time costs no timer per request.
 
-    _head_call: IDelayedCall | None = None
-    _head_deadline = 0.0
     _head_expired: Callable[[], object] | None = None
 
     def expectResponseWithin(self, seconds: float | None, expired: Callable[[], object] | None = None) -> None:
@@ -227,57 +224,40 @@ class UpstreamProtocol(Protocol):
         Call ``expired()`` unless the response head is complete within ``seconds``; ``None`` to stop expecting.
         """
         if seconds is None:
-            self._head_expired = None
+            self._stopHeadDeadline()
             return
-        reactor = self.pool.reactor
-        self._head_deadline = reactor.seconds() + seconds  # type: ignore[attr-defined]
         self._head_expired = expired
-        if self._head_call is None:
-            self._head_call = reactor.callLater(seconds, self._checkHeadDeadline)  # type: ignore[attr-defined]
-        elif self._head_call.getTime() > self._head_deadline:
-            self._head_call.reset(seconds)
+        self._head_deadline.set(seconds)
 
     def _checkHeadDeadline(self) -> None:
-        self._head_call = None
         if self._head_expired is None or self.state != "head":
-            return
-        remaining = self._head_deadline - self.pool.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > TIMER_SLACK:
-            self._head_call = self.pool.reactor.callLater(remaining, self._checkHeadDeadline)  # type: ignore[attr-defined]
             return
         expired, self._head_expired = self._head_expired, None
         expired()
 
+    def _stopHeadDeadline(self) -> None:
+        self._head_expired = None
+        self._head_deadline.clear()
+
     # -- the mid-body read deadline --------------------------------------------------------------------------
     #
-    # Cheap on the hot path: each body read only stores the time. One DelayedCall per response checks it when it
-    # fires and re-arms itself for the remainder; while reading is paused it lapses, and resumeReading re-arms it.
-
-    def _armReadDeadline(self, delay: float) -> None:
-        self._read_call = self.pool.reactor.callLater(delay, self._checkReadDeadline)  # type: ignore[attr-defined]
+    # Cheap on the hot path: each body read only moves the deadline (a stored time); its one DelayedCall re-arms
+    # itself for the remainder when it fires. While reading is paused it lapses, and resumeReading sets it again.
 
     def _checkReadDeadline(self) -> None:
-        self._read_call = None
         if self.state != "body" or self._paused:
             return
-        timeout = self.pool.config.read_timeout
-        remaining = self._last_read + timeout - self.pool.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > TIMER_SLACK:
-            self._armReadDeadline(remaining)
-        else:
-            self._fail(f"upstream sent nothing for {timeout:g}s mid-body (read timeout)", status=504)
+        self._fail(f"upstream sent nothing for {self._read_timeout:g}s mid-body (read timeout)", status=504)
 
     def _stopReadDeadline(self) -> None:
-        call, self._read_call = self._read_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._read_deadline.cancel()
 
     def abort(self) -> None:
         """
         Drop the connection now: the request is abandoned and the connection is never reused.
         """
         self._receiver = None
-        self._head_expired = None
+        self._stopHeadDeadline()
         self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
@@ -289,7 +269,7 @@ class UpstreamProtocol(Protocol):
         self._got_bytes = True
         state = self.state
         if state == "body":
-            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
+            self._read_deadline.set(self._read_timeout)
             self._bodyReceived(data)
         elif state == "head":
             self._headReceived(data)
@@ -324,7 +304,7 @@ class UpstreamProtocol(Protocol):
                 break
             # Interim 1xx responses are not relayed; the final response follows.
         self._buffer = b""
-        self._head_expired = None
+        self._stopHeadDeadline()
         try:
             framing = response_framing(
                 self._method, head.status, head.headers, head.transfer_encoding, head.content_length
@@ -358,9 +338,8 @@ class UpstreamProtocol(Protocol):
                 self._bodyReceived(buffer)
         elif buffer:
             self._deliver(buffer)
-        if self.state == "body" and self._read_call is None:
-            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
-            self._armReadDeadline(self.pool.config.read_timeout)
+        if self.state == "body":
+            self._read_deadline.set(self._read_timeout)
         if self.state == "body" and self._receiver is not None:
             self._receiver.responseWaiting()
 
@@ -377,7 +356,7 @@ class UpstreamProtocol(Protocol):
             return
         self.state = "tunnel"
         self._buffer = b""
-        self._head_expired = None
+        self._stopHeadDeadline()
         self._stopReadDeadline()
         receiver, self._receiver = self._receiver, None
         assert receiver is not None
@@ -443,7 +422,7 @@ class UpstreamProtocol(Protocol):
 
     def _fail(self, reason: str, status: int = 502) -> None:
         receiver, self._receiver = self._receiver, None
-        self._head_expired = None
+        self._stopHeadDeadline()
         self._stopReadDeadline()
         if self.state != "dead":
             self.state = "dead"
@@ -458,9 +437,7 @@ class UpstreamProtocol(Protocol):
             problem = self._tlsProblem(reason) or (reason.getErrorMessage() if reason is not None else "closed")
             handshake.errback(UpstreamTLSError(problem))
         self._head_expired = None
-        if self._head_call is not None and self._head_call.active():
-            self._head_call.cancel()
-        self._head_call = None
+        self._head_deadline.cancel()
         self._stopReadDeadline()
         self.pool.open -= 1
         self.pool.forget(self)
