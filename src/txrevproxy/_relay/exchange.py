@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from attrs import field, frozen
 from twisted.internet import defer, error
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
@@ -20,7 +19,7 @@ from twisted.web.http_headers import Headers
 from txrevproxy._http.framing import Framing, FramingError, Kind, parse_content_length
 from txrevproxy._http.headers import ForwardingContext, TrustedNetworks, upstream_request_headers, values_of
 from txrevproxy._http.validate import ResponseHead, relayed_headers
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.producers import CallbackProducer
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._server.body import BodySource
@@ -119,8 +118,7 @@ class Relay:
         self._proto: UpstreamProtocol | None = None
         self._connecting: defer.Deferred[UpstreamProtocol] | None = None
         self._retried = False
-        self._upload_paused_at: float | None = None
-        self._send_timer: IDelayedCall | None = None
+        self._send_deadline: Deadline | None = None  # made at the first stall of the upload
         self._downloading = False  # registered as the producer of the client's response
 
     # -- steps ---------------------------------------------------------------------------------------------
@@ -183,7 +181,6 @@ class Relay:
         if proto is None:
             return
         proto.transport.unregisterProducer()
-        self._upload_paused_at = None
         self._stopSendDeadline()
         proto.endBody()
         if self.state == "sending":
@@ -206,38 +203,31 @@ class Relay:
 
     # The upload deadline. The upstream transport pauses the upload when its write buffer is full and resumes it
     # once drained; a pause that lasts send_timeout means the upstream stopped reading. Like the read deadline,
-    # one DelayedCall per stall is armed at the first pause and re-armed lazily, never per chunk.
+    # set at each pause and cleared (left to lapse) at each resume: its one DelayedCall re-arms lazily, never per
+    # chunk.
 
     def _uploadPaused(self) -> None:
-        self._upload_paused_at = self.reactor.seconds()  # type: ignore[attr-defined]
+        deadline = self._send_deadline
+        if deadline is None:
+            deadline = self._send_deadline = Deadline(self.reactor, self._checkSendDeadline)  # type: ignore[arg-type]
+        deadline.set(self.config.pool.send_timeout)
         self.body.pause()
-        if self._send_timer is None:
-            self._armSendDeadline(self.config.pool.send_timeout)
 
     def _uploadResumed(self) -> None:
-        self._upload_paused_at = None  # before resuming: the writes it causes may pause the upload again
+        if self._send_deadline is not None:
+            self._send_deadline.clear()  # before resuming: the writes it causes may pause the upload again
         self.body.resume()
 
-    def _armSendDeadline(self, delay: float) -> None:
-        self._send_timer = self.reactor.callLater(delay, self._checkSendDeadline)  # type: ignore[attr-defined]
-
     def _checkSendDeadline(self) -> None:
-        self._send_timer = None
-        paused_at = self._upload_paused_at
-        if paused_at is None or self._proto is None or self.state not in ("sending", "streaming"):
+        if self._proto is None or self.state not in ("sending", "streaming"):
             return
         timeout = self.config.pool.send_timeout
-        remaining = paused_at + timeout - self.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > TIMER_SLACK:
-            self._armSendDeadline(remaining)
-            return
         self._abortUpstream()
         self.upstreamFailed(f"upstream stopped reading the request body for {timeout:g}s (send timeout)", False, 504)
 
     def _stopSendDeadline(self) -> None:
-        timer, self._send_timer = self._send_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
 
     def _responseTimedOut(self) -> None:
         if self.state != "sending":
