@@ -41,7 +41,7 @@ from __future__ import annotations
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamState
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.interfaces import IProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
 from twisted.web._http2 import H2Connection, H2Stream
@@ -52,7 +52,7 @@ from txrevproxy._http.head import HeadLimits
 from txrevproxy._http.headers import values_of
 from txrevproxy._http.validate import Rejection, validate_request
 from txrevproxy._net.addresses import AddressesOnce
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.producers import CallbackProducer
 from txrevproxy._server.body import StreamingBody
 from txrevproxy._server.request import StreamedRequest
@@ -89,9 +89,7 @@ class H2ProxyRequest(StreamedRequest):
     _too_large: str | None = None  # a declared length over the limit: refused once the stream is set up
     _max_body = 0
     _body_timeout = 0.0
-    _body_since = 0.0  # when the body last made progress, or was last let go by the proxy
-    _body_timer: IDelayedCall | None = None  # the body deadline's one DelayedCall, re-armed when it fires
-    _clock: IReactorTime  # from headersComplete on
+    _body_deadline: Deadline | None = None  # moved by progress, set again when the proxy lets the body go
     _stream: H2Stream  # the stream (Twisted's Request forgets it, as its channel, when the stream is lost)
 
     def gotLength(self, length: int | None) -> None:
@@ -110,7 +108,6 @@ class H2ProxyRequest(StreamedRequest):
         list is over the head limits), or start relaying it, its body deadline timed by ``clock``.
         """
         self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
-        self._clock = clock
         self._stream = self.channel
         if too_large is not None:
             self._refuse(too_large.status, too_large.reason)
@@ -131,8 +128,8 @@ class H2ProxyRequest(StreamedRequest):
             self._body = ENDED
         else:
             self._body_timeout = self.channel.site.client.body_timeout  # type: ignore[attr-defined]
-            self._body_since = now
-            self._armBodyDeadline(self._body_timeout)
+            self._body_deadline = Deadline(clock, self._checkBodyDeadline)
+            self._body_deadline.set(self._body_timeout)
         reading = CallbackProducer(self._holdBody, self._releaseBody, _nothing)
         self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, reading), now)
 
@@ -140,7 +137,9 @@ class H2ProxyRequest(StreamedRequest):
         body = self.proxy_body
         if self._body is DROPPED or body is None:
             return
-        self._body_since = self._clock.seconds()
+        deadline = self._body_deadline
+        if deadline is not None:
+            deadline.set(self._body_timeout)
         cap = self._max_body
         if cap and body.received + len(data) > cap:
             self._bodyFailed(413, f"request body over the limit of {cap} bytes")
@@ -172,27 +171,17 @@ class H2ProxyRequest(StreamedRequest):
     def _releaseBody(self) -> None:
         if self._body is HELD:
             self._body = STREAMING
-            self._body_since = self._clock.seconds()
-            self._armBodyDeadline(self._body_timeout)
+            if self._body_deadline is not None:
+                self._body_deadline.set(self._body_timeout)
         self._stream.resumeProducing()  # always: a stopped body lets the stream drain what it holds, dropped
 
-    # The body deadline: one DelayedCall per stream, armed when the body starts or is let go and re-armed when it
-    # fires early (progress moves _body_since, never the timer).
-
-    def _armBodyDeadline(self, delay: float) -> None:
-        if self._body_timer is None:
-            self._body_timer = self._clock.callLater(delay, self._checkBodyDeadline)
+    # The body deadline: one Deadline per stream, set when the body starts or is let go and moved by progress (its
+    # DelayedCall re-arms when it fires early, never per DATA frame).
 
     def _checkBodyDeadline(self) -> None:
-        self._body_timer = None
         if self._body is not STREAMING:
-            return  # held: armed again when let go; ended or dropped: no deadline any more
-        timeout = self._body_timeout
-        remaining = self._body_since + timeout - self._clock.seconds()
-        if remaining > TIMER_SLACK:
-            self._armBodyDeadline(remaining)
-            return
-        self._bodyFailed(408, f"request body made no progress for {timeout:g}s")
+            return  # held: set again when let go; ended or dropped: no deadline any more
+        self._bodyFailed(408, f"request body made no progress for {self._body_timeout:g}s")
 
     def _stopBody(self, state: str) -> None:
         """
@@ -200,9 +189,8 @@ class H2ProxyRequest(StreamedRequest):
         """
         if self._body is STREAMING or self._body is HELD:
             self._body = state
-        timer, self._body_timer = self._body_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
 
     def _bodyFailed(self, status: int, reason: str) -> None:
         """
