@@ -19,10 +19,8 @@ discarding the rest of its body, so the next request is parsed from the right pl
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from attrs import field, frozen
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
@@ -34,6 +32,7 @@ from txrevproxy._http.headers import upgrade_offer, values_of
 from txrevproxy._http.responses import error_response
 from txrevproxy._http.validate import Rejection, validate_request
 from txrevproxy._net.addresses import AddressesOnce
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.sending import send
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._server.accesslog import AccessLog
@@ -110,9 +109,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self._remaining = 0  # body bytes still to come (Content-Length framing)
         self._decoder: ChunkedDecoder | None = None
         self._body_size = 0
-        self._since = 0.0  # when the current phase began, or the body last made progress
-        self._send_paused_since: float | None = None
-        self._timer: IDelayedCall | None = None
+        self._send_deadline: Deadline | None = None  # made when the client first stops reading
         self._idle_timeout: float | None = None
         self._tunnel: Tunnel | None = None
 
@@ -131,8 +128,10 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         super().connectionMade()
         self.setTimeout(None)  # the phase deadlines below replace TimeoutMixin's idle timer (and clear timeOut)
         self._clock = self.site.reactor
-        self._since = self._clock.seconds()
-        self._arm()
+        # The deadline of the current phase (idle, head, body), set on entering it, moved by the body's progress.
+        self._phase_deadline = Deadline(self._clock, self._phaseTimedOut)
+        if self._idle_timeout:
+            self._phase_deadline.set(self._idle_timeout)
 
     def connectionLost(self, reason: object) -> None:
         if self._tunnel is not None:
@@ -141,7 +140,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if gate is not None:
             gate.closed()
         self.phase = CLOSED
-        self._stopTimer()
+        self._stopDeadlines()
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
@@ -265,7 +264,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         """
         Take body bytes from ``data``; return what follows the end of the body (the next request's bytes).
         """
-        self._since = self._clock.seconds()
+        self._phase_deadline.set(self.config.body_timeout)
         request = self.requests[-1]
         decoder = self._decoder
         if decoder is None:
@@ -362,7 +361,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         """
         self._networkProducer.unregisterProducer()
         self.phase = CLOSED
-        self._stopTimer()
+        self._stopDeadlines()
         gate, self.gate = self.gate, None
         return gate
 
@@ -381,7 +380,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self._handlingRequest = False
         self.persistent = False
         self.phase = TUNNEL
-        self._stopTimer()
+        self._stopDeadlines()
         peer = self.transport.getPeer()
         name = f"{getattr(peer, 'host', peer)} {request.uri.decode('latin-1')}"
         # The tunnel pauses each side for the other's full buffer itself (on TLS transports too, where this channel
@@ -406,9 +405,8 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if reason not in self._read_pauses:
             return
         self._read_pauses.discard(reason)
-        if reason == "upload":
-            self._since = self._clock.seconds()  # the body deadline starts over
-            self._arm()
+        if reason == "upload" and self.phase is BODY:
+            self._phase_deadline.set(self.config.body_timeout)  # the body deadline starts over
         if not self._read_pauses and self.phase is not CLOSED:
             self.transport.resumeProducing()
 
@@ -420,13 +418,16 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if self._requestProducer is not None:
             self._requestProducer.pauseProducing()
         self._pauseReading("send")
-        if self._send_paused_since is None:
-            self._send_paused_since = self._clock.seconds()
-            self._arm()
+        deadline = self._send_deadline
+        if deadline is None:
+            deadline = self._send_deadline = Deadline(self._clock, self._sendTimedOut)
+        if not deadline.active:
+            deadline.set(self.config.send_timeout)
 
     def resumeProducing(self) -> None:
         self._waitingForTransport = False
-        self._send_paused_since = None
+        if self._send_deadline is not None:
+            self._send_deadline.clear()
         if self._requestProducer is not None:
             self._requestProducer.resumeProducing()
         self._resumeReading("send")
@@ -435,55 +436,29 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
 
     def _enter(self, phase: str) -> None:
         self.phase = phase
-        self._since = self._clock.seconds()
-        if phase is IDLE or phase is HEAD or phase is BODY:
-            self._arm()
-
-    def _deadline(self) -> tuple[float, Callable[[], None]] | None:
-        """
-        The earliest deadline that applies now, and what to do when it passes.
-        """
-        phase, config = self.phase, self.config  # CLOSED has no phase deadline, only the send deadline
-        deadline: tuple[float, Callable[[], None]] | None = None
-        if phase is IDLE and self._idle_timeout:
-            deadline = (self._since + self._idle_timeout, self._idleTimedOut)
-        elif phase is HEAD:
-            deadline = (self._since + config.head_timeout, self._headTimedOut)
-        elif phase is BODY and "upload" not in self._read_pauses:
-            deadline = (self._since + config.body_timeout, self._bodyTimedOut)
-        if self._send_paused_since is not None:
-            send = (self._send_paused_since + config.send_timeout, self._sendTimedOut)
-            if deadline is None or send[0] < deadline[0]:
-                deadline = send
-        return deadline
-
-    def _arm(self) -> None:
-        """
-        Make sure the timer fires no later than the current deadline (it re-checks when it fires).
-        """
-        deadline = self._deadline()
-        if deadline is None:
-            return
-        delay = max(deadline[0] - self._clock.seconds(), 0.0)
-        if self._timer is None or not self._timer.active():
-            self._timer = self._clock.callLater(delay, self._check)
-        elif self._timer.getTime() > deadline[0]:
-            self._timer.reset(delay)
-
-    def _stopTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _check(self) -> None:
-        self._timer = None
-        deadline = self._deadline()
-        if deadline is None:
-            return
-        if self._clock.seconds() >= deadline[0]:
-            deadline[1]()
+        deadline, config = self._phase_deadline, self.config
+        if phase is HEAD:
+            deadline.set(config.head_timeout)
+        elif phase is BODY:
+            deadline.set(config.body_timeout)
+        elif phase is IDLE and self._idle_timeout:
+            deadline.set(self._idle_timeout)
         else:
-            self._arm()
+            deadline.clear()  # waiting for the response: none (its timer lapses, or serves the next phase)
+
+    def _phaseTimedOut(self) -> None:
+        phase = self.phase  # (closed: only the send deadline applies)
+        if phase is IDLE:
+            self._idleTimedOut()
+        elif phase is HEAD:
+            self._headTimedOut()
+        elif phase is BODY and "upload" not in self._read_pauses:
+            self._bodyTimedOut()  # (held back by the proxy: set again when let go)
+
+    def _stopDeadlines(self) -> None:
+        self._phase_deadline.cancel()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
 
     def _idleTimedOut(self) -> None:
         self.phase = CLOSED
