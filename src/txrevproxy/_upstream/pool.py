@@ -136,7 +136,7 @@ class UpstreamPool:
             proto = idle.pop()
             if proto.idle_deadline is not None:
                 proto.idle_deadline.clear()  # (its timer lapses)
-            if proto.state == "idle":
+            if proto.ready:
                 return proto
         return None
 
@@ -161,8 +161,7 @@ class UpstreamPool:
         """
         idle = self._idle.setdefault(proto.address, [])
         if self.closed or len(idle) >= self.config.max_idle:
-            proto.state = "dead"
-            proto.transport.loseConnection()
+            proto.discard()
             return
         idle.append(proto)
         # One deadline per connection, re-armed lazily: a connection reused at once costs no timer.
@@ -178,13 +177,12 @@ class UpstreamPool:
         ``loseConnection`` only starts the close; until ``connectionLost`` the connection must not be handed out, or
         a request would be sent on it and our own close reported as the upstream's.
         """
-        if proto.state != "idle":
+        if not proto.ready:
             return
         idle = self._idle.get(proto.address)
         if idle and proto in idle:
             idle.remove(proto)
-        proto.state = "dead"
-        proto.transport.loseConnection()
+        proto.discard()
 
     def forget(self, proto: UpstreamProtocol) -> None:
         """
@@ -210,6 +208,5 @@ class UpstreamPool:
             proto.tunnel.shutdown()  # type: ignore[union-attr]
         for idle in self._idle.values():
             for proto in list(idle):
-                proto.state = "dead"
-                proto.transport.loseConnection()
+                proto.discard()
         self._idle.clear()

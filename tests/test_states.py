@@ -1,0 +1,141 @@
+"""
+The state machines, each walked over every (state, event) pair: the moves its table allows, with the state each
+leads to, and every other pair refused as a programming error; and the owners keeping their state to themselves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from enum import Enum
+from itertools import product
+
+import pytest
+
+from _harness import Harness
+from txrevproxy._http.framing import NO_BODY
+from txrevproxy._net.states import IdentityEnum, IllegalTransition, Transitions
+from txrevproxy._upstream import protocol as upstream
+from txrevproxy._upstream.protocol import ConnectionEvent, ConnectionState
+
+
+def walk(
+    moves: Transitions,  # type: ignore[type-arg]
+    states: Iterable[Enum],
+    events: Iterable[Enum],
+    allowed: Mapping[tuple[Enum, Enum], Enum],
+) -> None:
+    """
+    Every (state, event) pair: the allowed ones lead where ``allowed`` says, the others raise IllegalTransition.
+    """
+    pairs = list(product(states, events))
+    assert set(allowed) <= set(pairs)
+    for state, event in pairs:
+        if (state, event) in allowed:
+            assert moves.allows(state, event), (state, event)
+            assert moves.next(state, event) is allowed[state, event], (state, event)
+        else:
+            assert not moves.allows(state, event), (state, event)
+            with pytest.raises(IllegalTransition) as raised:
+                moves.next(state, event)
+            assert (raised.value.state, raised.value.event) == (state, event)
+    assert dict(moves) == dict(allowed)
+
+
+# -- the machinery ---------------------------------------------------------------------------------------------------
+
+
+class Light(IdentityEnum):
+    RED = "red"
+    GREEN = "green"
+
+
+class Change(IdentityEnum):
+    GO = "go"
+    STOP = "stop"
+
+
+def test_identity_enum_members_hash_by_identity() -> None:
+    """IdentityEnum members hash by identity (C speed) and still work as set members and dict keys."""
+    assert hash(Light.RED) == object.__hash__(Light.RED)
+    assert Light.RED in {Light.RED} and Light.GREEN not in {Light.RED}
+    assert {(Light.RED, Change.GO): 1}[Light.RED, Change.GO] == 1
+    assert Light("red") is Light.RED
+
+
+def test_a_move_not_in_the_table_is_refused_with_its_names() -> None:
+    """A move missing from the table raises IllegalTransition naming the machine, the event and the state."""
+    moves = Transitions[Light, Change]("Light", {(Light.RED, Change.GO): Light.GREEN})
+    assert moves.next(Light.RED, Change.GO) is Light.GREEN
+    with pytest.raises(IllegalTransition, match=r"^Light: STOP is not allowed in state RED$"):
+        moves.next(Light.RED, Change.STOP)
+
+
+def test_walk_checks_the_whole_table() -> None:
+    """The walk itself fails on a table with a move the expected table does not have."""
+    moves = Transitions[Light, Change]("Light", {(Light.RED, Change.GO): Light.GREEN})
+    with pytest.raises(AssertionError):
+        walk(moves, Light, Change, {})
+
+
+# -- the upstream connection -----------------------------------------------------------------------------------------
+
+S, E = ConnectionState, ConnectionEvent
+
+CONNECTION_MOVES = {
+    (S.IDLE, E.SEND): S.HEAD,
+    (S.HEAD, E.RESPONSE): S.BODY,
+    (S.HEAD, E.SWITCH): S.TUNNEL,
+    (S.BODY, E.REUSABLE): S.IDLE,
+    (S.BODY, E.SPENT): S.DEAD,
+    (S.IDLE, E.DISCARD): S.DEAD,
+    (S.IDLE, E.FAIL): S.DEAD,
+    (S.HEAD, E.FAIL): S.DEAD,
+    (S.BODY, E.FAIL): S.DEAD,
+    (S.TUNNEL, E.FAIL): S.DEAD,
+    (S.IDLE, E.LOST): S.DEAD,
+    (S.HEAD, E.LOST): S.DEAD,
+    (S.BODY, E.LOST): S.DEAD,
+    (S.TUNNEL, E.LOST): S.DEAD,
+    (S.DEAD, E.LOST): S.DEAD,
+}
+
+
+def test_upstream_connection_moves() -> None:
+    """An upstream connection moves idle → head → body → idle (or dead), head → tunnel, and to dead on a discard
+    (idle only), a failure (not once dead) or its loss (any state); nothing else."""
+    walk(upstream._MOVES, ConnectionState, ConnectionEvent, CONNECTION_MOVES)
+
+
+def _pooled_connection() -> tuple[Harness, upstream.UpstreamProtocol]:
+    h = Harness()
+    h.send(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
+    up = h.upstream().accept()
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    proto = up.protocol._wrappedProtocol  # type: ignore[attr-defined]
+    assert proto.state is ConnectionState.IDLE and proto.ready
+    return h, proto
+
+
+def test_upstream_connection_state_is_its_own() -> None:
+    """Nothing outside the connection writes its state: it is read-only."""
+    _, proto = _pooled_connection()
+    with pytest.raises(AttributeError):
+        proto.state = ConnectionState.DEAD  # type: ignore[misc]
+
+
+def test_the_pool_discards_through_the_connection() -> None:
+    """The pool closes an idle connection it does not keep by asking it to discard itself: dead, closing."""
+    h, proto = _pooled_connection()
+    h.resource.pool.close()
+    assert proto.state is ConnectionState.DEAD and not proto.ready
+    assert proto.transport.disconnecting
+
+
+def test_a_request_on_a_busy_connection_is_a_programming_error() -> None:
+    """Sending a request on a connection that is not idle raises IllegalTransition (not an assert: also under -O)."""
+    h = Harness()
+    h.send(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
+    proto = h.upstream().accept().protocol._wrappedProtocol  # type: ignore[union-attr]
+    assert proto.state is ConnectionState.HEAD
+    with pytest.raises(IllegalTransition):
+        proto.sendRequest(b"GET", b"/", [], NO_BODY, None)
