@@ -14,6 +14,8 @@ import pytest
 from _harness import Harness
 from txrevproxy._http.framing import NO_BODY
 from txrevproxy._net.states import IdentityEnum, IllegalTransition, Transitions
+from txrevproxy._relay import exchange
+from txrevproxy._relay.exchange import RelayEvent, RelayState
 from txrevproxy._upstream import protocol as upstream
 from txrevproxy._upstream.protocol import ConnectionEvent, ConnectionState
 
@@ -139,3 +141,34 @@ def test_a_request_on_a_busy_connection_is_a_programming_error() -> None:
     assert proto.state is ConnectionState.HEAD
     with pytest.raises(IllegalTransition):
         proto.sendRequest(b"GET", b"/", [], NO_BODY, None)
+
+
+# -- the relay -------------------------------------------------------------------------------------------------------
+
+R, V = RelayState, RelayEvent
+
+RELAY_MOVES = {
+    (R.CONNECTING, V.CONNECTED): R.SENDING,
+    (R.SENDING, V.RETRY): R.CONNECTING,
+    (R.SENDING, V.RESPONSE): R.STREAMING,
+    (R.SENDING, V.SWITCHED): R.DONE,
+    (R.STREAMING, V.COMPLETED): R.DONE,
+    (R.CONNECTING, V.FAILED): R.DONE,
+    (R.SENDING, V.FAILED): R.DONE,
+    (R.STREAMING, V.FAILED): R.DONE,
+    (R.CONNECTING, V.CANCELLED): R.DONE,
+    (R.SENDING, V.CANCELLED): R.DONE,
+    (R.STREAMING, V.CANCELLED): R.DONE,
+}
+
+
+def test_relay_moves() -> None:
+    """A relay moves connecting → sending → streaming → done, sending back to connecting to retry, sending to done
+    on a switch, and to done on a failure or a cancel from any state but done; nothing leaves done."""
+    walk(exchange._MOVES, RelayState, RelayEvent, RELAY_MOVES)
+
+
+def test_relay_state_is_read_only() -> None:
+    """A relay's state is its own: a property with no setter."""
+    state = exchange.Relay.state
+    assert isinstance(state, property) and state.fset is None

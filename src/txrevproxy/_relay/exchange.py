@@ -21,6 +21,7 @@ from txrevproxy._http.headers import ForwardingContext, TrustedNetworks, upstrea
 from txrevproxy._http.validate import ResponseHead, relayed_headers
 from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.producers import CallbackProducer
+from txrevproxy._net.states import IdentityEnum, Transitions
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._server.body import BodySource
 from txrevproxy._server.respond import respond_error
@@ -80,12 +81,65 @@ def forwarding_context(
     )
 
 
+class RelayState(IdentityEnum):
+    """
+    Where a :class:`Relay` is; it moves by a :class:`RelayEvent` (see ``_MOVES``).
+    """
+
+    CONNECTING = "connecting"  # waiting for an upstream connection
+    SENDING = "sending"  # the request going out, no response yet
+    STREAMING = "streaming"  # the response head relayed, its body on its way
+    DONE = "done"  # over, whatever the outcome: nothing leaves it
+
+
+class RelayEvent(IdentityEnum):
+    """
+    What moves a :class:`Relay`'s state.
+    """
+
+    CONNECTED = "connected"  # an upstream connection to send on
+    RETRY = "retry"  # a reused connection was found closed: once more on a fresh one
+    RESPONSE = "response"  # the response head is relayed
+    SWITCHED = "switched"  # a 101: the connections became a tunnel
+    COMPLETED = "completed"  # the response is complete
+    FAILED = "failed"  # the upstream failed: an error answer, or the client connection aborted
+    CANCELLED = "cancelled"  # the client side ended the request, or the proxy is stopping
+
+
+CONNECTING, SENDING, STREAMING, DONE = RelayState.CONNECTING, RelayState.SENDING, RelayState.STREAMING, RelayState.DONE
+CONNECTED, RETRY, RESPONSE, SWITCHED, COMPLETED, FAILED, CANCELLED = (
+    RelayEvent.CONNECTED,
+    RelayEvent.RETRY,
+    RelayEvent.RESPONSE,
+    RelayEvent.SWITCHED,
+    RelayEvent.COMPLETED,
+    RelayEvent.FAILED,
+    RelayEvent.CANCELLED,
+)
+
+#: Every move of a relay's state; any other (state, event) is a programming error.
+_MOVES = Transitions[RelayState, RelayEvent](
+    "Relay",
+    {
+        (CONNECTING, CONNECTED): SENDING,
+        (SENDING, RETRY): CONNECTING,
+        (SENDING, RESPONSE): STREAMING,
+        (SENDING, SWITCHED): DONE,
+        (STREAMING, COMPLETED): DONE,
+        **{(state, FAILED): DONE for state in (CONNECTING, SENDING, STREAMING)},
+        **{(state, CANCELLED): DONE for state in (CONNECTING, SENDING, STREAMING)},
+    },
+)
+_next = _MOVES.next
+
+
 class Relay:
     """
     Relays one request (a Twisted ``IRequest``) to ``address`` and its response back.
 
-    States: ``connecting`` → ``sending`` (request going out, no response yet) → ``streaming`` (response head
-    relayed) → ``done``. Any state can go to ``done``; nothing leaves it.
+    Its :attr:`state` (a :class:`RelayState`) moves through ``_MOVES``: ``connecting`` ─connected─▶ ``sending``
+    ─response─▶ ``streaming`` ─completed─▶ ``done``; ``sending`` ─retry─▶ ``connecting`` (once), ─switched─▶
+    ``done``; any but ``done`` ─failed or cancelled─▶ ``done``; nothing leaves ``done``.
     """
 
     def __init__(
@@ -106,7 +160,7 @@ class Relay:
         self.body = body
         self.config = config
         self.reactor = reactor
-        self.state = "connecting"
+        self._state = CONNECTING
         self.method: bytes = request.method  # type: ignore[attr-defined]
         incoming = request_header_list(request)
         if config.preserve_host:
@@ -120,6 +174,10 @@ class Relay:
         self._retried = False
         self._send_deadline: Deadline | None = None  # made at the first stall of the upload
         self._downloading = False  # registered as the producer of the client's response
+
+    @property
+    def state(self) -> RelayState:
+        return self._state
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -143,10 +201,10 @@ class Relay:
 
     def _connected(self, proto: UpstreamProtocol) -> None:
         self._connecting = None
-        if self.state == "done":
+        if self._state is DONE:
             self.pool.release(proto)
             return
-        self.state = "sending"
+        self._state = _next(self._state, CONNECTED)
         self._proto = proto
         proto.sendRequest(self.method, self.target, self.headers, self.body.framing, self, self.upgrade)
         if self.body.framing.kind is Kind.NONE:
@@ -158,7 +216,7 @@ class Relay:
 
     def _connectFailed(self, failure: Failure) -> None:
         self._connecting = None
-        if self.state == "done":
+        if self._state is DONE:
             return
         if self.pool.closed:
             self.upstreamAbandoned("the proxy is shutting down")
@@ -183,7 +241,7 @@ class Relay:
         proto.transport.unregisterProducer()
         self._stopSendDeadline()
         proto.endBody()
-        if self.state == "sending":
+        if self._state is SENDING:
             self._requestSent()
 
     def bodyFailed(self, reason: str) -> None:
@@ -219,7 +277,7 @@ class Relay:
         self.body.resume()
 
     def _checkSendDeadline(self) -> None:
-        if self._proto is None or self.state not in ("sending", "streaming"):
+        if self._proto is None or (self._state is not SENDING and self._state is not STREAMING):
             return
         timeout = self.config.pool.send_timeout
         self._abortUpstream()
@@ -230,7 +288,7 @@ class Relay:
             self._send_deadline.cancel()
 
     def _responseTimedOut(self) -> None:
-        if self.state != "sending":
+        if self._state is not SENDING:
             return
         self._abortUpstream()
         self._respondError(504, f"upstream sent no response within {self.config.response_timeout:g}s")
@@ -239,9 +297,9 @@ class Relay:
 
     def responseHead(self, head: ResponseHead, framing: Framing) -> None:
         self._cancelTimer()
-        if self.state != "sending":
+        if self._state is not SENDING:
             return
-        self.state = "streaming"
+        self._state = _next(self._state, RESPONSE)
         request = self.request
         relayed = relayed_headers(head)
         length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
@@ -267,9 +325,9 @@ class Relay:
         tunnel (the upstream protocol checked the offer).
         """
         self._cancelTimer()
-        if self.state != "sending" or self._proto is None:
+        if self._state is not SENDING or self._proto is None:
             return None
-        self.state = "done"
+        self._state = _next(self._state, SWITCHED)
         lines = [b"HTTP/1.1 101 ", head.reason or b"Switching Protocols", b"\r\n"]
         for name, value in relayed_headers(head):
             lines += (name, b": ", value, b"\r\n")
@@ -286,7 +344,7 @@ class Relay:
         for them goes to the client now, and from now on a slow client pauses the upstream. (A response that
         arrives whole, the common small case, needs neither.)
         """
-        if self.state != "streaming":
+        if self._state is not STREAMING:
             return
         request = self.request
         flush = getattr(request, "flushHead", None)
@@ -303,13 +361,13 @@ class Relay:
             self.request.unregisterProducer()  # type: ignore[attr-defined]
 
     def responseData(self, data: bytes) -> None:
-        if self.state == "streaming":
+        if self._state is STREAMING:
             self.request.write(data)  # type: ignore[attr-defined]
 
     def responseEnd(self) -> None:
-        if self.state != "streaming":
+        if self._state is not STREAMING:
             return
-        self.state = "done"
+        self._state = _next(self._state, COMPLETED)
         self._proto = None
         self._stopSendDeadline()
         self.body.stop()
@@ -320,15 +378,15 @@ class Relay:
         self._cancelTimer()
         self._stopSendDeadline()
         self._proto = None
-        if self.state == "sending":
+        if self._state is SENDING:
             if retryable and not self._retried and self.body.framing.kind is Kind.NONE:
                 # A reused connection the upstream had already closed: try once more on a fresh one.
                 self._retried = True
-                self.state = "connecting"
+                self._state = _next(self._state, RETRY)
                 self._connect(self.pool.connect(self.address))
                 return
             self._respondError(status, reason)
-        elif self.state == "streaming":
+        elif self._state is STREAMING:
             request = self.request
             if not request.startedWriting:  # type: ignore[attr-defined]
                 # Twisted writes the response head with the first body bytes: nothing of the upstream's response
@@ -340,7 +398,7 @@ class Relay:
                     drop()
                 self._respondError(status, reason)
                 return
-            self.state = "done"
+            self._state = _next(self._state, FAILED)
             self.body.stop()
             log.warn(
                 "{method} {target}: {reason} (upstream {upstream}); aborting the client connection",
@@ -360,9 +418,10 @@ class Relay:
         self._cancelTimer()
         self._stopSendDeadline()
         self._proto = None
-        if self.state == "done":
+        if self._state is DONE:
             return
-        streaming, self.state = self.state == "streaming", "done"
+        streaming = self._state is STREAMING
+        self._state = _next(self._state, CANCELLED)
         self.body.stop()
         log.info(
             "{method} {target}: {reason}; request abandoned (upstream {upstream})",
@@ -392,9 +451,9 @@ class Relay:
         """
         The client side ended the request: stop everything and drop the upstream request, whatever its step.
         """
-        if self.state == "done":
+        if self._state is DONE:
             return
-        self.state = "done"
+        self._state = _next(self._state, CANCELLED)
         self._cancelTimer()
         self._stopSendDeadline()
         self.body.stop()
@@ -418,7 +477,7 @@ class Relay:
             self._proto.expectResponseWithin(None)
 
     def _respondError(self, status: int, reason: str) -> None:
-        self.state = "done"
+        self._state = _next(self._state, FAILED)
         self._stopSendDeadline()
         self.body.stop()
         log.warn(
