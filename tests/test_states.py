@@ -16,6 +16,8 @@ from txrevproxy._http.framing import NO_BODY
 from txrevproxy._net.states import IdentityEnum, IllegalTransition, Transitions
 from txrevproxy._relay import exchange
 from txrevproxy._relay.exchange import RelayEvent, RelayState
+from txrevproxy._server import channel
+from txrevproxy._server.channel import Phase, PhaseEvent
 from txrevproxy._upstream import protocol as upstream
 from txrevproxy._upstream.protocol import ConnectionEvent, ConnectionState
 
@@ -172,3 +174,52 @@ def test_relay_state_is_read_only() -> None:
     """A relay's state is its own: a property with no setter."""
     state = exchange.Relay.state
     assert isinstance(state, property) and state.fset is None
+
+
+# -- the client connection -------------------------------------------------------------------------------------------
+
+P, C = Phase, PhaseEvent
+
+CHANNEL_MOVES = {
+    (P.IDLE, C.HEAD_BEGUN): P.HEAD,
+    (P.IDLE, C.HEAD_WITH_BODY): P.BODY,
+    (P.HEAD, C.HEAD_WITH_BODY): P.BODY,
+    (P.IDLE, C.HEAD_WITHOUT_BODY): P.WAITING,
+    (P.HEAD, C.HEAD_WITHOUT_BODY): P.WAITING,
+    (P.BODY, C.BODY_ENDED): P.WAITING,
+    (P.WAITING, C.ANSWERED): P.IDLE,
+    (P.WAITING, C.SWITCHED): P.TUNNEL,
+    (P.IDLE, C.CLOSE): P.CLOSED,
+    (P.HEAD, C.CLOSE): P.CLOSED,
+    (P.BODY, C.CLOSE): P.CLOSED,
+    (P.WAITING, C.CLOSE): P.CLOSED,
+    (P.CLOSED, C.CLOSE): P.CLOSED,
+    (P.IDLE, C.LOST): P.CLOSED,
+    (P.HEAD, C.LOST): P.CLOSED,
+    (P.BODY, C.LOST): P.CLOSED,
+    (P.WAITING, C.LOST): P.CLOSED,
+    (P.TUNNEL, C.LOST): P.CLOSED,
+    (P.CLOSED, C.LOST): P.CLOSED,
+}
+
+
+def test_client_connection_moves() -> None:
+    """A client connection moves idle → head → body → waiting → idle (a whole head skips head, a bodiless request
+    body), waiting → tunnel on a 101, to closed from any phase but tunnel, and to closed on its loss from any."""
+    walk(channel._MOVES, Phase, PhaseEvent, CHANNEL_MOVES)
+
+
+def test_client_connection_phases_in_use() -> None:
+    """A request walks its connection through head, body and waiting back to idle; a lost connection is closed."""
+    h = Harness()
+    assert h.channel.phase is Phase.IDLE
+    h.send(b"POST / HTTP/1.1\r\nHost: e\r\n")
+    assert h.channel.phase is Phase.HEAD
+    h.send(b"Content-Length: 2\r\n\r\n")
+    assert h.channel.phase is Phase.BODY
+    h.send(b"hi")
+    assert h.channel.phase is Phase.WAITING
+    h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    assert h.channel.phase is Phase.IDLE
+    h.client_closed()
+    assert h.channel.phase is Phase.CLOSED
