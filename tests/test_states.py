@@ -16,8 +16,9 @@ from txrevproxy._http.framing import NO_BODY
 from txrevproxy._net.states import IdentityEnum, IllegalTransition, Transitions
 from txrevproxy._relay import exchange
 from txrevproxy._relay.exchange import RelayEvent, RelayState
-from txrevproxy._server import channel
+from txrevproxy._server import channel, h2
 from txrevproxy._server.channel import Phase, PhaseEvent
+from txrevproxy._server.h2 import BodyEvent, BodyState
 from txrevproxy._upstream import protocol as upstream
 from txrevproxy._upstream.protocol import ConnectionEvent, ConnectionState
 
@@ -223,3 +224,22 @@ def test_client_connection_phases_in_use() -> None:
     assert h.channel.phase is Phase.IDLE
     h.client_closed()
     assert h.channel.phase is Phase.CLOSED
+
+
+# -- an HTTP/2 stream's request body ----------------------------------------------------------------------------------
+
+B, D = BodyState, BodyEvent
+
+H2_BODY_MOVES = {
+    (B.STREAMING, D.HOLD): B.HELD,
+    (B.HELD, D.RELEASE): B.STREAMING,
+    (B.STREAMING, D.END): B.ENDED,
+    (B.STREAMING, D.DROP): B.DROPPED,
+    (B.HELD, D.DROP): B.DROPPED,
+}
+
+
+def test_h2_body_moves() -> None:
+    """A stream's body goes between streaming and held, ends from streaming (END_STREAM waits while the stream is
+    held), is dropped from either, and never leaves ended or dropped."""
+    walk(h2._MOVES, BodyState, BodyEvent, H2_BODY_MOVES)
