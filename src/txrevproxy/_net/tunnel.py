@@ -30,11 +30,21 @@ from zope.interface import implementer
 
 from txrevproxy._net.deadline import TIMER_SLACK, Deadline
 from txrevproxy._net.sending import send
+from txrevproxy._net.states import IdentityEnum
 
 log = Logger(namespace="txrevproxy")
 
-#: The tunnel's two sides.
-CLIENT, UPSTREAM = "client", "upstream"
+
+class Side(IdentityEnum):
+    """
+    The tunnel's two sides (their names, in log lines, are the values).
+    """
+
+    CLIENT = "client"
+    UPSTREAM = "upstream"
+
+
+CLIENT, UPSTREAM = Side.CLIENT, Side.UPSTREAM
 
 
 @implementer(IPushProducer)
@@ -43,7 +53,7 @@ class _PausesReading:
     Registered on one side's transport: that side's send buffer full pauses reading from ``source``, the other side.
     """
 
-    def __init__(self, tunnel: Tunnel, source: Any, side: str) -> None:
+    def __init__(self, tunnel: Tunnel, source: Any, side: Side) -> None:
         self.tunnel = tunnel
         self.source = source
         self.side = side  # the side whose buffer this is
@@ -90,9 +100,9 @@ class Tunnel:
         # No byte either way for idle_timeout (moved by every byte); none at all when it is 0.
         self._idle = Deadline(reactor, self._idleTimedOut) if idle_timeout else None
         self._send_timeouts = {CLIENT: send_timeouts[0], UPSTREAM: send_timeouts[1]}
-        self._stalled_since: dict[str, float] = {}  # side -> since when its send buffer has been full
+        self._stalled_since: dict[Side, float] = {}  # side -> since when its send buffer has been full
         self._send = Deadline(reactor, self._checkSend)  # the soonest send deadline of the stalled sides
-        self._closing: set[str] = set()  # after close: the sides still taking what is buffered for them
+        self._closing: set[Side] = set()  # after close: the sides still taking what is buffered for them
         self._closing_deadline: Deadline | None = None  # after close: when those still closing are aborted
         upstream.registerProducer(_PausesReading(self, client, UPSTREAM), True)
         client.registerProducer(_PausesReading(self, upstream, CLIENT), True)
@@ -133,10 +143,10 @@ class Tunnel:
         """
         self._close("the proxy is shutting down", (CLIENT, UPSTREAM))
 
-    def _transport(self, side: str) -> Any:
+    def _transport(self, side: Side) -> Any:
         return self.client if side is CLIENT else self.upstream
 
-    def _close(self, why: str, others: tuple[str, ...]) -> None:
+    def _close(self, why: str, others: tuple[Side, ...]) -> None:
         if self.closed:
             return
         self._end()
@@ -179,7 +189,7 @@ class Tunnel:
 
     # -- the send deadlines -----------------------------------------------------------------------------------
 
-    def _stalled(self, side: str) -> None:
+    def _stalled(self, side: Side) -> None:
         if side in self._stalled_since:
             return
         now = self._stalled_since[side] = self.reactor.seconds()
@@ -190,7 +200,7 @@ class Tunnel:
         if send.due is None or due < send.due:  # (none yet, or one for a later deadline)
             send.set_at(due)
 
-    def _drained(self, side: str) -> None:
+    def _drained(self, side: Side) -> None:
         self._stalled_since.pop(side, None)  # (the deadline, if set, finds no stall when it is due)
 
     def _checkSend(self) -> None:
@@ -205,24 +215,26 @@ class Tunnel:
                 continue
             due = since + timeout
             if due - now <= TIMER_SLACK:
-                self._abort(f"{side} read nothing for {timeout:g}s")
+                self._abort(f"{side.value} read nothing for {timeout:g}s")
                 return
             soonest = due if soonest is None else min(soonest, due)
         if soonest is not None:
             self._send.set_at(soonest)
 
-    def _gone(self, side: str) -> None:
+    def _gone(self, side: Side) -> None:
         self._closing.discard(side)
         if self.closed and not self._closing and self._closing_deadline is not None:
             self._closing_deadline.cancel()  # every side closed in time
 
     def _abortClosing(self) -> None:
         closing, self._closing = self._closing, set()
-        for side in sorted(closing):
+        for side in (CLIENT, UPSTREAM):
+            if side not in closing:
+                continue
             log.info(
                 "tunnel {name}: the {side} did not take its last bytes within {timeout:g}s: aborted",
                 name=self.name,
-                side=side,
+                side=side.value,
                 timeout=self._send_timeouts[side],
             )
             self._transport(side).abortConnection()
