@@ -12,7 +12,7 @@ from itertools import product
 import pytest
 
 from _harness import Harness
-from txrevproxy._http.framing import NO_BODY
+from txrevproxy._http.framing import NO_BODY, ChunkedDecoder, ChunkedState, FramingError
 from txrevproxy._net.states import IdentityEnum, IllegalTransition, Transitions
 from txrevproxy._relay import exchange
 from txrevproxy._relay.exchange import RelayEvent, RelayState
@@ -243,3 +243,64 @@ def test_h2_body_moves() -> None:
     """A stream's body goes between streaming and held, ends from streaming (END_STREAM waits while the stream is
     held), is dropped from either, and never leaves ended or dropped."""
     walk(h2._MOVES, BodyState, BodyEvent, H2_BODY_MOVES)
+
+
+# -- the chunked decoder ---------------------------------------------------------------------------------------------
+#
+# A plain Enum with no table (its moves are the grammar, one per branch of feed, on every chunk): walked here over
+# every state and a kind of input each, for where it goes or that it refuses.
+
+K = ChunkedState
+REACH = {K.SIZE: b"", K.DATA: b"3\r\n", K.DATA_CRLF: b"3\r\nabc", K.TRAILER: b"0\r\n", K.DONE: b"0\r\n\r\n"}
+INPUTS = {
+    "size": b"3\r\n",
+    "last size": b"0\r\n",
+    "data": b"abc",
+    "crlf": b"\r\n",
+    "field": b"x: y\r\n",
+    "lf": b"\n",
+    "byte": b"z",
+}
+REFUSED = None
+CHUNKED_MOVES = {
+    K.SIZE: {
+        "size": K.DATA,
+        "last size": K.TRAILER,
+        "data": K.SIZE,  # (a size line not yet complete)
+        "crlf": REFUSED,  # an empty size
+        "field": REFUSED,
+        "lf": K.SIZE,  # (lines are judged whole)
+        "byte": K.SIZE,
+    },
+    K.DATA: {  # 3 bytes of data to come
+        "size": K.DATA_CRLF,
+        "last size": K.DATA_CRLF,
+        "data": K.DATA_CRLF,
+        "crlf": K.DATA,
+        "field": REFUSED,  # 3 bytes of data, then no CRLF
+        "lf": K.DATA,
+        "byte": K.DATA,
+    },
+    K.DATA_CRLF: dict.fromkeys(INPUTS, REFUSED) | {"crlf": K.SIZE},
+    K.TRAILER: dict.fromkeys(INPUTS, K.TRAILER) | {"crlf": K.DONE},  # (trailer lines are dropped)
+    K.DONE: dict.fromkeys(INPUTS, K.DONE),  # what follows is handed back
+}
+
+
+def test_chunked_decoder_moves() -> None:
+    """The chunked decoder goes size → data → data-crlf → size, size → trailer → done on the last chunk, refuses what
+    breaks the grammar, and hands back whatever follows once done."""
+    assert set(CHUNKED_MOVES) == set(ChunkedState)
+    for state, moves in CHUNKED_MOVES.items():
+        assert set(moves) == set(INPUTS)
+        for name, expected in moves.items():
+            decoder = ChunkedDecoder(lambda data: None)
+            decoder.feed(REACH[state])
+            assert decoder.state is state
+            if expected is REFUSED:
+                with pytest.raises(FramingError):
+                    decoder.feed(INPUTS[name])
+                continue
+            rest = decoder.feed(INPUTS[name])
+            assert decoder.state is expected, (state, name)
+            assert rest == (INPUTS[name] if state is K.DONE else b"" if expected is K.DONE else None), (state, name)
