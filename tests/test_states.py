@@ -30,7 +30,8 @@ def walk(
     allowed: Mapping[tuple[Enum, Enum], Enum],
 ) -> None:
     """
-    Every (state, event) pair: the allowed ones lead where ``allowed`` says, the others raise IllegalTransition.
+    Every (state, event) pair: the allowed ones lead where ``allowed`` says, the others raise IllegalTransition (by
+    ``next`` and by ``moves[event][state]``, the owners' way).
     """
     pairs = list(product(states, events))
     assert set(allowed) <= set(pairs)
@@ -38,12 +39,16 @@ def walk(
         if (state, event) in allowed:
             assert moves.allows(state, event), (state, event)
             assert moves.next(state, event) is allowed[state, event], (state, event)
+            assert moves[event][state] is allowed[state, event], (state, event)
         else:
             assert not moves.allows(state, event), (state, event)
-            with pytest.raises(IllegalTransition) as raised:
+            with pytest.raises(IllegalTransition) as by_next:
                 moves.next(state, event)
-            assert (raised.value.state, raised.value.event) == (state, event)
-    assert dict(moves) == dict(allowed)
+            with pytest.raises(IllegalTransition) as by_index:
+                moves[event][state]
+            for raised in (by_next, by_index):
+                assert (raised.value.state, raised.value.event) == (state, event)
+    assert moves.pairs() == dict(allowed)
 
 
 # -- the machinery ---------------------------------------------------------------------------------------------------
@@ -73,6 +78,9 @@ def test_a_move_not_in_the_table_is_refused_with_its_names() -> None:
     assert moves.next(Light.RED, Change.GO) is Light.GREEN
     with pytest.raises(IllegalTransition, match=r"^Light: STOP is not allowed in state RED$"):
         moves.next(Light.RED, Change.STOP)
+    with pytest.raises(IllegalTransition, match=r"^Light: GO is not allowed in state GREEN$"):
+        moves[Change.GO][Light.GREEN]
+    assert dict(moves[Change.STOP]) == {}  # every event has its moves, none if none is given
 
 
 def test_walk_checks_the_whole_table() -> None:

@@ -130,7 +130,6 @@ _MOVES = Transitions[RelayState, RelayEvent](
         **{(state, CANCELLED): DONE for state in (CONNECTING, SENDING, STREAMING)},
     },
 )
-_next = _MOVES.next
 
 
 class Relay:
@@ -204,7 +203,7 @@ class Relay:
         if self._state is DONE:
             self.pool.release(proto)
             return
-        self._state = _next(self._state, CONNECTED)
+        self._state = _MOVES[CONNECTED][self._state]
         self._proto = proto
         proto.sendRequest(self.method, self.target, self.headers, self.body.framing, self, self.upgrade)
         if self.body.framing.kind is Kind.NONE:
@@ -299,7 +298,7 @@ class Relay:
         self._cancelTimer()
         if self._state is not SENDING:
             return
-        self._state = _next(self._state, RESPONSE)
+        self._state = _MOVES[RESPONSE][self._state]
         request = self.request
         relayed = relayed_headers(head)
         length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
@@ -327,7 +326,7 @@ class Relay:
         self._cancelTimer()
         if self._state is not SENDING or self._proto is None:
             return None
-        self._state = _next(self._state, SWITCHED)
+        self._state = _MOVES[SWITCHED][self._state]
         lines = [b"HTTP/1.1 101 ", head.reason or b"Switching Protocols", b"\r\n"]
         for name, value in relayed_headers(head):
             lines += (name, b": ", value, b"\r\n")
@@ -367,7 +366,7 @@ class Relay:
     def responseEnd(self) -> None:
         if self._state is not STREAMING:
             return
-        self._state = _next(self._state, COMPLETED)
+        self._state = _MOVES[COMPLETED][self._state]
         self._proto = None
         self._stopSendDeadline()
         self.body.stop()
@@ -382,7 +381,7 @@ class Relay:
             if retryable and not self._retried and self.body.framing.kind is Kind.NONE:
                 # A reused connection the upstream had already closed: try once more on a fresh one.
                 self._retried = True
-                self._state = _next(self._state, RETRY)
+                self._state = _MOVES[RETRY][self._state]
                 self._connect(self.pool.connect(self.address))
                 return
             self._respondError(status, reason)
@@ -398,7 +397,7 @@ class Relay:
                     drop()
                 self._respondError(status, reason)
                 return
-            self._state = _next(self._state, FAILED)
+            self._state = _MOVES[FAILED][self._state]
             self.body.stop()
             log.warn(
                 "{method} {target}: {reason} (upstream {upstream}); aborting the client connection",
@@ -421,7 +420,7 @@ class Relay:
         if self._state is DONE:
             return
         streaming = self._state is STREAMING
-        self._state = _next(self._state, CANCELLED)
+        self._state = _MOVES[CANCELLED][self._state]
         self.body.stop()
         log.info(
             "{method} {target}: {reason}; request abandoned (upstream {upstream})",
@@ -453,7 +452,7 @@ class Relay:
         """
         if self._state is DONE:
             return
-        self._state = _next(self._state, CANCELLED)
+        self._state = _MOVES[CANCELLED][self._state]
         self._cancelTimer()
         self._stopSendDeadline()
         self.body.stop()
@@ -477,7 +476,7 @@ class Relay:
             self._proto.expectResponseWithin(None)
 
     def _respondError(self, status: int, reason: str) -> None:
-        self._state = _next(self._state, FAILED)
+        self._state = _MOVES[FAILED][self._state]
         self._stopSendDeadline()
         self.body.stop()
         log.warn(

@@ -133,7 +133,6 @@ _MOVES = Transitions[Phase, PhaseEvent](
         **{(phase, LOST): CLOSED for phase in Phase},
     },
 )
-_next = _MOVES.next
 
 
 class ReadPause(IdentityEnum):
@@ -518,16 +517,18 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         """
         Move the phase by ``event`` (the one place it changes, through ``_MOVES``) and set the new phase's deadline.
         """
-        phase = self.phase = _next(self.phase, event)
+        phase = self.phase = _MOVES[event][self.phase]
         deadline, config = self._phase_deadline, self.config
         if phase is HEAD:
             deadline.set(config.head_timeout)
         elif phase is BODY:
             deadline.set(config.body_timeout)
-        elif phase is IDLE and self._idle_timeout:
-            deadline.set(self._idle_timeout)
-        else:
-            deadline.clear()  # waiting for the response: none (its timer lapses, or serves the next phase)
+        elif phase is IDLE:
+            if self._idle_timeout:
+                deadline.set(self._idle_timeout)
+            else:
+                deadline.clear()
+        # (Waiting or closed: no phase deadline, and none to clear: one still set finds nothing to time out.)
 
     def _phaseTimedOut(self) -> None:
         phase = self.phase  # (closed: only the send deadline applies)

@@ -107,7 +107,6 @@ _MOVES = Transitions[BodyState, BodyEvent](
         (HELD, DROP): DROPPED,
     },
 )
-_next = _MOVES.next
 
 
 class H2ProxyRequest(StreamedRequest):
@@ -162,7 +161,7 @@ class H2ProxyRequest(StreamedRequest):
             framing = CHUNKED  # DATA is coming and its length is not known: chunked toward the upstream
         now = clock.seconds()
         if ended:
-            self._body = _next(self._body, END)
+            self._body = _MOVES[END][self._body]
         else:
             self._body_timeout = self.channel.site.client.body_timeout  # type: ignore[attr-defined]
             self._body_deadline = Deadline(clock, self._checkBodyDeadline)
@@ -202,12 +201,12 @@ class H2ProxyRequest(StreamedRequest):
 
     def _holdBody(self) -> None:
         if self._body is STREAMING:
-            self._body = _next(self._body, HOLD)
+            self._body = _MOVES[HOLD][self._body]
         self._stream.pauseProducing()
 
     def _releaseBody(self) -> None:
         if self._body is HELD:
-            self._body = _next(self._body, RELEASE)
+            self._body = _MOVES[RELEASE][self._body]
             if self._body_deadline is not None:
                 self._body_deadline.set(self._body_timeout)
         self._stream.resumeProducing()  # always: a stopped body lets the stream drain what it holds, dropped
@@ -226,7 +225,7 @@ class H2ProxyRequest(StreamedRequest):
         no more deadline.
         """
         if self._body is STREAMING or self._body is HELD:
-            self._body = _next(self._body, event)
+            self._body = _MOVES[event][self._body]
         if self._body_deadline is not None:
             self._body_deadline.cancel()
 

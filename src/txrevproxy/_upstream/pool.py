@@ -133,9 +133,7 @@ class UpstreamPool:
         """
         idle = self._idle.get(address)
         while idle:
-            proto = idle.pop()
-            if proto.idle_deadline is not None:
-                proto.idle_deadline.clear()  # (its timer lapses)
+            proto = idle.pop()  # (its idle deadline, if it comes due, finds it busy; the next release sets it again)
             if proto.ready:
                 return proto
         return None

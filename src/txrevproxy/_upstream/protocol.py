@@ -118,7 +118,6 @@ _MOVES = Transitions[ConnectionState, ConnectionEvent](
         **{(state, LOST): DEAD for state in ConnectionState},
     },
 )
-_next = _MOVES.next
 
 
 class ResponseReceiver(TypingProtocol):
@@ -221,7 +220,7 @@ class UpstreamProtocol(Protocol):
         """
         Close this idle connection (the pool does not keep it): it is never used again.
         """
-        self._state = _next(self._state, DISCARD)
+        self._state = _MOVES[DISCARD][self._state]
         self.transport.loseConnection()
 
     def connectionMade(self) -> None:
@@ -245,7 +244,7 @@ class UpstreamProtocol(Protocol):
         Write the request head; the body (if ``body`` says there is one) follows through :meth:`writeBody`.
         ``upgrade``: the protocols offered in the request's ``Upgrade`` header, to which a ``101`` may switch.
         """
-        self._state = _next(self._state, SEND)
+        self._state = _MOVES[SEND][self._state]
         self._upgrade = upgrade
         self.requests_sent += 1
         self._receiver = receiver
@@ -294,8 +293,9 @@ class UpstreamProtocol(Protocol):
 
     # -- the response deadline (request sent, no response head yet) ------------------------------------------
     #
-    # Like the read deadline, one Deadline per connection, cleared (not cancelled) when the head is in: a connection
-    # that answers every request in time costs no timer per request.
+    # Like the read deadline, one Deadline per connection, never cancelled while the connection lives: stopping it
+    # only forgets what to call (the deadline, when due, finds nothing expected), so that a connection that answers
+    # every request in time costs no timer, nor any call, per request.
 
     _head_expired: Callable[[], object] | None = None
 
@@ -304,7 +304,7 @@ class UpstreamProtocol(Protocol):
         Call ``expired()`` unless the response head is complete within ``seconds``; ``None`` to stop expecting.
         """
         if seconds is None:
-            self._stopHeadDeadline()
+            self._head_expired = None
             return
         self._head_expired = expired
         self._head_deadline.set(seconds)
@@ -314,10 +314,6 @@ class UpstreamProtocol(Protocol):
             return
         expired, self._head_expired = self._head_expired, None
         expired()
-
-    def _stopHeadDeadline(self) -> None:
-        self._head_expired = None
-        self._head_deadline.clear()
 
     # -- the mid-body read deadline --------------------------------------------------------------------------
     #
@@ -337,10 +333,10 @@ class UpstreamProtocol(Protocol):
         Drop the connection now: the request is abandoned and the connection is never reused.
         """
         self._receiver = None
-        self._stopHeadDeadline()
+        self._head_expired = None
         self._stopReadDeadline()
         if self._state is not DEAD:
-            self._state = _next(self._state, FAIL)
+            self._state = _MOVES[FAIL][self._state]
             self.transport.abortConnection()
 
     # -- receiving -----------------------------------------------------------------------------------------
@@ -384,7 +380,7 @@ class UpstreamProtocol(Protocol):
                 break
             # Interim 1xx responses are not relayed; the final response follows.
         self._buffer = b""
-        self._stopHeadDeadline()
+        self._head_expired = None
         try:
             framing = response_framing(
                 self._method, head.status, head.headers, head.transfer_encoding, head.content_length
@@ -401,7 +397,7 @@ class UpstreamProtocol(Protocol):
             and self._upgrade is None
         )
         self._framing = framing
-        self._state = _next(self._state, RESPONSE)
+        self._state = _MOVES[RESPONSE][self._state]
         assert self._receiver is not None
         self._receiver.responseHead(head, framing)
         if self._state is not BODY:
@@ -434,15 +430,15 @@ class UpstreamProtocol(Protocol):
         if not upgrade_accepted(self._upgrade, head.headers):
             self._fail("101 Switching Protocols to a protocol the client did not offer")
             return
-        self._state = _next(self._state, SWITCH)
+        self._state = _MOVES[SWITCH][self._state]
         self._buffer = b""
-        self._stopHeadDeadline()
+        self._head_expired = None
         self._stopReadDeadline()
         receiver, self._receiver = self._receiver, None
         assert receiver is not None
         self.tunnel = receiver.responseSwitching(head)
         if self.tunnel is None:
-            self._state = _next(self._state, FAIL)
+            self._state = _MOVES[FAIL][self._state]
             self.transport.abortConnection()
             return
         self.pool.tunnelled.add(self)
@@ -489,30 +485,30 @@ class UpstreamProtocol(Protocol):
         self._stopReadDeadline()
         reusable = self._keep_alive and self._request_done and not extra
         if reusable:
-            self._state = _next(self._state, REUSABLE)
+            self._state = _MOVES[REUSABLE][self._state]
             if self._paused:
                 self._paused = False
                 self.transport.resumeProducing()
             self.pool.release(self)
         else:
-            self._state = _next(self._state, SPENT)
+            self._state = _MOVES[SPENT][self._state]
             self.transport.loseConnection()
         if receiver is not None:
             receiver.responseEnd()
 
     def _fail(self, reason: str, status: int = 502) -> None:
         receiver, self._receiver = self._receiver, None
-        self._stopHeadDeadline()
+        self._head_expired = None
         self._stopReadDeadline()
         if self._state is not DEAD:
-            self._state = _next(self._state, FAIL)
+            self._state = _MOVES[FAIL][self._state]
             self.transport.abortConnection()
         if receiver is not None:
             receiver.upstreamFailed(reason, retryable=False, status=status)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         state = self._state
-        self._state = _next(state, LOST)
+        self._state = _MOVES[LOST][state]
         if self.handshake is not None:
             handshake, self.handshake = self.handshake, None
             problem = self._tlsProblem(reason) or (reason.getErrorMessage() if reason is not None else "closed")
