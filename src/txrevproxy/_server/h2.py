@@ -126,6 +126,7 @@ class H2ProxyRequest(StreamedRequest):
     _max_body = 0
     _body_timeout = 0.0
     _body_deadline: Deadline | None = None  # moved by progress, set again when the proxy lets the body go
+    _clock: IReactorTime  # from headersComplete on
     _stream: H2Stream  # the stream (Twisted's Request forgets it, as its channel, when the stream is lost)
 
     def gotLength(self, length: int | None) -> None:
@@ -144,6 +145,7 @@ class H2ProxyRequest(StreamedRequest):
         list is over the head limits), or start relaying it, its body deadline timed by ``clock``.
         """
         self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
+        self._clock = clock
         self._stream = self.channel
         if too_large is not None:
             self._refuse(too_large.status, too_large.reason)
