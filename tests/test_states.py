@@ -8,19 +8,23 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from itertools import product
+from typing import cast
 
 import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.web.resource import Resource
 
-from _harness import Harness
 from txrevproxy._http.framing import NO_BODY, ChunkedDecoder, ChunkedState, FramingError
 from txrevproxy._net.states import IdentityEnum, IllegalTransition, Transitions
 from txrevproxy._relay import exchange
 from txrevproxy._relay.exchange import RelayEvent, RelayState
 from txrevproxy._server import channel, h2
-from txrevproxy._server.channel import Phase, PhaseEvent
+from txrevproxy._server.channel import Phase, PhaseEvent, ProxyChannel, ProxySite
 from txrevproxy._server.h2 import BodyEvent, BodyState
 from txrevproxy._upstream import protocol as upstream
-from txrevproxy._upstream.protocol import ConnectionEvent, ConnectionState
+from txrevproxy._upstream.pool import UpstreamAddress, UpstreamPool
+from txrevproxy._upstream.protocol import ConnectionEvent, ConnectionState, UpstreamProtocol
 
 
 def walk(
@@ -119,39 +123,39 @@ def test_upstream_connection_moves() -> None:
     walk(upstream._MOVES, ConnectionState, ConnectionEvent, CONNECTION_MOVES)
 
 
-def _pooled_connection() -> tuple[Harness, upstream.UpstreamProtocol]:
-    h = Harness()
-    h.send(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
-    up = h.upstream().accept()
-    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    proto = up.protocol._wrappedProtocol  # type: ignore[attr-defined]
+def _connection() -> tuple[UpstreamPool, UpstreamProtocol, StringTransport]:
+    pool = UpstreamPool(MemoryReactorClock())
+    proto = UpstreamProtocol(pool, UpstreamAddress("127.0.0.1", 8000))
+    transport = StringTransport()
+    proto.makeConnection(transport)
     assert proto.state is ConnectionState.IDLE and proto.ready
-    return h, proto
+    return pool, proto, transport
 
 
 def test_upstream_connection_state_is_its_own() -> None:
     """Nothing outside the connection writes its state: it is read-only."""
-    _, proto = _pooled_connection()
+    _, proto, _ = _connection()
     with pytest.raises(AttributeError):
         proto.state = ConnectionState.DEAD  # type: ignore[misc]
 
 
 def test_the_pool_discards_through_the_connection() -> None:
     """The pool closes an idle connection it does not keep by asking it to discard itself: dead, closing."""
-    h, proto = _pooled_connection()
-    h.resource.pool.close()
+    pool, proto, transport = _connection()
+    pool.release(proto)
+    assert pool.idle_count(proto.address) == 1
+    pool.close()
     assert proto.state is ConnectionState.DEAD and not proto.ready
-    assert proto.transport.disconnecting
+    assert transport.disconnecting
 
 
 def test_a_request_on_a_busy_connection_is_a_programming_error() -> None:
     """Sending a request on a connection that is not idle raises IllegalTransition (not an assert: also under -O)."""
-    h = Harness()
-    h.send(b"GET / HTTP/1.1\r\nHost: e\r\n\r\n")
-    proto = h.upstream().accept().protocol._wrappedProtocol  # type: ignore[union-attr]
-    assert proto.state is ConnectionState.HEAD
+    _, proto, _ = _connection()
+    proto.sendRequest(b"GET", b"/", [], NO_BODY, None)  # type: ignore[arg-type]
+    assert proto.state is ConnectionState.HEAD and not proto.ready
     with pytest.raises(IllegalTransition):
-        proto.sendRequest(b"GET", b"/", [], NO_BODY, None)
+        proto.sendRequest(b"GET", b"/", [], NO_BODY, None)  # type: ignore[arg-type]
 
 
 # -- the relay -------------------------------------------------------------------------------------------------------
@@ -218,20 +222,30 @@ def test_client_connection_moves() -> None:
     walk(channel._MOVES, Phase, PhaseEvent, CHANNEL_MOVES)
 
 
+class Hello(Resource):
+    isLeaf = True
+
+    def render_POST(self, request: object) -> bytes:
+        return b"hello"
+
+
 def test_client_connection_phases_in_use() -> None:
-    """A request walks its connection through head, body and waiting back to idle; a lost connection is closed."""
-    h = Harness()
-    assert h.channel.phase is Phase.IDLE
-    h.send(b"POST / HTTP/1.1\r\nHost: e\r\n")
-    assert h.channel.phase is Phase.HEAD
-    h.send(b"Content-Length: 2\r\n\r\n")
-    assert h.channel.phase is Phase.BODY
-    h.send(b"hi")
-    assert h.channel.phase is Phase.WAITING
-    h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    assert h.channel.phase is Phase.IDLE
-    h.client_closed()
-    assert h.channel.phase is Phase.CLOSED
+    """A request walks its connection through head and body back to idle (answered, it waited only for the end of
+    its body); a lost connection is closed."""
+    site = ProxySite(Hello(), reactor=MemoryReactorClock())
+    channel = cast(ProxyChannel, site.buildProtocol(IPv4Address("TCP", "10.0.0.1", 50000)))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    assert channel.phase is Phase.IDLE
+    channel.dataReceived(b"POST / HTTP/1.1\r\nHost: e\r\n")
+    assert channel.phase is Phase.HEAD
+    channel.dataReceived(b"Content-Length: 2\r\n\r\n")
+    assert channel.phase is Phase.BODY
+    channel.dataReceived(b"hi")
+    assert channel.phase is Phase.IDLE
+    assert transport.value().endswith(b"hello")
+    channel.connectionLost(None)
+    assert channel.phase is Phase.CLOSED
 
 
 # -- an HTTP/2 stream's request body ----------------------------------------------------------------------------------
