@@ -13,7 +13,7 @@ from tests._harness import Harness, head_and_body, header_lines
 from tests._requests import HOST, REFUSED
 from txrevproxy import PoolConfig, ProxyConfig
 from txrevproxy._http.head import HeadLimits
-from txrevproxy._server.channel import ClientConfig
+from txrevproxy._server.channel import ClientConfig, ProxySite
 
 SMALL = ClientConfig(max_body=100)  # the cap REFUSED assumes
 
@@ -335,6 +335,32 @@ def test_keep_alive_idle_counts_from_the_last_response():
     assert not h.client.disconnecting
     h.advance(2)
     assert h.client.disconnecting
+
+
+def test_idle_timeout_applies_after_a_slow_response():
+    """A keep-alive connection is still closed after the idle timeout when its last request's head came in pieces
+    and its response took longer than the head timeout (the timer of the head deadline had lapsed meanwhile)."""
+    h = Harness(client=ClientConfig(head_timeout=10))
+    h.send(b"GET / HTTP/1.1\r\n")
+    h.send(HOST + b"\r\n")
+    up = h.upstream().accept()
+    h.reactor.advance(15)
+    up.respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h.reactor.advance(59)
+    assert not h.client.disconnecting
+    h.reactor.advance(2)
+    assert h.client.disconnecting
+
+
+def test_no_idle_timeout_never_closes_for_idleness():
+    """With no idle timeout (``timeout=None``), a kept-alive connection whose last head had a head deadline stays
+    open between requests for as long as the client likes."""
+    h = Harness(site_class=lambda *a, **kw: ProxySite(*a, **kw, timeout=None), client=ClientConfig(head_timeout=10))
+    h.send(b"GET / HTTP/1.1\r\n")
+    h.send(HOST + b"\r\n")
+    h.upstream().accept().respond(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    h.reactor.advance(10**6)
+    assert not h.client.disconnecting
 
 
 def test_request_in_flight_is_not_idle():

@@ -173,6 +173,30 @@ _QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])
 _CHUNK_EXTENSIONS = re.compile(rb"(?:[ \t]*;[ \t]*%s(?:[ \t]*=[ \t]*(?:%s|%s))?)*\Z" % (_TOKEN, _TOKEN, _QUOTED))
 
 
+class ChunkedState(Enum):
+    """
+    Where a :class:`ChunkedDecoder` is in the chunked grammar. A plain Enum, with no transition table: its moves are
+    the grammar itself, one per branch of ``feed``, taken for every chunk (a table lookup there would cost on the hot
+    path and say nothing the branches do not).
+    """
+
+    SIZE = "size"  # reading a chunk-size line
+    DATA = "data"  # reading chunk data
+    DATA_CRLF = "data-crlf"  # reading the CRLF after chunk data
+    TRAILER = "trailer"  # reading trailer lines, after the last chunk
+    DONE = "done"  # the blank line after the trailers: the body is complete
+
+
+# (Module-level aliases: compared on every chunk, and a global is cheaper than an Enum class attribute.)
+_SIZE, _DATA, _DATA_CRLF, _TRAILER, _DONE = (
+    ChunkedState.SIZE,
+    ChunkedState.DATA,
+    ChunkedState.DATA_CRLF,
+    ChunkedState.TRAILER,
+    ChunkedState.DONE,
+)
+
+
 class ChunkedDecoder:
     """
     A strict incremental decoder for the chunked coding (RFC 9112 section 7.1).
@@ -187,12 +211,16 @@ class ChunkedDecoder:
         self._status = status
         self._buffer = b""
         self._remaining = 0  # bytes of chunk data still to come
-        self._state = "size"  # size | data | data-crlf | trailer | done
+        self._state = _SIZE
         self._trailer_bytes = 0
 
     @property
+    def state(self) -> ChunkedState:
+        return self._state
+
+    @property
     def done(self) -> bool:
-        return self._state == "done"
+        return self._state is _DONE
 
     def _fail(self, reason: str) -> FramingError:
         return FramingError(self._status, reason)
@@ -218,33 +246,33 @@ class ChunkedDecoder:
         self._buffer = b""
         while True:
             state = self._state
-            if state == "data":
+            if state is _DATA:
                 if not data:
                     return None
                 if len(data) <= self._remaining:
                     self._remaining -= len(data)
                     self._on_data(data)
                     if self._remaining == 0:
-                        self._state = "data-crlf"
+                        self._state = _DATA_CRLF
                     return None
                 piece, data = data[: self._remaining], data[self._remaining :]
                 self._remaining = 0
-                self._state = "data-crlf"
+                self._state = _DATA_CRLF
                 self._on_data(piece)
                 continue
-            if state == "done":
+            if state is _DONE:
                 return data
             self._buffer = data
-            if state == "data-crlf":
+            if state is _DATA_CRLF:
                 if not b"\r\n".startswith(data[:2]):
                     raise self._fail("missing CRLF after chunk data")
                 if len(data) < 2:
                     return None
                 data = data[2:]
                 self._buffer = b""
-                self._state = "size"
+                self._state = _SIZE
                 continue
-            if state == "size":
+            if state is _SIZE:
                 line = self._line(_MAX_CHUNK_LINE)
                 if line is None:
                     return None
@@ -255,7 +283,7 @@ class ChunkedDecoder:
                 if semicolon and not _CHUNK_EXTENSIONS.match(semicolon + extensions):
                     raise self._fail("invalid chunk extension")
                 self._remaining = int(size_text, 16)
-                self._state = "data" if self._remaining else "trailer"
+                self._state = _DATA if self._remaining else _TRAILER
             else:  # trailer
                 line = self._line(_MAX_TRAILERS)
                 if line is None:
@@ -264,5 +292,5 @@ class ChunkedDecoder:
                 if self._trailer_bytes > _MAX_TRAILERS:
                     raise self._fail("trailer section too large")
                 if not line:
-                    self._state = "done"
+                    self._state = _DONE
             data, self._buffer = self._buffer, b""

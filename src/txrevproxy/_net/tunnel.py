@@ -24,17 +24,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import TIMER_SLACK, Deadline
 from txrevproxy._net.sending import send
+from txrevproxy._net.states import IdentityEnum
 
 log = Logger(namespace="txrevproxy")
 
-#: The tunnel's two sides.
-CLIENT, UPSTREAM = "client", "upstream"
+
+class Side(IdentityEnum):
+    """
+    The tunnel's two sides (their names, in log lines, are the values).
+    """
+
+    CLIENT = "client"
+    UPSTREAM = "upstream"
+
+
+CLIENT, UPSTREAM = Side.CLIENT, Side.UPSTREAM
 
 
 @implementer(IPushProducer)
@@ -43,7 +53,7 @@ class _PausesReading:
     Registered on one side's transport: that side's send buffer full pauses reading from ``source``, the other side.
     """
 
-    def __init__(self, tunnel: Tunnel, source: Any, side: str) -> None:
+    def __init__(self, tunnel: Tunnel, source: Any, side: Side) -> None:
         self.tunnel = tunnel
         self.source = source
         self.side = side  # the side whose buffer this is
@@ -87,30 +97,33 @@ class Tunnel:
         self.sent_up = 0
         self.sent_down = 0
         self.closed = False
-        self._last = reactor.seconds()
-        self._timer: IDelayedCall | None = None
+        # No byte either way for idle_timeout (moved by every byte); none at all when it is 0.
+        self._idle = Deadline(reactor, self._idleTimedOut) if idle_timeout else None
         self._send_timeouts = {CLIENT: send_timeouts[0], UPSTREAM: send_timeouts[1]}
-        self._stalled_since: dict[str, float] = {}  # side -> since when its send buffer has been full
-        self._send_timer: IDelayedCall | None = None
-        self._closing: set[str] = set()  # after close: the sides still taking what is buffered for them
+        self._stalled_since: dict[Side, float] = {}  # side -> since when its send buffer has been full
+        self._send = Deadline(reactor, self._checkSend)  # the soonest send deadline of the stalled sides
+        self._closing: set[Side] = set()  # after close: the sides still taking what is buffered for them
+        self._closing_deadline: Deadline | None = None  # after close: when those still closing are aborted
         upstream.registerProducer(_PausesReading(self, client, UPSTREAM), True)
         client.registerProducer(_PausesReading(self, upstream, CLIENT), True)
-        if idle_timeout:
-            self._timer = reactor.callLater(idle_timeout, self._checkIdle)
+        if self._idle is not None:
+            self._idle.set(idle_timeout)
 
     # -- bytes ---------------------------------------------------------------------------------------------
 
     def fromClient(self, data: bytes) -> None:
         if self.closed or not data:
             return
-        self._last = self.reactor.seconds()
+        if self._idle is not None:
+            self._idle.set(self.idle_timeout)
         self.sent_up += len(data)
         send(self.upstream, data)
 
     def fromUpstream(self, data: bytes) -> None:
         if self.closed or not data:
             return
-        self._last = self.reactor.seconds()
+        if self._idle is not None:
+            self._idle.set(self.idle_timeout)
         self.sent_down += len(data)
         send(self.client, data)
 
@@ -130,10 +143,10 @@ class Tunnel:
         """
         self._close("the proxy is shutting down", (CLIENT, UPSTREAM))
 
-    def _transport(self, side: str) -> Any:
+    def _transport(self, side: Side) -> Any:
         return self.client if side is CLIENT else self.upstream
 
-    def _close(self, why: str, others: tuple[str, ...]) -> None:
+    def _close(self, why: str, others: tuple[Side, ...]) -> None:
         if self.closed:
             return
         self._end()
@@ -142,8 +155,8 @@ class Tunnel:
             if self._send_timeouts[side]:
                 self._closing.add(side)
         if self._closing:  # bounded by each one's send timeout
-            delay = max(self._send_timeouts[side] for side in self._closing)
-            self._send_timer = self.reactor.callLater(delay, self._abortClosing)
+            self._closing_deadline = Deadline(self.reactor, self._abortClosing)
+            self._closing_deadline.set(max(self._send_timeouts[side] for side in self._closing))
         log.info(
             "tunnel {name} closed: {why}; {up} bytes up, {down} bytes down",
             name=self.name,
@@ -154,8 +167,9 @@ class Tunnel:
 
     def _end(self) -> None:
         self.closed = True
-        self._timer = _cancel(self._timer)
-        self._send_timer = _cancel(self._send_timer)
+        if self._idle is not None:
+            self._idle.cancel()
+        self._send.cancel()
         self._stalled_since.clear()
         # Both, so that neither transport waits on a paused producer before it closes.
         self.upstream.unregisterProducer()
@@ -175,67 +189,58 @@ class Tunnel:
 
     # -- the send deadlines -----------------------------------------------------------------------------------
 
-    def _stalled(self, side: str) -> None:
+    def _stalled(self, side: Side) -> None:
         if side in self._stalled_since:
             return
         now = self._stalled_since[side] = self.reactor.seconds()
         timeout = self._send_timeouts[side]
         if not timeout:
             return
-        timer = self._send_timer
-        if timer is None or timer.getTime() > now + timeout:  # (none yet, or one for a later deadline)
-            _cancel(timer)
-            self._send_timer = self.reactor.callLater(timeout, self._checkSend)
+        due, send = now + timeout, self._send
+        if send.due is None or due < send.due:  # (none yet, or one for a later deadline)
+            send.set_at(due)
 
-    def _drained(self, side: str) -> None:
-        self._stalled_since.pop(side, None)  # (the timer, if any, finds no stall when it fires)
+    def _drained(self, side: Side) -> None:
+        self._stalled_since.pop(side, None)  # (the deadline, if set, finds no stall when it is due)
 
     def _checkSend(self) -> None:
-        self._send_timer = None
+        """
+        The soonest send deadline is due: abort if a side is still stalled past its own, else set the next one.
+        """
         now = self.reactor.seconds()
         soonest = None
         for side, since in self._stalled_since.items():
             timeout = self._send_timeouts[side]
             if not timeout:
                 continue
-            remaining = since + timeout - now
-            if remaining <= TIMER_SLACK:
-                self._abort(f"{side} read nothing for {timeout:g}s")
+            due = since + timeout
+            if due - now <= TIMER_SLACK:
+                self._abort(f"{side.value} read nothing for {timeout:g}s")
                 return
-            soonest = remaining if soonest is None else min(soonest, remaining)
+            soonest = due if soonest is None else min(soonest, due)
         if soonest is not None:
-            self._send_timer = self.reactor.callLater(soonest, self._checkSend)
+            self._send.set_at(soonest)
 
-    def _gone(self, side: str) -> None:
+    def _gone(self, side: Side) -> None:
         self._closing.discard(side)
-        if self.closed and not self._closing:
-            self._send_timer = _cancel(self._send_timer)  # every side closed in time
+        if self.closed and not self._closing and self._closing_deadline is not None:
+            self._closing_deadline.cancel()  # every side closed in time
 
     def _abortClosing(self) -> None:
-        self._send_timer = None
         closing, self._closing = self._closing, set()
-        for side in sorted(closing):
+        for side in (CLIENT, UPSTREAM):
+            if side not in closing:
+                continue
             log.info(
                 "tunnel {name}: the {side} did not take its last bytes within {timeout:g}s: aborted",
                 name=self.name,
-                side=side,
+                side=side.value,
                 timeout=self._send_timeouts[side],
             )
             self._transport(side).abortConnection()
 
     # -- the idle deadline ------------------------------------------------------------------------------------
 
-    def _checkIdle(self) -> None:
-        self._timer = None
-        if self.closed:
-            return
-        remaining = self._last + self.idle_timeout - self.reactor.seconds()
-        if remaining > TIMER_SLACK:
-            self._timer = self.reactor.callLater(remaining, self._checkIdle)
-            return
-        self._abort(f"idle for {self.idle_timeout:g}s")
-
-
-def _cancel(timer: IDelayedCall | None) -> None:
-    if timer is not None and timer.active():
-        timer.cancel()
+    def _idleTimedOut(self) -> None:
+        if not self.closed:
+            self._abort(f"idle for {self.idle_timeout:g}s")

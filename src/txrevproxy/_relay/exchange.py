@@ -13,15 +13,16 @@ from __future__ import annotations
 from attrs import field, frozen
 from twisted.internet import defer, error
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from txrevproxy._http.framing import Framing, FramingError, Kind, parse_content_length
 from txrevproxy._http.headers import ForwardingContext, TrustedNetworks, upstream_request_headers, values_of
 from txrevproxy._http.validate import ResponseHead, relayed_headers
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.producers import CallbackProducer
+from txrevproxy._net.states import IdentityEnum, Transitions
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._relay.interfaces import RelayedRequest
 from txrevproxy._upstream.pool import ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool
@@ -70,12 +71,64 @@ def forwarding_context(
     )
 
 
+class RelayState(IdentityEnum):
+    """
+    Where a :class:`Relay` is; it moves by a :class:`RelayEvent` (see ``_MOVES``).
+    """
+
+    CONNECTING = "connecting"  # waiting for an upstream connection
+    SENDING = "sending"  # the request going out, no response yet
+    STREAMING = "streaming"  # the response head relayed, its body on its way
+    DONE = "done"  # over, whatever the outcome: nothing leaves it
+
+
+class RelayEvent(IdentityEnum):
+    """
+    What moves a :class:`Relay`'s state.
+    """
+
+    CONNECTED = "connected"  # an upstream connection to send on
+    RETRY = "retry"  # a reused connection was found closed: once more on a fresh one
+    RESPONSE = "response"  # the response head is relayed
+    SWITCHED = "switched"  # a 101: the connections became a tunnel
+    COMPLETED = "completed"  # the response is complete
+    FAILED = "failed"  # the upstream failed: an error answer, or the client connection aborted
+    CANCELLED = "cancelled"  # the client side ended the request, or the proxy is stopping
+
+
+CONNECTING, SENDING, STREAMING, DONE = RelayState.CONNECTING, RelayState.SENDING, RelayState.STREAMING, RelayState.DONE
+CONNECTED, RETRY, RESPONSE, SWITCHED, COMPLETED, FAILED, CANCELLED = (
+    RelayEvent.CONNECTED,
+    RelayEvent.RETRY,
+    RelayEvent.RESPONSE,
+    RelayEvent.SWITCHED,
+    RelayEvent.COMPLETED,
+    RelayEvent.FAILED,
+    RelayEvent.CANCELLED,
+)
+
+#: Every move of a relay's state; any other (state, event) is a programming error.
+_MOVES = Transitions[RelayState, RelayEvent](
+    "Relay",
+    {
+        (CONNECTING, CONNECTED): SENDING,
+        (SENDING, RETRY): CONNECTING,
+        (SENDING, RESPONSE): STREAMING,
+        (SENDING, SWITCHED): DONE,
+        (STREAMING, COMPLETED): DONE,
+        **{(state, FAILED): DONE for state in (CONNECTING, SENDING, STREAMING)},
+        **{(state, CANCELLED): DONE for state in (CONNECTING, SENDING, STREAMING)},
+    },
+)
+
+
 class Relay:
     """
     Relays one request to ``address`` and its response back.
 
-    States: ``connecting`` → ``sending`` (request going out, no response yet) → ``streaming`` (response head
-    relayed) → ``done``. Any state can go to ``done``; nothing leaves it.
+    Its :attr:`state` (a :class:`RelayState`) moves through ``_MOVES``: ``connecting`` ─connected─▶ ``sending``
+    ─response─▶ ``streaming`` ─completed─▶ ``done``; ``sending`` ─retry─▶ ``connecting`` (once), ─switched─▶
+    ``done``; any but ``done`` ─failed or cancelled─▶ ``done``; nothing leaves ``done``.
     """
 
     def __init__(
@@ -95,7 +148,7 @@ class Relay:
         self.body = request.bodySource()
         self.config = config
         self.reactor = reactor
-        self.state = "connecting"
+        self._state = CONNECTING
         self.method = request.method
         incoming = request.headerList()
         if config.preserve_host:
@@ -107,9 +160,12 @@ class Relay:
         self._proto: UpstreamProtocol | None = None
         self._connecting: defer.Deferred[UpstreamProtocol] | None = None
         self._retried = False
-        self._upload_paused_at: float | None = None
-        self._send_timer: IDelayedCall | None = None
+        self._send_deadline: Deadline | None = None  # made at the first stall of the upload
         self._downloading = False  # registered as the producer of the client's response
+
+    @property
+    def state(self) -> RelayState:
+        return self._state
 
     # -- steps ---------------------------------------------------------------------------------------------
 
@@ -127,10 +183,10 @@ class Relay:
 
     def _connected(self, proto: UpstreamProtocol) -> None:
         self._connecting = None
-        if self.state == "done":
+        if self._state is DONE:
             self.pool.release(proto)
             return
-        self.state = "sending"
+        self._state = _MOVES[CONNECTED][self._state]
         self._proto = proto
         proto.sendRequest(self.method, self.target, self.headers, self.body.framing, self, self.upgrade)
         if self.body.framing.kind is Kind.NONE:
@@ -142,7 +198,7 @@ class Relay:
 
     def _connectFailed(self, failure: Failure) -> None:
         self._connecting = None
-        if self.state == "done":
+        if self._state is DONE:
             return
         if self.pool.closed:
             self.upstreamAbandoned("the proxy is shutting down")
@@ -165,10 +221,9 @@ class Relay:
         if proto is None:
             return
         proto.transport.unregisterProducer()
-        self._upload_paused_at = None
         self._stopSendDeadline()
         proto.endBody()
-        if self.state == "sending":
+        if self._state is SENDING:
             self._requestSent()
 
     def bodyFailed(self, reason: str) -> None:
@@ -188,41 +243,34 @@ class Relay:
 
     # The upload deadline. The upstream transport pauses the upload when its write buffer is full and resumes it
     # once drained; a pause that lasts send_timeout means the upstream stopped reading. Like the read deadline,
-    # one DelayedCall per stall is armed at the first pause and re-armed lazily, never per chunk.
+    # set at each pause and cleared (left to lapse) at each resume: its one DelayedCall re-arms lazily, never per
+    # chunk.
 
     def _uploadPaused(self) -> None:
-        self._upload_paused_at = self.reactor.seconds()  # type: ignore[attr-defined]
+        deadline = self._send_deadline
+        if deadline is None:
+            deadline = self._send_deadline = Deadline(self.reactor, self._checkSendDeadline)
+        deadline.set(self.config.pool.send_timeout)
         self.body.pause()
-        if self._send_timer is None:
-            self._armSendDeadline(self.config.pool.send_timeout)
 
     def _uploadResumed(self) -> None:
-        self._upload_paused_at = None  # before resuming: the writes it causes may pause the upload again
+        if self._send_deadline is not None:
+            self._send_deadline.clear()  # before resuming: the writes it causes may pause the upload again
         self.body.resume()
 
-    def _armSendDeadline(self, delay: float) -> None:
-        self._send_timer = self.reactor.callLater(delay, self._checkSendDeadline)  # type: ignore[attr-defined]
-
     def _checkSendDeadline(self) -> None:
-        self._send_timer = None
-        paused_at = self._upload_paused_at
-        if paused_at is None or self._proto is None or self.state not in ("sending", "streaming"):
+        if self._proto is None or (self._state is not SENDING and self._state is not STREAMING):
             return
         timeout = self.config.pool.send_timeout
-        remaining = paused_at + timeout - self.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > TIMER_SLACK:
-            self._armSendDeadline(remaining)
-            return
         self._abortUpstream()
         self.upstreamFailed(f"upstream stopped reading the request body for {timeout:g}s (send timeout)", False, 504)
 
     def _stopSendDeadline(self) -> None:
-        timer, self._send_timer = self._send_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
 
     def _responseTimedOut(self) -> None:
-        if self.state != "sending":
+        if self._state is not SENDING:
             return
         self._abortUpstream()
         self._respondError(504, f"upstream sent no response within {self.config.response_timeout:g}s")
@@ -231,9 +279,9 @@ class Relay:
 
     def responseHead(self, head: ResponseHead, framing: Framing) -> None:
         self._cancelTimer()
-        if self.state != "sending":
+        if self._state is not SENDING:
             return
-        self.state = "streaming"
+        self._state = _MOVES[RESPONSE][self._state]
         length = framing.length if framing.kind is Kind.LENGTH else _declared_length(head)
         self.request.writeHead(head.status, head.reason, relayed_headers(head), length)
 
@@ -243,9 +291,9 @@ class Relay:
         tunnel (the upstream protocol checked the offer).
         """
         self._cancelTimer()
-        if self.state != "sending" or self._proto is None:
+        if self._state is not SENDING or self._proto is None:
             return None
-        self.state = "done"
+        self._state = _MOVES[SWITCHED][self._state]
         lines = [b"HTTP/1.1 101 ", head.reason or b"Switching Protocols", b"\r\n"]
         for name, value in relayed_headers(head):
             lines += (name, b": ", value, b"\r\n")
@@ -261,7 +309,7 @@ class Relay:
         for them goes to the client now, and from now on a slow client pauses the upstream. (A response that
         arrives whole, the common small case, needs neither.)
         """
-        if self.state != "streaming":
+        if self._state is not STREAMING:
             return
         self.request.flushHead()
         if not self._downloading:
@@ -275,13 +323,13 @@ class Relay:
             self.request.unregisterProducer()
 
     def responseData(self, data: bytes) -> None:
-        if self.state == "streaming":
+        if self._state is STREAMING:
             self.request.write(data)
 
     def responseEnd(self) -> None:
-        if self.state != "streaming":
+        if self._state is not STREAMING:
             return
-        self.state = "done"
+        self._state = _MOVES[COMPLETED][self._state]
         self._proto = None
         self._stopSendDeadline()
         self.body.stop()
@@ -292,22 +340,22 @@ class Relay:
         self._cancelTimer()
         self._stopSendDeadline()
         self._proto = None
-        if self.state == "sending":
+        if self._state is SENDING:
             if retryable and not self._retried and self.body.framing.kind is Kind.NONE:
                 # A reused connection the upstream had already closed: try once more on a fresh one.
                 self._retried = True
-                self.state = "connecting"
+                self._state = _MOVES[RETRY][self._state]
                 self._connect(self.pool.connect(self.address))
                 return
             self._respondError(status, reason)
-        elif self.state == "streaming":
+        elif self._state is STREAMING:
             if self.request.dropHead():
                 # The head was held for the first body bytes: nothing of the upstream's response has reached the
                 # client, so it can still get a proper error instead of an aborted connection.
                 self._stopDownloading()
                 self._respondError(status, reason)
                 return
-            self.state = "done"
+            self._state = _MOVES[FAILED][self._state]
             self.body.stop()
             log.warn(
                 "{method} {target}: {reason} (upstream {upstream}); aborting the client connection",
@@ -327,9 +375,10 @@ class Relay:
         self._cancelTimer()
         self._stopSendDeadline()
         self._proto = None
-        if self.state == "done":
+        if self._state is DONE:
             return
-        streaming, self.state = self.state == "streaming", "done"
+        streaming = self._state is STREAMING
+        self._state = _MOVES[CANCELLED][self._state]
         self.body.stop()
         log.info(
             "{method} {target}: {reason}; request abandoned (upstream {upstream})",
@@ -359,9 +408,9 @@ class Relay:
         """
         The client side ended the request: stop everything and drop the upstream request, whatever its step.
         """
-        if self.state == "done":
+        if self._state is DONE:
             return
-        self.state = "done"
+        self._state = _MOVES[CANCELLED][self._state]
         self._cancelTimer()
         self._stopSendDeadline()
         self.body.stop()
@@ -385,7 +434,7 @@ class Relay:
             self._proto.expectResponseWithin(None)
 
     def _respondError(self, status: int, reason: str) -> None:
-        self.state = "done"
+        self._state = _MOVES[FAILED][self._state]
         self._stopSendDeadline()
         self.body.stop()
         log.warn(

@@ -11,7 +11,9 @@ code and streamed into the request as they arrive. Phases of a connection, each 
     (idle timeout)       (head timeout → 408)  (no progress → 408)  (none)
                                                                        └──101──▶ tunnel (raw bytes, _tunnel.py)
 
-plus, in any phase, a client that reads none of our output for ``send_timeout`` is aborted. Requests are handled
+(a whole head in one read goes from idle straight to body or waiting), plus, in any phase, a client that reads none
+of our output for ``send_timeout`` is aborted. The phase moves only through one table of (phase, event) moves,
+``_MOVES``: every phase but tunnel may close, and the connection's loss ends any. Requests are handled
 one at a time in order: bytes of a pipelined request wait in a bounded buffer (reading pauses past it). A
 response may end before its request body does: the request then stays first in the queue, draining and
 discarding the rest of its body, so the next request is parsed from the right place.
@@ -19,10 +21,8 @@ discarding the rest of its body, so the next request is parsed from the right pl
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from attrs import field, frozen
-from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
@@ -34,7 +34,9 @@ from txrevproxy._http.headers import upgrade_offer, values_of
 from txrevproxy._http.responses import error_response
 from txrevproxy._http.validate import Rejection, validate_request
 from txrevproxy._net.addresses import AddressesOnce
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.sending import send
+from txrevproxy._net.states import IdentityEnum, Transitions
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._net.twisted_private import (
     network_producer,
@@ -74,26 +76,102 @@ class ClientConfig:
     send_timeout: float = 60.0
 
 
+class Phase(IdentityEnum):
+    """
+    Where a client connection is (see the module docstring); it moves by a :class:`PhaseEvent`.
+    """
+
+    IDLE = "idle"  # between requests
+    HEAD = "head"  # part of a request head is in
+    BODY = "body"  # the request body is arriving
+    WAITING = "waiting"  # the request is in; its response is on its way
+    TUNNEL = "tunnel"  # after a 101: raw bytes
+    CLOSED = "closed"  # closing or closed: nothing more is read
+
+
+class PhaseEvent(IdentityEnum):
+    """
+    What moves a client connection's phase.
+    """
+
+    HEAD_BEGUN = "head begun"  # the first bytes of a request head, not all of it
+    HEAD_WITH_BODY = "head with body"  # a valid head whose request has a body
+    HEAD_WITHOUT_BODY = "head without body"  # a valid head whose request has none
+    BODY_ENDED = "body ended"  # the last byte of the request body
+    ANSWERED = "answered"  # the response is done and the connection persists
+    SWITCHED = "switched"  # the upstream switched protocols (101)
+    CLOSE = "close"  # the channel ends the connection: refused, timed out, not persistent, for HTTP/2
+    LOST = "lost"  # the connection is gone
+
+
+IDLE, HEAD, BODY, WAITING, TUNNEL, CLOSED = (
+    Phase.IDLE,
+    Phase.HEAD,
+    Phase.BODY,
+    Phase.WAITING,
+    Phase.TUNNEL,
+    Phase.CLOSED,
+)
+HEAD_BEGUN, HEAD_WITH_BODY, HEAD_WITHOUT_BODY, BODY_ENDED, ANSWERED, SWITCHED, CLOSE, LOST = (
+    PhaseEvent.HEAD_BEGUN,
+    PhaseEvent.HEAD_WITH_BODY,
+    PhaseEvent.HEAD_WITHOUT_BODY,
+    PhaseEvent.BODY_ENDED,
+    PhaseEvent.ANSWERED,
+    PhaseEvent.SWITCHED,
+    PhaseEvent.CLOSE,
+    PhaseEvent.LOST,
+)
+
+#: Every move of a client connection's phase; any other (phase, event) is a programming error.
+_MOVES = Transitions[Phase, PhaseEvent](
+    "ProxyChannel",
+    {
+        (IDLE, HEAD_BEGUN): HEAD,
+        (IDLE, HEAD_WITH_BODY): BODY,
+        (HEAD, HEAD_WITH_BODY): BODY,
+        (IDLE, HEAD_WITHOUT_BODY): WAITING,
+        (HEAD, HEAD_WITHOUT_BODY): WAITING,
+        (BODY, BODY_ENDED): WAITING,
+        (WAITING, ANSWERED): IDLE,
+        (WAITING, SWITCHED): TUNNEL,
+        **{(phase, CLOSE): CLOSED for phase in (IDLE, HEAD, BODY, WAITING, CLOSED)},
+        **{(phase, LOST): CLOSED for phase in Phase},
+    },
+)
+
+
+class ReadPause(IdentityEnum):
+    """
+    Why a client connection's reading is paused (it resumes when no reason is left).
+    """
+
+    UPLOAD = "upload"  # the upstream is slow to take the request body
+    PIPELINE = "pipeline"  # pipelined requests are waiting, past PIPELINE_BUFFER
+    UPGRADE = "upgrade"  # an upgrade offer waits for its answer (what follows may be another protocol's bytes)
+    SEND = "send"  # the client reads none of our output
+
+
+UPLOAD, PIPELINE, UPGRADE, SEND = ReadPause.UPLOAD, ReadPause.PIPELINE, ReadPause.UPGRADE, ReadPause.SEND
+
+
 @implementer(IPushProducer)
 class _UploadReading:
     """
-    What a request body pauses when the upstream is slow: the channel's reading, for the reason "upload".
+    What a request body pauses when the upstream is slow: the channel's reading, for the reason :data:`UPLOAD`.
     """
 
     def __init__(self, channel: ProxyChannel) -> None:
         self._channel = channel
 
     def pauseProducing(self) -> None:
-        self._channel._pauseReading("upload")
+        self._channel._pauseReading(UPLOAD)
 
     def resumeProducing(self) -> None:
-        self._channel._resumeReading("upload")
+        self._channel._resumeReading(UPLOAD)
 
     def stopProducing(self) -> None:
         pass
-
-
-IDLE, HEAD, BODY, WAITING, TUNNEL, CLOSED = "idle", "head", "body", "waiting", "tunnel", "closed"
 
 
 class ProxyChannel(AddressesOnce, HTTPChannel):
@@ -111,14 +189,12 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self._in = bytearray()  # received, not yet parsed: a partial head or pipelined requests
         self._checked = 0  # bytes of a partial head already checked by incomplete_head_problem
         self._busy = False  # inside _process: re-entrant calls only queue bytes
-        self._read_pauses: set[str] = set()
+        self._read_pauses: set[ReadPause] = set()
         self._head: RequestHead | None = None
         self._remaining = 0  # body bytes still to come (Content-Length framing)
         self._decoder: ChunkedDecoder | None = None
         self._body_size = 0
-        self._since = 0.0  # when the current phase began, or the body last made progress
-        self._send_paused_since: float | None = None
-        self._timer: IDelayedCall | None = None
+        self._send_deadline: Deadline | None = None  # made when the client first stops reading
         self._idle_timeout: float | None = None
         self._tunnel: Tunnel | None = None
 
@@ -137,8 +213,10 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         super().connectionMade()
         self.setTimeout(None)  # the phase deadlines below replace TimeoutMixin's idle timer (and clear timeOut)
         self._clock = self.site.reactor
-        self._since = self._clock.seconds()
-        self._arm()
+        # The deadline of the current phase (idle, head, body), set on entering it, moved by the body's progress.
+        self._phase_deadline = Deadline(self._clock, self._phaseTimedOut)
+        if self._idle_timeout:
+            self._phase_deadline.set(self._idle_timeout)
 
     def connectionLost(self, reason: object) -> None:
         if self._tunnel is not None:
@@ -146,8 +224,8 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         gate, self.gate = self.gate, None
         if gate is not None:
             gate.closed()
-        self.phase = CLOSED
-        self._stopTimer()
+        self._on(LOST)
+        self._stopDeadlines()
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
@@ -186,7 +264,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         finally:
             self._busy = False
         if self.phase is WAITING and len(self._in) > PIPELINE_BUFFER:
-            self._pauseReading("pipeline")
+            self._pauseReading(PIPELINE)
 
     def _readHead(self) -> bool:
         """
@@ -207,7 +285,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
                 return False
             self._checked = len(buffer)
             if self.phase is IDLE:
-                self._enter(HEAD)
+                self._on(HEAD_BEGUN)
             return False
         head = parse_request_head(bytes(buffer[:end]), self.config.head)
         del buffer[: end + 4]
@@ -238,11 +316,11 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self._head = head
         self._body_size = 0
         if framing.kind is Kind.NONE:
-            self._enter(WAITING)
+            self._on(HEAD_WITHOUT_BODY)
             request.upgrade = upgrade_offer(head.version, head.connection, head.headers)
             if request.upgrade is not None:
                 # What follows may be the new protocol's bytes: nothing more is read until the answer says.
-                self._pauseReading("upgrade")
+                self._pauseReading(UPGRADE)
             request.headersReceived(head.method, head.target, head.version, framing)
             self._bodyComplete(request)
             return
@@ -253,7 +331,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
             self._decoder = ChunkedDecoder(self._bodyData, status=400)
         if head.version == b"HTTP/1.1" and expect:
             send(self.transport, b"HTTP/1.1 100 Continue\r\n\r\n")
-        self._enter(BODY)
+        self._on(HEAD_WITH_BODY)
         request.headersReceived(head.method, head.target, head.version, framing)
 
     def _checkBody(self, framing: Framing, expect: list[bytes]) -> Rejection | None:
@@ -271,7 +349,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         """
         Take body bytes from ``data``; return what follows the end of the body (the next request's bytes).
         """
-        self._since = self._clock.seconds()
+        self._phase_deadline.set(self.config.body_timeout)
         request = self.requests[-1]
         decoder = self._decoder
         if decoder is None:
@@ -292,7 +370,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
                 return b""
             rest, self._decoder = after, None
         if self.phase is BODY:
-            self._enter(WAITING)
+            self._on(BODY_ENDED)
             self._bodyComplete(request)
         return rest
 
@@ -319,7 +397,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
             self._reject(rejection)
             return
         self._warn(rejection, "request body")
-        self.phase = CLOSED
+        self._on(CLOSE)
         self.persistent = False
         if request.finished:
             self.loseConnection()
@@ -328,7 +406,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
 
     def _reject(self, rejection: Rejection) -> None:
         self._warn(rejection, "rejected request")
-        self.phase = CLOSED
+        self._on(CLOSE)
         self.persistent = False
         self.transport.write(error_response(rejection.status))
         self.loseConnection()
@@ -352,12 +430,12 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         del self.requests[0]
         set_handling_request(self, False)
         if not self.persistent or self.phase is CLOSED:
-            self.phase = CLOSED
+            self._on(CLOSE)
             self.loseConnection()
             return
-        self._enter(IDLE)
-        self._resumeReading("upgrade")
-        self._resumeReading("pipeline")
+        self._on(ANSWERED)
+        self._resumeReading(UPGRADE)
+        self._resumeReading(PIPELINE)
         if self._in and not self._busy:
             self._process()
 
@@ -367,8 +445,8 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         the transport) and hand over the connection gate's slot.
         """
         network_producer(self).unregisterProducer()
-        self.phase = CLOSED
-        self._stopTimer()
+        self._on(CLOSE)
+        self._stopDeadlines()
         gate, self.gate = self.gate, None
         return gate
 
@@ -386,8 +464,8 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self.requests.remove(request)
         set_handling_request(self, False)
         self.persistent = False
-        self.phase = TUNNEL
-        self._stopTimer()
+        self._on(SWITCHED)
+        self._stopDeadlines()
         peer = self.transport.getPeer()
         name = f"{getattr(peer, 'host', peer)} {request.uri.decode('latin-1')}"
         # The tunnel pauses each side for the other's full buffer itself (on TLS transports too, where this channel
@@ -403,18 +481,17 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
 
     # -- reading and writing pauses ------------------------------------------------------------------------
 
-    def _pauseReading(self, reason: str) -> None:
+    def _pauseReading(self, reason: ReadPause) -> None:
         if not self._read_pauses and self.phase is not CLOSED:
             self.transport.pauseProducing()
         self._read_pauses.add(reason)
 
-    def _resumeReading(self, reason: str) -> None:
+    def _resumeReading(self, reason: ReadPause) -> None:
         if reason not in self._read_pauses:
             return
         self._read_pauses.discard(reason)
-        if reason == "upload":
-            self._since = self._clock.seconds()  # the body deadline starts over
-            self._arm()
+        if reason is UPLOAD and self.phase is BODY:
+            self._phase_deadline.set(self.config.body_timeout)  # the body deadline starts over
         if not self._read_pauses and self.phase is not CLOSED:
             self.transport.resumeProducing()
 
@@ -426,75 +503,57 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         producer = request_producer(self)
         if producer is not None:
             producer.pauseProducing()
-        self._pauseReading("send")
-        if self._send_paused_since is None:
-            self._send_paused_since = self._clock.seconds()
-            self._arm()
+        self._pauseReading(SEND)
+        deadline = self._send_deadline
+        if deadline is None:
+            deadline = self._send_deadline = Deadline(self._clock, self._sendTimedOut)
+        if not deadline.active:
+            deadline.set(self.config.send_timeout)
 
     def resumeProducing(self) -> None:
         set_waiting_for_transport(self, False)
-        self._send_paused_since = None
+        if self._send_deadline is not None:
+            self._send_deadline.clear()
         producer = request_producer(self)
         if producer is not None:
             producer.resumeProducing()
-        self._resumeReading("send")
+        self._resumeReading(SEND)
 
     # -- deadlines -----------------------------------------------------------------------------------------
 
-    def _enter(self, phase: str) -> None:
-        self.phase = phase
-        self._since = self._clock.seconds()
-        if phase is HEAD or phase is BODY:
-            self._arm()
+    def _on(self, event: PhaseEvent) -> None:
+        """
+        Move the phase by ``event`` (the one place it changes, through ``_MOVES``) and set the new phase's deadline.
+        """
+        phase = self.phase = _MOVES[event][self.phase]
+        deadline, config = self._phase_deadline, self.config
+        if phase is HEAD:
+            deadline.set(config.head_timeout)
+        elif phase is BODY:
+            deadline.set(config.body_timeout)
+        elif phase is IDLE:
+            if self._idle_timeout:
+                deadline.set(self._idle_timeout)
+            else:
+                deadline.clear()
+        # (Waiting or closed: no phase deadline, and none to clear: one still set finds nothing to time out.)
 
-    def _deadline(self) -> tuple[float, Callable[[], None]] | None:
-        """
-        The earliest deadline that applies now, and what to do when it passes.
-        """
-        phase, config = self.phase, self.config  # CLOSED has no phase deadline, only the send deadline
-        deadline: tuple[float, Callable[[], None]] | None = None
-        if phase is IDLE and self._idle_timeout:
-            deadline = (self._since + self._idle_timeout, self._idleTimedOut)
+    def _phaseTimedOut(self) -> None:
+        phase = self.phase  # (closed: only the send deadline applies)
+        if phase is IDLE:
+            self._idleTimedOut()
         elif phase is HEAD:
-            deadline = (self._since + config.head_timeout, self._headTimedOut)
-        elif phase is BODY and "upload" not in self._read_pauses:
-            deadline = (self._since + config.body_timeout, self._bodyTimedOut)
-        if self._send_paused_since is not None:
-            send = (self._send_paused_since + config.send_timeout, self._sendTimedOut)
-            if deadline is None or send[0] < deadline[0]:
-                deadline = send
-        return deadline
+            self._headTimedOut()
+        elif phase is BODY and UPLOAD not in self._read_pauses:
+            self._bodyTimedOut()  # (held back by the proxy: set again when let go)
 
-    def _arm(self) -> None:
-        """
-        Make sure the timer fires no later than the current deadline (it re-checks when it fires).
-        """
-        deadline = self._deadline()
-        if deadline is None:
-            return
-        delay = max(deadline[0] - self._clock.seconds(), 0.0)
-        if self._timer is None or not self._timer.active():
-            self._timer = self._clock.callLater(delay, self._check)
-        elif self._timer.getTime() > deadline[0]:
-            self._timer.reset(delay)
-
-    def _stopTimer(self) -> None:
-        timer, self._timer = self._timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
-
-    def _check(self) -> None:
-        self._timer = None
-        deadline = self._deadline()
-        if deadline is None:
-            return
-        if self._clock.seconds() >= deadline[0]:
-            deadline[1]()
-        else:
-            self._arm()
+    def _stopDeadlines(self) -> None:
+        self._phase_deadline.cancel()
+        if self._send_deadline is not None:
+            self._send_deadline.cancel()
 
     def _idleTimedOut(self) -> None:
-        self.phase = CLOSED
+        self._on(CLOSE)
         self.loseConnection()
 
     def _headTimedOut(self) -> None:
@@ -511,7 +570,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
             peer=getattr(peer, "host", peer),
             seconds=self.config.send_timeout,
         )
-        self.phase = CLOSED
+        self._on(CLOSE)
         self.transport.abortConnection()
 
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamState
-from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
+from twisted.internet.interfaces import IProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
 from twisted.web.http_headers import Headers
@@ -51,8 +51,9 @@ from txrevproxy._http.head import HeadLimits
 from txrevproxy._http.headers import values_of
 from txrevproxy._http.validate import Rejection, validate_request
 from txrevproxy._net.addresses import AddressesOnce
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.producers import CallbackProducer
+from txrevproxy._net.states import IdentityEnum, Transitions
 from txrevproxy._net.twisted_private import (
     H2Connection,
     H2Stream,
@@ -77,8 +78,42 @@ STREAM_WINDOW = 65535
 MAX_WINDOW = 2**31 - 1
 
 
-#: States of a stream's request body (:attr:`H2ProxyRequest._body`).
-STREAMING, HELD, ENDED, DROPPED = "streaming", "held", "ended", "dropped"
+class BodyState(IdentityEnum):
+    """
+    Where a stream's request body is (:attr:`H2ProxyRequest._body`); it moves by a :class:`BodyEvent`.
+    """
+
+    STREAMING = "streaming"  # DATA fed to the relay; the body deadline runs
+    HELD = "held"  # the proxy paused the stream, the upstream being slow; no deadline meanwhile
+    ENDED = "ended"  # END_STREAM: the whole body is in
+    DROPPED = "dropped"  # answered, refused or reset by the proxy, or the stream lost: the rest is dropped
+
+
+class BodyEvent(IdentityEnum):
+    """
+    What moves a stream's request body.
+    """
+
+    HOLD = "hold"  # the upstream is slow: the stream is paused
+    RELEASE = "release"  # the upstream takes more: the stream is let go
+    END = "end"  # END_STREAM (with the headers, or after the last DATA)
+    DROP = "drop"  # answered, refused, reset or lost
+
+
+STREAMING, HELD, ENDED, DROPPED = BodyState.STREAMING, BodyState.HELD, BodyState.ENDED, BodyState.DROPPED
+HOLD, RELEASE, END, DROP = BodyEvent.HOLD, BodyEvent.RELEASE, BodyEvent.END, BodyEvent.DROP
+
+#: Every move of a stream's request body; any other (state, event) is a programming error.
+_MOVES = Transitions[BodyState, BodyEvent](
+    "H2ProxyRequest body",
+    {
+        (STREAMING, HOLD): HELD,
+        (HELD, RELEASE): STREAMING,
+        (STREAMING, END): ENDED,
+        (STREAMING, DROP): DROPPED,
+        (HELD, DROP): DROPPED,
+    },
+)
 
 
 class H2ProxyRequest(StreamedRequest):
@@ -86,18 +121,18 @@ class H2ProxyRequest(StreamedRequest):
     A request on an HTTP/2 stream: validated and rendered when its headers are complete, its body streamed to the
     upstream as DATA arrives (see the module docstring).
 
-    States of its body: ``streaming`` (DATA fed to :attr:`proxy_body`; the body deadline runs) and ``held`` (the
-    proxy paused the stream because the upstream is slow; no deadline meanwhile) go back and forth until
-    ``ended`` (END_STREAM) or ``dropped`` (answered, refused or reset by the proxy, or the stream lost: the rest
-    of its DATA is dropped). Nothing leaves those two.
+    States of its body (:class:`BodyState`, moved through ``_MOVES``): ``streaming`` (DATA fed to
+    :attr:`proxy_body`; the body deadline runs) and ``held`` (the proxy paused the stream because the upstream is
+    slow; no deadline meanwhile) go back and forth until ``ended`` (END_STREAM, from ``streaming``: Twisted holds
+    END_STREAM back while the stream is paused) or ``dropped`` (answered, refused or reset by the proxy, or the
+    stream lost: the rest of its DATA is dropped). Nothing leaves those two.
     """
 
     _body = STREAMING
     _too_large: str | None = None  # a declared length over the limit: refused once the stream is set up
     _max_body = 0
     _body_timeout = 0.0
-    _body_since = 0.0  # when the body last made progress, or was last let go by the proxy
-    _body_timer: IDelayedCall | None = None  # the body deadline's one DelayedCall, re-armed when it fires
+    _body_deadline: Deadline | None = None  # moved by progress, set again when the proxy lets the body go
     _clock: IReactorTime  # from headersComplete on
     _stream: H2Stream  # the stream (Twisted's Request forgets it, as its channel, when the stream is lost)
 
@@ -135,11 +170,11 @@ class H2ProxyRequest(StreamedRequest):
             framing = CHUNKED  # DATA is coming and its length is not known: chunked toward the upstream
         now = clock.seconds()
         if ended:
-            self._body = ENDED
+            self._body = _MOVES[END][self._body]
         else:
             self._body_timeout = self.channel.site.client.body_timeout  # type: ignore[attr-defined]
-            self._body_since = now
-            self._armBodyDeadline(self._body_timeout)
+            self._body_deadline = Deadline(clock, self._checkBodyDeadline)
+            self._body_deadline.set(self._body_timeout)
         reading = CallbackProducer(self._holdBody, self._releaseBody, _nothing)
         self.renderNow(command, path, b"HTTP/2", StreamingBody(framing, reading), now)
 
@@ -152,7 +187,9 @@ class H2ProxyRequest(StreamedRequest):
         body = self.proxy_body
         if self._body is DROPPED or body is None:
             return
-        self._body_since = self._clock.seconds()
+        deadline = self._body_deadline
+        if deadline is not None:
+            deadline.set(self._body_timeout)
         cap = self._max_body
         if cap and body.received + len(data) > cap:
             self._bodyFailed(413, f"request body over the limit of {cap} bytes")
@@ -162,15 +199,15 @@ class H2ProxyRequest(StreamedRequest):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # END_STREAM: the whole body has arrived (rendering happened when the headers were complete).
         if self._body is STREAMING and self.proxy_body is not None:
-            self._stopBody(ENDED)
+            self._stopBody(END)
             self.proxy_body.end()
 
     def finish(self) -> None:
-        self._stopBody(DROPPED)  # answered: the rest of a body still coming is dropped (the stream is then reset)
+        self._stopBody(DROP)  # answered: the rest of a body still coming is dropped (the stream is then reset)
         super().finish()
 
     def connectionLost(self, reason: object) -> None:
-        self._stopBody(DROPPED)
+        self._stopBody(DROP)
         super().connectionLost(reason)
 
     # The stream as the body's producer: the streaming body pauses it while the upstream is slow. Time held back so
@@ -178,50 +215,40 @@ class H2ProxyRequest(StreamedRequest):
 
     def _holdBody(self) -> None:
         if self._body is STREAMING:
-            self._body = HELD
+            self._body = _MOVES[HOLD][self._body]
         self._stream.pauseProducing()
 
     def _releaseBody(self) -> None:
         if self._body is HELD:
-            self._body = STREAMING
-            self._body_since = self._clock.seconds()
-            self._armBodyDeadline(self._body_timeout)
+            self._body = _MOVES[RELEASE][self._body]
+            if self._body_deadline is not None:
+                self._body_deadline.set(self._body_timeout)
         self._stream.resumeProducing()  # always: a stopped body lets the stream drain what it holds, dropped
 
-    # The body deadline: one DelayedCall per stream, armed when the body starts or is let go and re-armed when it
-    # fires early (progress moves _body_since, never the timer).
-
-    def _armBodyDeadline(self, delay: float) -> None:
-        if self._body_timer is None:
-            self._body_timer = self._clock.callLater(delay, self._checkBodyDeadline)
+    # The body deadline: one Deadline per stream, set when the body starts or is let go and moved by progress (its
+    # DelayedCall re-arms when it fires early, never per DATA frame).
 
     def _checkBodyDeadline(self) -> None:
-        self._body_timer = None
         if self._body is not STREAMING:
-            return  # held: armed again when let go; ended or dropped: no deadline any more
-        timeout = self._body_timeout
-        remaining = self._body_since + timeout - self._clock.seconds()
-        if remaining > TIMER_SLACK:
-            self._armBodyDeadline(remaining)
-            return
-        self._bodyFailed(408, f"request body made no progress for {timeout:g}s")
+            return  # held: set again when let go; ended or dropped: no deadline any more
+        self._bodyFailed(408, f"request body made no progress for {self._body_timeout:g}s")
 
-    def _stopBody(self, state: str) -> None:
+    def _stopBody(self, event: BodyEvent) -> None:
         """
-        The body leaves ``streaming`` or ``held`` for ``state`` (``ended`` or ``dropped``): no more deadline.
+        The body leaves ``streaming`` or ``held`` by ``event`` (:data:`END` or :data:`DROP`), if it is in one of them:
+        no more deadline.
         """
         if self._body is STREAMING or self._body is HELD:
-            self._body = state
-        timer, self._body_timer = self._body_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+            self._body = _MOVES[event][self._body]
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
 
     def _bodyFailed(self, status: int, reason: str) -> None:
         """
         The body went over the limit or made no progress in time: the upstream request is aborted, never completed
         as if whole, and the client gets ``status`` if no response head has gone out yet, else a reset stream.
         """
-        self._stopBody(DROPPED)
+        self._stopBody(DROP)
         assert self.proxy_body is not None
         self.proxy_body.fail(reason)  # a relay already sending the body aborts its upstream request
         callback, self._when_lost = self._when_lost, None
@@ -237,7 +264,7 @@ class H2ProxyRequest(StreamedRequest):
         self._refuse(status, reason)
 
     def _refuse(self, status: int, reason: str) -> None:
-        self._stopBody(DROPPED)
+        self._stopBody(DROP)
         self._logRefusal(status, reason, "rejected")
         self.respondError(status)
 

@@ -17,7 +17,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._tls.client import ClientTLS, UpstreamTLS
 from txrevproxy._upstream.protocol import UpstreamProtocol
 
@@ -133,9 +133,8 @@ class UpstreamPool:
         """
         idle = self._idle.get(address)
         while idle:
-            proto = idle.pop()
-            proto.idle_since = None  # (its idle timer, if any, finds it busy and lapses)
-            if proto.state == "idle":
+            proto = idle.pop()  # (its idle deadline, if it comes due, finds it busy; the next release sets it again)
+            if proto.ready:
                 return proto
         return None
 
@@ -160,42 +159,35 @@ class UpstreamPool:
         """
         idle = self._idle.setdefault(proto.address, [])
         if self.closed or len(idle) >= self.config.max_idle:
-            proto.state = "dead"
-            proto.transport.loseConnection()
+            proto.discard()
             return
         idle.append(proto)
-        proto.idle_since = self.reactor.seconds()  # type: ignore[attr-defined]
-        if proto.idle_call is None:
-            # One timer per connection, re-armed lazily: a connection reused at once costs no timer.
-            proto.idle_call = self.reactor.callLater(self.config.idle_timeout, self._expire, proto)  # type: ignore[attr-defined]
+        # One deadline per connection, re-armed lazily: a connection reused at once costs no timer.
+        deadline = proto.idle_deadline
+        if deadline is None:
+            deadline = proto.idle_deadline = Deadline(self.reactor, self._expire, proto)  # type: ignore[arg-type]
+        deadline.set(self.config.idle_timeout)
 
     def _expire(self, proto: UpstreamProtocol) -> None:
         """
-        An idle connection's time may be up: if so take it out of the pool at once, then close it.
+        An idle connection's time is up: take it out of the pool at once, then close it.
 
         ``loseConnection`` only starts the close; until ``connectionLost`` the connection must not be handed out, or
         a request would be sent on it and our own close reported as the upstream's.
         """
-        proto.idle_call = None
-        if proto.idle_since is None or proto.state != "idle":
-            return  # in use (its next release arms a timer again)
-        remaining = proto.idle_since + self.config.idle_timeout - self.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > TIMER_SLACK:
-            proto.idle_call = self.reactor.callLater(remaining, self._expire, proto)  # type: ignore[attr-defined]
+        if not proto.ready:
             return
         idle = self._idle.get(proto.address)
         if idle and proto in idle:
             idle.remove(proto)
-        proto.state = "dead"
-        proto.transport.loseConnection()
+        proto.discard()
 
     def forget(self, proto: UpstreamProtocol) -> None:
         """
         A connection was lost: drop it from the idle list.
         """
-        if proto.idle_call is not None and proto.idle_call.active():
-            proto.idle_call.cancel()
-        proto.idle_call = None
+        if proto.idle_deadline is not None:
+            proto.idle_deadline.cancel()
         idle = self._idle.get(proto.address)
         if idle and proto in idle:
             idle.remove(proto)
@@ -214,6 +206,5 @@ class UpstreamPool:
             proto.tunnel.shutdown()  # type: ignore[union-attr]
         for idle in self._idle.values():
             for proto in list(idle):
-                proto.state = "dead"
-                proto.transport.loseConnection()
+                proto.discard()
         self._idle.clear()

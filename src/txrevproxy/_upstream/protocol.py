@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IHandshakeListener, ITCPTransport
+from twisted.internet.interfaces import IHandshakeListener, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -42,8 +42,9 @@ from txrevproxy._http.framing import (
 )
 from txrevproxy._http.headers import upgrade_accepted
 from txrevproxy._http.validate import InvalidResponse, ResponseHead, parse_response_head
-from txrevproxy._net.deadline import TIMER_SLACK
+from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.sending import send
+from txrevproxy._net.states import IdentityEnum, Transitions
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._tls.client import tls_failure
 
@@ -56,6 +57,67 @@ log = Logger(namespace="txrevproxy.upstream")
 MAX_RESPONSE_HEAD = 65536
 #: Header lines a response head may have.
 MAX_RESPONSE_HEADERS = 100
+
+
+class ConnectionState(IdentityEnum):
+    """
+    Where an :class:`UpstreamProtocol` is; it moves by a :class:`ConnectionEvent` (see ``_MOVES``).
+    """
+
+    IDLE = "idle"  # in the pool or just connected: ready for a request
+    HEAD = "head"  # request sent, reading the response head
+    BODY = "body"  # reading the response body
+    TUNNEL = "tunnel"  # after a 101: raw bytes to a tunnel
+    DEAD = "dead"  # never to be used again
+
+
+class ConnectionEvent(IdentityEnum):
+    """
+    What moves an :class:`UpstreamProtocol`'s state.
+    """
+
+    SEND = "send"  # a request's head is written
+    RESPONSE = "response"  # a final response head is in
+    SWITCH = "switch"  # a 101 to a protocol the request offered is in
+    REUSABLE = "reusable"  # the response is complete, the connection clean: back to the pool
+    SPENT = "spent"  # the response is complete, the connection not reusable: closed
+    DISCARD = "discard"  # the pool closes an idle connection it does not keep
+    FAIL = "fail"  # the proxy drops the connection: invalid response, timeout, request abandoned, tunnel refused
+    LOST = "lost"  # the transport is gone
+
+
+IDLE, HEAD, BODY, TUNNEL, DEAD = (
+    ConnectionState.IDLE,
+    ConnectionState.HEAD,
+    ConnectionState.BODY,
+    ConnectionState.TUNNEL,
+    ConnectionState.DEAD,
+)
+SEND, RESPONSE, SWITCH, REUSABLE, SPENT, DISCARD, FAIL, LOST = (
+    ConnectionEvent.SEND,
+    ConnectionEvent.RESPONSE,
+    ConnectionEvent.SWITCH,
+    ConnectionEvent.REUSABLE,
+    ConnectionEvent.SPENT,
+    ConnectionEvent.DISCARD,
+    ConnectionEvent.FAIL,
+    ConnectionEvent.LOST,
+)
+
+#: Every move of a connection's state; any other (state, event) is a programming error.
+_MOVES = Transitions[ConnectionState, ConnectionEvent](
+    "UpstreamProtocol",
+    {
+        (IDLE, SEND): HEAD,
+        (HEAD, RESPONSE): BODY,
+        (HEAD, SWITCH): TUNNEL,
+        (BODY, REUSABLE): IDLE,
+        (BODY, SPENT): DEAD,
+        (IDLE, DISCARD): DEAD,
+        **{(state, FAIL): DEAD for state in (IDLE, HEAD, BODY, TUNNEL)},
+        **{(state, LOST): DEAD for state in ConnectionState},
+    },
+)
 
 
 class ResponseReceiver(TypingProtocol):
@@ -95,22 +157,19 @@ class UpstreamProtocol(Protocol):
     """
     One HTTP/1.1 connection to an upstream, carrying one request at a time.
 
-    States: ``idle`` (in the pool or just connected), ``head`` (request sent, reading the response head),
-    ``body`` (reading the response body), ``tunnel`` (after a ``101``: raw bytes to a tunnel), ``dead`` (never to be
-    used again).
+    Its :attr:`state` (a :class:`ConnectionState`) moves only by its own events, through ``_MOVES``: ``idle``
+    ─send─▶ ``head`` ─response─▶ ``body`` ─reusable─▶ ``idle`` (or ─spent─▶ ``dead``); ``head`` ─switch─▶
+    ``tunnel``; ``idle`` ─discard─▶ ``dead`` (the pool's doing, through :meth:`discard`); any ─fail or lost─▶ ``dead``.
     """
 
-    idle_call: IDelayedCall | None = None
-    idle_since: float | None = None  # when it went back into the pool
+    idle_deadline: Deadline | None = None  # the pool's: when it closes this connection, idle in it
     tunnel: Tunnel | None = None  # after a 101: where the upstream's bytes go
     _upgrade: bytes | None = None
-    _read_call: IDelayedCall | None = None
-    _last_read = 0.0
 
     def __init__(self, pool: UpstreamPool, address: UpstreamAddress) -> None:
         self.pool = pool
         self.address = address
-        self.state = "idle"
+        self._state = IDLE
         self.requests_sent = 0
         self._receiver: ResponseReceiver | None = None
         self._method = b""
@@ -123,6 +182,10 @@ class UpstreamProtocol(Protocol):
         self._keep_alive = True
         self._got_bytes = False
         self._paused = False
+        reactor = pool.reactor
+        self._read_timeout = pool.config.read_timeout
+        self._head_deadline = Deadline(reactor, self._checkHeadDeadline)  # type: ignore[arg-type]
+        self._read_deadline = Deadline(reactor, self._checkReadDeadline)  # type: ignore[arg-type]
         #: Over TLS, until the handshake is done: fires with this protocol then, or fails with
         #: :class:`UpstreamTLSError` (the pool's ``connect`` waits for it, under the connect timeout).
         self.handshake: defer.Deferred[UpstreamProtocol] | None = None
@@ -141,6 +204,24 @@ class UpstreamProtocol(Protocol):
             return
         handshake, self.handshake = self.handshake, None
         handshake.callback(self)
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._state
+
+    @property
+    def ready(self) -> bool:
+        """
+        Whether the connection is idle and clean: a request may be sent on it.
+        """
+        return self._state is IDLE
+
+    def discard(self) -> None:
+        """
+        Close this idle connection (the pool does not keep it): it is never used again.
+        """
+        self._state = _MOVES[DISCARD][self._state]
+        self.transport.loseConnection()
 
     def connectionMade(self) -> None:
         self.pool.connected += 1
@@ -163,8 +244,7 @@ class UpstreamProtocol(Protocol):
         Write the request head; the body (if ``body`` says there is one) follows through :meth:`writeBody`.
         ``upgrade``: the protocols offered in the request's ``Upgrade`` header, to which a ``101`` may switch.
         """
-        assert self.state == "idle", self.state
-        self.state = "head"
+        self._state = _MOVES[SEND][self._state]
         self._upgrade = upgrade
         self.requests_sent += 1
         self._receiver = receiver
@@ -182,7 +262,7 @@ class UpstreamProtocol(Protocol):
         send(self.transport, b"\r\n".join(out))
 
     def writeBody(self, data: bytes) -> None:
-        if self.state == "dead" or not data:
+        if self._state is DEAD or not data:
             return
         if self._chunked_upload:
             send(self.transport, b"".join(encode_chunk(data)))
@@ -190,7 +270,7 @@ class UpstreamProtocol(Protocol):
             send(self.transport, data)
 
     def endBody(self) -> None:
-        if self.state == "dead":
+        if self._state is DEAD:
             return
         if self._chunked_upload:
             send(self.transport, LAST_CHUNK)
@@ -199,27 +279,24 @@ class UpstreamProtocol(Protocol):
     # -- flow control --------------------------------------------------------------------------------------
 
     def pauseReading(self) -> None:
-        if not self._paused and self.state != "dead":
+        if not self._paused and self._state is not DEAD:
             self._paused = True
             self.transport.pauseProducing()
 
     def resumeReading(self) -> None:
-        if self._paused and self.state != "dead":
+        if self._paused and self._state is not DEAD:
             self._paused = False
-            if self.state == "body":
+            if self._state is BODY:
                 # The paused time was the client's; the upstream's silence is counted from now.
-                self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
-                if self._read_call is None:
-                    self._armReadDeadline(self.pool.config.read_timeout)
+                self._read_deadline.set(self._read_timeout)
             self.transport.resumeProducing()
 
     # -- the response deadline (request sent, no response head yet) ------------------------------------------
     #
-    # Like the read deadline, one DelayedCall per connection, re-armed lazily: a connection that answers every
-    # request in time costs no timer per request.
+    # Like the read deadline, one Deadline per connection, never cancelled while the connection lives: stopping it
+    # only forgets what to call (the deadline, when due, finds nothing expected), so that a connection that answers
+    # every request in time costs no timer, nor any call, per request.
 
-    _head_call: IDelayedCall | None = None
-    _head_deadline = 0.0
     _head_expired: Callable[[], object] | None = None
 
     def expectResponseWithin(self, seconds: float | None, expired: Callable[[], object] | None = None) -> None:
@@ -229,48 +306,27 @@ class UpstreamProtocol(Protocol):
         if seconds is None:
             self._head_expired = None
             return
-        reactor = self.pool.reactor
-        self._head_deadline = reactor.seconds() + seconds  # type: ignore[attr-defined]
         self._head_expired = expired
-        if self._head_call is None:
-            self._head_call = reactor.callLater(seconds, self._checkHeadDeadline)  # type: ignore[attr-defined]
-        elif self._head_call.getTime() > self._head_deadline:
-            self._head_call.reset(seconds)
+        self._head_deadline.set(seconds)
 
     def _checkHeadDeadline(self) -> None:
-        self._head_call = None
-        if self._head_expired is None or self.state != "head":
-            return
-        remaining = self._head_deadline - self.pool.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > TIMER_SLACK:
-            self._head_call = self.pool.reactor.callLater(remaining, self._checkHeadDeadline)  # type: ignore[attr-defined]
+        if self._head_expired is None or self._state is not HEAD:
             return
         expired, self._head_expired = self._head_expired, None
         expired()
 
     # -- the mid-body read deadline --------------------------------------------------------------------------
     #
-    # Cheap on the hot path: each body read only stores the time. One DelayedCall per response checks it when it
-    # fires and re-arms itself for the remainder; while reading is paused it lapses, and resumeReading re-arms it.
-
-    def _armReadDeadline(self, delay: float) -> None:
-        self._read_call = self.pool.reactor.callLater(delay, self._checkReadDeadline)  # type: ignore[attr-defined]
+    # Cheap on the hot path: each body read only moves the deadline (a stored time); its one DelayedCall re-arms
+    # itself for the remainder when it fires. While reading is paused it lapses, and resumeReading sets it again.
 
     def _checkReadDeadline(self) -> None:
-        self._read_call = None
-        if self.state != "body" or self._paused:
+        if self._state is not BODY or self._paused:
             return
-        timeout = self.pool.config.read_timeout
-        remaining = self._last_read + timeout - self.pool.reactor.seconds()  # type: ignore[attr-defined]
-        if remaining > TIMER_SLACK:
-            self._armReadDeadline(remaining)
-        else:
-            self._fail(f"upstream sent nothing for {timeout:g}s mid-body (read timeout)", status=504)
+        self._fail(f"upstream sent nothing for {self._read_timeout:g}s mid-body (read timeout)", status=504)
 
     def _stopReadDeadline(self) -> None:
-        call, self._read_call = self._read_call, None
-        if call is not None and call.active():
-            call.cancel()
+        self._read_deadline.cancel()
 
     def abort(self) -> None:
         """
@@ -279,23 +335,23 @@ class UpstreamProtocol(Protocol):
         self._receiver = None
         self._head_expired = None
         self._stopReadDeadline()
-        if self.state != "dead":
-            self.state = "dead"
+        if self._state is not DEAD:
+            self._state = _MOVES[FAIL][self._state]
             self.transport.abortConnection()
 
     # -- receiving -----------------------------------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         self._got_bytes = True
-        state = self.state
-        if state == "body":
-            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
+        state = self._state
+        if state is BODY:
+            self._read_deadline.set(self._read_timeout)
             self._bodyReceived(data)
-        elif state == "head":
+        elif state is HEAD:
             self._headReceived(data)
-        elif state == "tunnel":
+        elif state is TUNNEL:
             self.tunnel.fromUpstream(data)  # type: ignore[union-attr]
-        elif state == "idle":
+        elif state is IDLE:
             self._fail("upstream sent data while idle")
 
     def _headReceived(self, data: bytes) -> None:
@@ -341,10 +397,10 @@ class UpstreamProtocol(Protocol):
             and self._upgrade is None
         )
         self._framing = framing
-        self.state = "body"
+        self._state = _MOVES[RESPONSE][self._state]
         assert self._receiver is not None
         self._receiver.responseHead(head, framing)
-        if self.state != "body":
+        if self._state is not BODY:
             return  # the receiver abandoned the request
         if framing.kind is Kind.NONE:
             self._complete(buffer)
@@ -358,10 +414,9 @@ class UpstreamProtocol(Protocol):
                 self._bodyReceived(buffer)
         elif buffer:
             self._deliver(buffer)
-        if self.state == "body" and self._read_call is None:
-            self._last_read = self.pool.reactor.seconds()  # type: ignore[attr-defined]
-            self._armReadDeadline(self.pool.config.read_timeout)
-        if self.state == "body" and self._receiver is not None:
+        if self._state is BODY:
+            self._read_deadline.set(self._read_timeout)
+        if self._state is BODY and self._receiver is not None:
             self._receiver.responseWaiting()
 
     def _switch(self, head: ResponseHead, rest: bytes) -> None:
@@ -375,7 +430,7 @@ class UpstreamProtocol(Protocol):
         if not upgrade_accepted(self._upgrade, head.headers):
             self._fail("101 Switching Protocols to a protocol the client did not offer")
             return
-        self.state = "tunnel"
+        self._state = _MOVES[SWITCH][self._state]
         self._buffer = b""
         self._head_expired = None
         self._stopReadDeadline()
@@ -383,7 +438,7 @@ class UpstreamProtocol(Protocol):
         assert receiver is not None
         self.tunnel = receiver.responseSwitching(head)
         if self.tunnel is None:
-            self.state = "dead"
+            self._state = _MOVES[FAIL][self._state]
             self.transport.abortConnection()
             return
         self.pool.tunnelled.add(self)
@@ -407,7 +462,7 @@ class UpstreamProtocol(Protocol):
             self._remaining = 0
             if piece:
                 self._deliver(piece)
-            if self.state == "body":
+            if self._state is BODY:
                 self._complete(rest)
         elif kind is Kind.CHUNKED:
             assert self._decoder is not None
@@ -416,7 +471,7 @@ class UpstreamProtocol(Protocol):
             except FramingError as e:
                 self._fail(e.reason)
                 return
-            if rest is not None and self.state == "body":
+            if rest is not None and self._state is BODY:
                 self._complete(rest)
         else:
             self._deliver(data)
@@ -430,13 +485,13 @@ class UpstreamProtocol(Protocol):
         self._stopReadDeadline()
         reusable = self._keep_alive and self._request_done and not extra
         if reusable:
-            self.state = "idle"
+            self._state = _MOVES[REUSABLE][self._state]
             if self._paused:
                 self._paused = False
                 self.transport.resumeProducing()
             self.pool.release(self)
         else:
-            self.state = "dead"
+            self._state = _MOVES[SPENT][self._state]
             self.transport.loseConnection()
         if receiver is not None:
             receiver.responseEnd()
@@ -445,27 +500,26 @@ class UpstreamProtocol(Protocol):
         receiver, self._receiver = self._receiver, None
         self._head_expired = None
         self._stopReadDeadline()
-        if self.state != "dead":
-            self.state = "dead"
+        if self._state is not DEAD:
+            self._state = _MOVES[FAIL][self._state]
             self.transport.abortConnection()
         if receiver is not None:
             receiver.upstreamFailed(reason, retryable=False, status=status)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        state, self.state = self.state, "dead"
+        state = self._state
+        self._state = _MOVES[LOST][state]
         if self.handshake is not None:
             handshake, self.handshake = self.handshake, None
             problem = self._tlsProblem(reason) or (reason.getErrorMessage() if reason is not None else "closed")
             handshake.errback(UpstreamTLSError(problem))
         self._head_expired = None
-        if self._head_call is not None and self._head_call.active():
-            self._head_call.cancel()
-        self._head_call = None
+        self._head_deadline.cancel()
         self._stopReadDeadline()
         self.pool.open -= 1
         self.pool.forget(self)
         self.pool.tunnelled.discard(self)
-        if state == "tunnel" and self.tunnel is not None:
+        if state is TUNNEL and self.tunnel is not None:
             self.tunnel.upstreamLost()
         receiver, self._receiver = self._receiver, None
         if receiver is None:
@@ -473,15 +527,15 @@ class UpstreamProtocol(Protocol):
         if self.pool.closed:
             # The pool was closed (the proxy is stopping): this connection was dropped by us, not the upstream.
             receiver.upstreamAbandoned("the proxy is shutting down")
-        elif state == "body" and self._framing is not None and self._framing.kind is Kind.CLOSE:
+        elif state is BODY and self._framing is not None and self._framing.kind is Kind.CLOSE:
             receiver.responseEnd()
-        elif state == "head" and not self._got_bytes and (problem := self._tlsProblem(reason)):
+        elif state is HEAD and not self._got_bytes and (problem := self._tlsProblem(reason)):
             receiver.upstreamFailed(f"TLS with upstream failed: {problem}", retryable=False)
-        elif state == "head":
+        elif state is HEAD:
             # A kept-alive connection closed by the upstream just as it was reused: safe to retry elsewhere.
             retryable = self.requests_sent > 1 and not self._got_bytes
             receiver.upstreamFailed("upstream closed the connection before responding", retryable)
-        elif state == "body":
+        elif state is BODY:
             receiver.upstreamFailed("upstream closed the connection mid-body", retryable=False)
 
     def _tlsProblem(self, reason: Failure | None) -> str | None:
