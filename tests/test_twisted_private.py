@@ -31,7 +31,7 @@ from zope.interface.interface import InterfaceClass
 
 from txrevproxy._daemon.sharedunix import SharedUNIXPort
 from txrevproxy._net import twisted_private as private
-from txrevproxy._server.channel import ProxyChannel
+from txrevproxy._server.channel import ProxyChannel, ProxySite
 from txrevproxy._server.h2 import H2ProxyRequest, ProxyH2Connection
 from txrevproxy._server.request import ProxyRequest
 
@@ -104,8 +104,11 @@ def test_request_init_has_the_signature_and_attributes_our_copy_sets() -> None:
     assert parameters(Componentized.__init__) == [("self", inspect.Parameter.empty)]
     channel = connected_channel()
     stock = server.Request(channel, parsePOSTFormSubmission=False)
-    ours = ProxyRequest(channel)
-    assert set(vars(stock)) - {"requestHeaders"} == set(vars(ours))
+    proxy_channel = ProxyChannel()
+    proxy_channel.site = ProxySite(resource.Resource(), reactor=MemoryReactorClock())
+    proxy_channel.makeConnection(StringTransport())
+    ours = ProxyRequest(proxy_channel)
+    assert set(vars(stock)) - {"requestHeaders"} == set(vars(ours)) - {"connection"}  # (ours: its typed channel)
     assert ours._parsePOSTFormSubmission is stock._parsePOSTFormSubmission is False
     assert ours._adapterCache == stock._adapterCache == {}
 

@@ -82,15 +82,19 @@ Name by name (module: where we use it; why):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import endpoints
 from twisted.internet._sslverify import IOpenSSLTrustRoot
+from twisted.internet.endpoints import SSL4ServerEndpoint, TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IReactorTime
 from twisted.web import resource
 from twisted.web._http2 import H2Connection, H2Stream
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
+
+if TYPE_CHECKING:
+    from twisted.internet.epollreactor import EPollReactor  # (Linux only: for its type)
 
 _P = TypeVar("_P")
 
@@ -191,12 +195,12 @@ def set_request_encoder(request: Request, encoder: object) -> None:
 
 def handle_star(request: Request) -> None:
     """Answer a request for ``*`` as Twisted does (``_handleStar``)."""
-    request._handleStar()  # type: ignore[no-untyped-call]
+    request._handleStar()
 
 
 def cleanup_request(request: Request) -> None:
     """Twisted's own ``Request._cleanup``: the answered request leaves its channel's queue."""
-    Request._cleanup(request)  # type: ignore[no-untyped-call]
+    Request._cleanup(request)
 
 
 # -- HTTP/2 ----------------------------------------------------------------------------------------------------------
@@ -218,7 +222,7 @@ def h2_write_control_data(connection: H2Connection) -> bool:
     Write the frames the h2 state machine has queued, as Twisted writes its control frames
     (``_tryToWriteControlData``); ``False`` when that aborted the connection (too much unread output).
     """
-    return bool(connection._tryToWriteControlData())  # type: ignore[no-untyped-call]
+    return bool(connection._tryToWriteControlData())
 
 
 def h2_stream_request(stream: H2Stream) -> Any:
@@ -234,15 +238,15 @@ def reactor_poller(reactor: object) -> Any:
     return getattr(reactor, "_poller", None)
 
 
-def reactor_selectables(reactor: object) -> dict[int, Any]:
+def reactor_selectables(reactor: EPollReactor) -> dict[int, Any]:
     """A poll-like reactor's descriptors by file number (``_selectables``)."""
-    selectables: dict[int, Any] = reactor._selectables  # type: ignore[attr-defined]
+    selectables: dict[int, Any] = reactor._selectables
     return selectables
 
 
-def read_or_write(reactor: object) -> Callable[[Any, int, int], None]:
+def read_or_write(reactor: EPollReactor) -> Callable[[Any, int, int], None]:
     """A poll-like reactor's handler of one event, ``(selectable, fd, event)`` (``_doReadOrWrite``)."""
-    handle: Callable[[Any, int, int], None] = reactor._doReadOrWrite  # type: ignore[attr-defined]
+    handle: Callable[[Any, int, int], None] = reactor._doReadOrWrite
     return handle
 
 
@@ -257,12 +261,12 @@ def write_blocked(transport: Any) -> bool:
     return bool(transport._writeDisconnected or transport._tempDataLen)
 
 
-def listen_address(endpoint: object) -> tuple[str, int, int]:
+def listen_address(endpoint: TCP4ServerEndpoint | TCP6ServerEndpoint | SSL4ServerEndpoint) -> tuple[str, int, int]:
     """
     The interface, port and backlog of a TCP (or ``ssl:``) server endpoint (``_interface``, ``_port``,
     ``_backlog``).
     """
-    return endpoint._interface, endpoint._port, endpoint._backlog  # type: ignore[attr-defined]
+    return endpoint._interface, endpoint._port, endpoint._backlog
 
 
 def split_endpoint_description(description: str) -> tuple[list[str], dict[str, str]]:
@@ -270,13 +274,13 @@ def split_endpoint_description(description: str) -> tuple[list[str], dict[str, s
     An endpoint string's ``:``-separated arguments, positional and ``key=value``, unescaped as ``serverFromString``
     splits them (``endpoints._parse``).
     """
-    split: tuple[list[str], dict[str, str]] = endpoints._parse(description)  # type: ignore[no-untyped-call]
+    split: tuple[list[str], dict[str, str]] = endpoints._parse(description)
     return split
 
 
-def ssl_context_factory(endpoint: object) -> Any:
+def ssl_context_factory(endpoint: SSL4ServerEndpoint) -> Any:
     """What makes an ``ssl:`` server endpoint's TLS connections (``SSL4ServerEndpoint._sslContextFactory``)."""
-    return endpoint._sslContextFactory  # type: ignore[attr-defined]
+    return endpoint._sslContextFactory
 
 
 def tls_connection(transport: object) -> Any:

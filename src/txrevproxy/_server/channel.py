@@ -21,8 +21,10 @@ discarding the rest of its body, so the next request is parsed from the right pl
 
 from __future__ import annotations
 
+from typing import cast
+
 from attrs import field, frozen
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
@@ -199,6 +201,17 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self._tunnel: Tunnel | None = None
 
     # -- connection ----------------------------------------------------------------------------------------
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock of this connection's deadlines (the site's reactor), from ``connectionMade`` on."""
+        clock: IReactorTime = self._clock
+        return clock
+
+    @property
+    def tcp(self) -> ITCPTransport:
+        """The connection's transport: TCP, or TLS over it (which provides ``ITCPTransport`` too)."""
+        return cast(ITCPTransport, self.transport)
 
     _secure: bool | None = None
 

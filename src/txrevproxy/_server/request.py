@@ -18,18 +18,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from io import BytesIO
+from typing import AnyStr, Protocol, cast
+from urllib.parse import unquote_to_bytes
 
-from twisted.internet.interfaces import ITCPTransport
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.python.failure import Failure
-from twisted.web.http import NO_BODY_CODES, datetimeToString
+from twisted.web.http import NO_BODY_CODES, HTTPChannel, datetimeToString
 from twisted.web.http_headers import Headers
-from twisted.web.server import Request, unquote
+from twisted.web.server import Request, Site
 
 from txrevproxy._http.framing import Framing
 from txrevproxy._http.responses import reason_phrase
 from txrevproxy._net.sending import send
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._net.twisted_private import (
+    H2Stream,
     IEncodingResource,
     cleanup_request,
     handle_star,
@@ -125,7 +128,7 @@ class StreamedRequest(Request):
     def postpath(self) -> list[bytes]:
         # Made when first asked for: a leaf root resource (the daemon's) never looks.
         if self._postpath is None:
-            self._postpath = list(map(unquote, self.path[1:].split(b"/")))
+            self._postpath = list(map(unquote_to_bytes, self.path[1:].split(b"/")))
         return self._postpath
 
     @postpath.setter
@@ -136,7 +139,7 @@ class StreamedRequest(Request):
         # twisted.web.server.Request.process, less the Server and Date headers it sets on every response: the proxy
         # names no server of its own (a relayed response carries the upstream's Server, if any), and Date is added
         # where each kind of request writes its head (a relayed response keeps the upstream's).
-        self.site = self.channel.site
+        self.site = self.requestSite()
         self.prepath = []
         if self.path == b"*":
             handle_star(self)
@@ -147,9 +150,16 @@ class StreamedRequest(Request):
                 encoder = resrc.getEncoder(self)
                 if encoder is not None:
                     set_request_encoder(self, encoder)
-            self.render(resrc)
+            Request.render(self, resrc)
         except BaseException:
-            self.processingFailed(Failure())
+            Request.processingFailed(self, Failure())
+
+    def requestSite(self) -> Site:
+        """
+        The site serving this request: for Twisted's HTTP/2, the request's channel is its stream, which knows it.
+        """
+        site: Site = cast(H2Stream, self.channel).site
+        return site
 
     def renderNow(self, command: bytes, target: bytes, version: bytes, body: StreamingBody, now: float) -> None:
         """
@@ -161,6 +171,31 @@ class StreamedRequest(Request):
         self.proxy_body = body
         self.started = now
         self.process()
+
+
+class ClientConnection(Protocol):
+    """
+    What the proxy's HTTP/1.1 request needs of its connection (:class:`~txrevproxy._server.channel.ProxyChannel`).
+    """
+
+    site: Site
+    #: Whether the connection is kept after this response (the request clears it for a response that ends with it).
+    persistent: bool
+    #: The client's pausing of the request body (the channel pauses reading for it).
+    upload_reading: IPushProducer
+
+    @property
+    def clock(self) -> IReactorTime:
+        """The clock of the connection's deadlines and ``Date`` headers."""
+
+    @property
+    def tcp(self) -> ITCPTransport:
+        """The client connection's transport (TCP, or TLS over it)."""
+
+    def switchProtocols(
+        self, request: ProxyRequest, head: bytes, upstream: ITCPTransport, idle_timeout: float, send_timeout: float
+    ) -> Tunnel:
+        """Send ``head`` (the ``101``) and join the client to ``upstream`` in a tunnel."""
 
 
 class ProxyRequest(StreamedRequest):
@@ -177,22 +212,24 @@ class ProxyRequest(StreamedRequest):
     _headers: Headers | None = None
     _cookies_parsed = False
 
-    def __init__(self, channel: object, queued: object = None) -> None:
+    def __init__(self, channel: HTTPChannel, queued: object = None) -> None:
         # twisted.web.server.Request.__init__'s attributes, set directly: it runs for every request, and the
         # channel answers getPeer and getHost from what it asked once per connection. (No form parsing: the body
         # is relayed, never stored; request headers come with setHeaderList.)
         self.notifications = []
-        self.channel = channel  # type: ignore[assignment]
-        self.client = channel.getPeer()  # type: ignore[attr-defined]
-        self.host = channel.getHost()  # type: ignore[attr-defined]
+        self.channel = channel
+        # Only the proxy's own channel makes these requests (its requestFactory): it is their ClientConnection.
+        self.connection = connection = cast(ClientConnection, channel)
+        self.client = channel.getPeer()
+        self.host = channel.getHost()
         self.received_cookies = {}
         self.responseHeaders = Headers()
         self.cookies = []
-        self.transport = channel.transport  # type: ignore[attr-defined]
+        self.transport = connection.tcp
         self.queued = False
         init_request_internals(self)
 
-    @property  # type: ignore[override]
+    @property
     def requestHeaders(self) -> Headers:
         headers = self._headers
         if headers is None:
@@ -223,21 +260,22 @@ class ProxyRequest(StreamedRequest):
             return self._header_list
         return [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
 
-    def getHeader(self, key: bytes) -> bytes | None:  # type: ignore[override]
+    def getHeader(self, key: AnyStr) -> AnyStr | None:
         if self._header_list is None or not isinstance(key, bytes):
             return Request.getHeader(self, key)
-        key = key.lower()
+        lower = key.lower()
         found = None
         for name, value in self._header_list:
-            if name.lower() == key:
+            if name.lower() == lower:
                 found = value
         return found
 
     def getCookie(self, key: bytes) -> bytes | None:
         if not self._cookies_parsed:
             self._cookies_parsed = True
-            self.parseCookies()
-        return Request.getCookie(self, key)
+            Request.parseCookies(self)
+        cookie: bytes | None = Request.getCookie(self, key)
+        return cookie
 
     def gotLength(self, length: int | None) -> None:
         # Nothing of the body is stored: it is relayed as it arrives.
@@ -247,9 +285,10 @@ class ProxyRequest(StreamedRequest):
         """
         The head is complete and valid: render now.
         """
-        channel = self.channel
-        body = StreamingBody(framing, channel.upload_reading)
-        self.renderNow(command, target, version, body, channel._clock.seconds())
+        connection = self.connection
+        self.renderNow(
+            command, target, version, StreamingBody(framing, connection.upload_reading), connection.clock.seconds()
+        )
 
     def handleContentChunk(self, data: bytes) -> None:
         assert self.proxy_body is not None
@@ -275,12 +314,12 @@ class ProxyRequest(StreamedRequest):
         standard phrase.
         """
         self.code, self.code_message = status, reason or reason_phrase(status)
-        channel = self.channel
+        connection = self.connection
         # The status line and header lines joined in C; every header line follows a LF (no value holds one).
         head = b"\r\n".join([b"HTTP/1.1 %d %s" % (status, self.code_message), *map(b": ".join, headers)])
         out = [head, b"\r\n"]
         if b"\ndate:" not in head.lower():
-            out.append(b"Date: %s\r\n" % (http_date(channel._clock.seconds()),))
+            out.append(b"Date: %s\r\n" % (http_date(connection.clock.seconds()),))
         if length is not None:
             out.append(b"Content-Length: %d\r\n" % (length,))
         elif self.method == b"HEAD" or status in NO_BODY_CODES:
@@ -289,8 +328,8 @@ class ProxyRequest(StreamedRequest):
             out.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked = 1
         else:
-            channel.persistent = False  # an HTTP/1.0 client: the body ends with the connection
-        if not channel.persistent:
+            connection.persistent = False  # an HTTP/1.0 client: the body ends with the connection
+        if not connection.persistent:
             out.append(b"Connection: close\r\n")
         out.append(b"\r\n")
         self._head = b"".join(out)
@@ -303,7 +342,7 @@ class ProxyRequest(StreamedRequest):
         head, self._head = self._head, None
         if head is not None and not request_disconnected(self):
             self.startedWriting = 1
-            send(self.channel.transport, head)
+            send(self.connection.tcp, head)
 
     def dropHead(self) -> bool:
         """
@@ -317,18 +356,21 @@ class ProxyRequest(StreamedRequest):
         self.chunked = 0
         return True
 
+    def requestSite(self) -> Site:
+        return self.connection.site
+
     def abortClient(self) -> None:
-        self.transport.abortConnection()
+        self.connection.tcp.abortConnection()
 
     def switchProtocols(self, head: bytes, upstream: ITCPTransport, idle_timeout: float, send_timeout: float) -> Tunnel:
-        return self.channel.switchProtocols(self, head, upstream, idle_timeout, send_timeout)
+        return self.connection.switchProtocols(self, head, upstream, idle_timeout, send_timeout)
 
     def write(self, data: bytes) -> None:
         if not self._relaying:
             if not self.startedWriting:
                 headers = self.responseHeaders
                 if not headers.hasHeader(b"date"):
-                    headers.setRawHeaders(b"Date", [http_date(self.channel._clock.seconds())])
+                    headers.setRawHeaders(b"Date", [http_date(self.connection.clock.seconds())])
             Request.write(self, data)
             return
         head, self._head = self._head, None
@@ -344,7 +386,7 @@ class ProxyRequest(StreamedRequest):
         if head is not None:
             data = head + data
         if data:
-            send(self.channel.transport, data)
+            send(self.connection.tcp, data)
 
     def finish(self) -> None:
         if not self._relaying or request_disconnected(self) or self.finished or request_encoder(self):
@@ -359,8 +401,8 @@ class ProxyRequest(StreamedRequest):
             last = head + last
         self.startedWriting = 1
         if last:
-            send(self.channel.transport, last)
-        self.channel.site.log(self)
+            send(self.connection.tcp, last)
+        self.connection.site.log(self)
         self.finished = 1
         if not self.queued:
             self._cleanup()
@@ -373,14 +415,17 @@ class ProxyRequest(StreamedRequest):
         cleanup_request(self)
 
 
-_date_cache: list[object] = [None, b""]
+_date_cache: tuple[int, bytes] = (-1, b"")
 
 
 def http_date(seconds: float) -> bytes:
     """
     The IMF-fixdate for ``seconds`` since the epoch (RFC 9110 section 5.6.7), computed once per second.
     """
+    global _date_cache
     whole = int(seconds)
-    if _date_cache[0] != whole:
-        _date_cache[:] = [whole, datetimeToString(whole)]
-    return _date_cache[1]  # type: ignore[return-value]
+    cached = _date_cache
+    if cached[0] != whole:
+        date: bytes = datetimeToString(whole)
+        cached = _date_cache = (whole, date)
+    return cached[1]

@@ -9,6 +9,7 @@ Used where Twisted writes the response head: by the HTTP/2 request (Twisted's ``
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from twisted.internet.interfaces import IAddress, IPushProducer, ITCPTransport
 from twisted.web.http_headers import Headers
@@ -16,6 +17,7 @@ from twisted.web.server import Request
 
 from txrevproxy._http.responses import error_body, reason_phrase
 from txrevproxy._net.tunnel import Tunnel
+from txrevproxy._net.twisted_private import H2Stream
 from txrevproxy._server.body import BodySource, BufferedBody
 
 
@@ -92,7 +94,8 @@ class WebRequest:
         return header_list(self.request)
 
     def getClientAddress(self) -> IAddress:
-        return self.request.getClientAddress()
+        address: IAddress = self.request.getClientAddress()
+        return address
 
     def isSecure(self) -> bool:
         return bool(self.request.isSecure())
@@ -129,10 +132,10 @@ class WebRequest:
 
     def abortClient(self) -> None:
         transport = self.request.transport
-        if transport is not None:
-            transport.abortConnection()
-        else:  # Twisted's HTTP/2: the request's channel is its stream
-            self.request.channel.abortConnection()
+        if transport is not None:  # HTTP/1.x: the connection's own transport (TCP, or TLS over it)
+            cast(ITCPTransport, transport).abortConnection()
+        else:  # Twisted's HTTP/2: the request has no transport; its channel is its stream, which resets itself
+            cast(H2Stream, self.request.channel).abortConnection()
 
     def switchProtocols(
         self, head: bytes, upstream: ITCPTransport, idle_timeout: float, send_timeout: float
