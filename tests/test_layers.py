@@ -76,7 +76,6 @@ def test_http_rules_import_nothing_of_twisted():
             assert not [name for name in names if name.split(".")[0] in ("twisted", "zope")], module
 
 
-@pytest.mark.xfail(strict=True, reason="upstream pool <-> protocol, for types only: removed with the protocol's owner")
 def test_no_import_cycles():
     """No module reaches itself through the modules it imports."""
     graph = {module: {i for i in _imports(path) if i in MODULES} for module, path in MODULES.items()}

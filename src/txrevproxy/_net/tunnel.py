@@ -22,15 +22,16 @@ The two ends are plain transports; the owners of the connections feed :meth:`Tun
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from txrevproxy._net.deadline import TIMER_SLACK, Deadline
 from txrevproxy._net.sending import send
 from txrevproxy._net.states import IdentityEnum
+from txrevproxy._net.transports import ITCPStreamTransport
 
 log = Logger(namespace="txrevproxy")
 
@@ -53,7 +54,7 @@ class _PausesReading:
     Registered on one side's transport: that side's send buffer full pauses reading from ``source``, the other side.
     """
 
-    def __init__(self, tunnel: Tunnel, source: Any, side: Side) -> None:
+    def __init__(self, tunnel: Tunnel, source: IPushProducer, side: Side) -> None:
         self.tunnel = tunnel
         self.source = source
         self.side = side  # the side whose buffer this is
@@ -82,15 +83,17 @@ class Tunnel:
 
     def __init__(
         self,
-        client: Any,
-        upstream: Any,
-        reactor: Any,
+        client: ITCPTransport,
+        upstream: ITCPTransport,
+        reactor: IReactorTime,
         idle_timeout: float,
         name: str = "",
         send_timeouts: tuple[float, float] = (0.0, 0.0),
     ) -> None:
-        self.client = client
-        self.upstream = upstream
+        # Every TCP transport Twisted makes (and the memory network's) is a consumer and a push producer too; the
+        # tunnel registers a producer on each and pauses each (ITCPStreamTransport says so, ITCPTransport does not).
+        self.client = cast(ITCPStreamTransport, client)
+        self.upstream = cast(ITCPStreamTransport, upstream)
         self.reactor = reactor
         self.idle_timeout = idle_timeout
         self.name = name
@@ -104,8 +107,8 @@ class Tunnel:
         self._send = Deadline(reactor, self._checkSend)  # the soonest send deadline of the stalled sides
         self._closing: set[Side] = set()  # after close: the sides still taking what is buffered for them
         self._closing_deadline: Deadline | None = None  # after close: when those still closing are aborted
-        upstream.registerProducer(_PausesReading(self, client, UPSTREAM), True)
-        client.registerProducer(_PausesReading(self, upstream, CLIENT), True)
+        self.upstream.registerProducer(_PausesReading(self, self.client, UPSTREAM), True)
+        self.client.registerProducer(_PausesReading(self, self.upstream, CLIENT), True)
         if self._idle is not None:
             self._idle.set(idle_timeout)
 
@@ -143,7 +146,7 @@ class Tunnel:
         """
         self._close("the proxy is shutting down", (CLIENT, UPSTREAM))
 
-    def _transport(self, side: Side) -> Any:
+    def _transport(self, side: Side) -> ITCPStreamTransport:
         return self.client if side is CLIENT else self.upstream
 
     def _close(self, why: str, others: tuple[Side, ...]) -> None:

@@ -25,7 +25,8 @@ from txrevproxy._net.producers import CallbackProducer
 from txrevproxy._net.states import IdentityEnum, Transitions
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._relay.interfaces import RelayedRequest
-from txrevproxy._upstream.pool import ConnectTimeout, PoolConfig, UpstreamAddress, UpstreamPool
+from txrevproxy._upstream.config import PoolConfig, UpstreamAddress
+from txrevproxy._upstream.pool import ConnectTimeout, UpstreamPool
 from txrevproxy._upstream.protocol import UpstreamProtocol, UpstreamTLSError
 
 log = Logger(namespace="txrevproxy")

@@ -5,7 +5,8 @@ when known to be clean; connecting under the connect timeout (TLS handshake incl
 
 from __future__ import annotations
 
-from attrs import field, frozen
+from typing import cast
+
 from twisted.internet import defer
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import (
@@ -14,50 +15,18 @@ from twisted.internet.endpoints import (
     TCP6ClientEndpoint,
     wrapClientTLS,
 )
+from twisted.internet.interfaces import IAddress, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from txrevproxy._net.deadline import Deadline
-from txrevproxy._tls.client import ClientTLS, UpstreamTLS
+from txrevproxy._net.reactor import IProxyReactor
+from txrevproxy._tls.client import ClientTLS
+from txrevproxy._upstream.config import PoolConfig, UpstreamAddress
 from txrevproxy._upstream.protocol import UpstreamProtocol
 
-
-@frozen
-class UpstreamAddress:
-    """
-    Where an upstream listens; also the pool's key.
-    """
-
-    host: str
-    port: int
-    scheme: str = "http"
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-@frozen
-class PoolConfig:
-    """
-    :ivar max_idle: idle keep-alive connections kept per upstream; more are closed when released.
-    :ivar idle_timeout: seconds an idle connection is kept before it is closed.
-    :ivar connect_timeout: seconds allowed for the TCP connection to be established.
-    :ivar read_timeout: seconds the upstream may send nothing while a response body is being read, before the
-        connection is aborted (and the client's response with it). Time while the proxy has paused reading
-        because the client is slow does not count.
-    :ivar send_timeout: seconds the upstream may leave a request body upload stalled before the connection is
-        aborted (504 if no response has started, else the client connection is aborted too). Measured from the
-        moment the connection's write buffer is full and the upload is paused until it has drained; an upstream
-        that reads, but slower than that buffer (64 KiB) per ``send_timeout``, counts as stalled.
-    :ivar tls: how ``https://`` upstreams are verified (see :class:`~txrevproxy._tls.client.UpstreamTLS`).
-    """
-
-    max_idle: int = 128
-    idle_timeout: float = 30.0
-    connect_timeout: float = 5.0
-    read_timeout: float = 60.0
-    send_timeout: float = 60.0
-    tls: UpstreamTLS = field(factory=UpstreamTLS)
+# The two values live in _upstream.config, where the protocol takes them from too; they may still be imported from here.
+__all__ = ["ConnectTimeout", "PoolConfig", "UpstreamAddress", "UpstreamPool"]
 
 
 class ConnectTimeout(Exception):
@@ -80,12 +49,15 @@ class _OneShot(Factory):
     def __init__(self, proto: UpstreamProtocol) -> None:
         self._proto = proto
 
-    def buildProtocol(self, addr: object) -> UpstreamProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> UpstreamProtocol:
         return self._proto
 
 
-def _endpoint(reactor: object, address: UpstreamAddress, timeout: float, tls: ClientTLS) -> object:
+def _endpoint(
+    reactor: IProxyReactor, address: UpstreamAddress, timeout: float, tls: ClientTLS
+) -> IStreamClientEndpoint:
     host = address.host
+    endpoint: IStreamClientEndpoint
     if isIPAddress(host):
         endpoint = TCP4ClientEndpoint(reactor, host, address.port, timeout=timeout)
     elif isIPv6Address(host):
@@ -97,6 +69,9 @@ def _endpoint(reactor: object, address: UpstreamAddress, timeout: float, tls: Cl
     return endpoint
 
 
+_DEFAULT_CONFIG = PoolConfig()
+
+
 class UpstreamPool:
     """
     Keep-alive connections per upstream address.
@@ -106,7 +81,7 @@ class UpstreamPool:
     ``opened`` counts connection attempts, ``connected`` the connections made and ``open`` those still open.
     """
 
-    def __init__(self, reactor: object, config: PoolConfig = PoolConfig()) -> None:
+    def __init__(self, reactor: IProxyReactor, config: PoolConfig = _DEFAULT_CONFIG) -> None:
         self.reactor = reactor
         self.config = config
         self.tls = ClientTLS(config.tls)
@@ -146,12 +121,37 @@ class UpstreamPool:
         timeout = self.config.connect_timeout
         proto = UpstreamProtocol(self, address)
         # The endpoint's own timeout is a backstop; ours decides, and names itself.
-        d = _endpoint(self.reactor, address, timeout + 1, self.tls).connect(_OneShot(proto))  # type: ignore[attr-defined]
+        connecting = _endpoint(self.reactor, address, timeout + 1, self.tls).connect(_OneShot(proto))
+        # _OneShot hands out ``proto`` and nothing else: the endpoint fires with it (a TLS one with what it wraps).
+        d = cast("defer.Deferred[UpstreamProtocol]", connecting)
         handshake = proto.handshake
         if handshake is not None:
             d.addCallback(lambda _: handshake)  # connected means the TLS handshake is done
         d.addTimeout(timeout, self.reactor, onTimeoutCancel=_connect_timed_out)
         return d
+
+    # -- what the connections tell their pool (ConnectionOwner) --------------------------------------------
+
+    def connectionOpened(self, proto: UpstreamProtocol) -> None:
+        """
+        A connection attempt succeeded.
+        """
+        self.connected += 1
+        self.open += 1
+
+    def tunnelOpened(self, proto: UpstreamProtocol) -> None:
+        """
+        A connection now carries a tunnel: never pooled, closed by :meth:`close`.
+        """
+        self.tunnelled.add(proto)
+
+    def connectionClosed(self, proto: UpstreamProtocol) -> None:
+        """
+        A connection is gone, whatever it carried.
+        """
+        self.open -= 1
+        self.forget(proto)
+        self.tunnelled.discard(proto)
 
     def release(self, proto: UpstreamProtocol) -> None:
         """
@@ -165,7 +165,7 @@ class UpstreamPool:
         # One deadline per connection, re-armed lazily: a connection reused at once costs no timer.
         deadline = proto.idle_deadline
         if deadline is None:
-            deadline = proto.idle_deadline = Deadline(self.reactor, self._expire, proto)  # type: ignore[arg-type]
+            deadline = proto.idle_deadline = Deadline(self.reactor, self._expire, proto)
         deadline.set(self.config.idle_timeout)
 
     def _expire(self, proto: UpstreamProtocol) -> None:
@@ -203,7 +203,8 @@ class UpstreamPool:
         """
         self.closed = True
         for proto in list(self.tunnelled):
-            proto.tunnel.shutdown()  # type: ignore[union-attr]
+            assert proto.tunnel is not None  # (a connection is tunnelled once its tunnel is made)
+            proto.tunnel.shutdown()
         for idle in self._idle.values():
             for proto in list(idle):
                 proto.discard()

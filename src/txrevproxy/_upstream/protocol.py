@@ -1,9 +1,10 @@
 """
-The upstream side: a lean HTTP/1.1 client protocol and the keep-alive connection pool.
+The upstream side's wire protocol: a lean HTTP/1.1 client.
 
 :class:`UpstreamProtocol` sends one request at a time and parses the response strictly, handing the head and
-body pieces to a receiver (the relay) as they arrive. :class:`UpstreamPool` keeps idle connections per upstream,
-bounded in number and in idle time, and hands out a connection only when it is known to be clean.
+body pieces to a receiver (the relay) as they arrive. It knows its pool only as a :class:`ConnectionOwner`: the
+clock and settings it runs on, and whom it tells that it opened, went idle, became a tunnel or closed (the pool,
+:class:`~txrevproxy._upstream.pool.UpstreamPool`, keeps the idle ones and hands out only clean ones).
 
 Responses are parsed strictly; anything invalid fails the request (502 if nothing was sent to the client yet,
 otherwise the client connection is aborted) and the connection is discarded, never pooled:
@@ -21,11 +22,10 @@ for an upstream silent mid-body (the relay owns ``send_timeout`` for a stalled u
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 from typing import Protocol as TypingProtocol
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IHandshakeListener, ITCPTransport
+from twisted.internet.interfaces import IHandshakeListener, IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,11 +45,10 @@ from txrevproxy._http.validate import InvalidResponse, ResponseHead, parse_respo
 from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.sending import send
 from txrevproxy._net.states import IdentityEnum, Transitions
+from txrevproxy._net.transports import ITCPStreamTransport
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._tls.client import tls_failure
-
-if TYPE_CHECKING:
-    from txrevproxy._upstream.pool import UpstreamAddress, UpstreamPool
+from txrevproxy._upstream.config import PoolConfig, UpstreamAddress
 
 log = Logger(namespace="txrevproxy.upstream")
 
@@ -152,6 +151,34 @@ class ResponseReceiver(TypingProtocol):
         """
 
 
+class ConnectionOwner(TypingProtocol):
+    """
+    What an :class:`UpstreamProtocol` needs of whoever made it (the pool): the clock and settings its deadlines run
+    on, whether it is closed (the proxy is stopping), and word of each turn in the connection's life.
+    """
+
+    @property
+    def reactor(self) -> IReactorTime: ...
+
+    @property
+    def config(self) -> PoolConfig: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def connectionOpened(self, proto: UpstreamProtocol) -> None:
+        """The connection is made."""
+
+    def release(self, proto: UpstreamProtocol) -> None:
+        """The connection is idle and clean again: reuse it, or close it (:meth:`~UpstreamProtocol.discard`)."""
+
+    def tunnelOpened(self, proto: UpstreamProtocol) -> None:
+        """The connection carries a tunnel from now on (:attr:`~UpstreamProtocol.tunnel`); it is never reused."""
+
+    def connectionClosed(self, proto: UpstreamProtocol) -> None:
+        """The connection is gone."""
+
+
 @implementer(IHandshakeListener)
 class UpstreamProtocol(Protocol):
     """
@@ -162,19 +189,21 @@ class UpstreamProtocol(Protocol):
     ``tunnel``; ``idle`` ─discard─▶ ``dead`` (the pool's doing, through :meth:`discard`); any ─fail or lost─▶ ``dead``.
     """
 
+    transport: ITCPStreamTransport  # (set by makeConnection)
     idle_deadline: Deadline | None = None  # the pool's: when it closes this connection, idle in it
     tunnel: Tunnel | None = None  # after a 101: where the upstream's bytes go
+    _toTunnel: Callable[[bytes], None]  # after a 101: the tunnel's fromUpstream
     _upgrade: bytes | None = None
 
-    def __init__(self, pool: UpstreamPool, address: UpstreamAddress) -> None:
-        self.pool = pool
+    def __init__(self, owner: ConnectionOwner, address: UpstreamAddress) -> None:
+        self.owner = owner
         self.address = address
         self._state = IDLE
         self.requests_sent = 0
         self._receiver: ResponseReceiver | None = None
         self._method = b""
         self._buffer = b""
-        self._framing: Framing | None = None
+        self._body_kind = Kind.NONE  # how the response body being read is framed
         self._remaining = 0
         self._decoder: ChunkedDecoder | None = None
         self._chunked_upload = False
@@ -182,10 +211,10 @@ class UpstreamProtocol(Protocol):
         self._keep_alive = True
         self._got_bytes = False
         self._paused = False
-        reactor = pool.reactor
-        self._read_timeout = pool.config.read_timeout
-        self._head_deadline = Deadline(reactor, self._checkHeadDeadline)  # type: ignore[arg-type]
-        self._read_deadline = Deadline(reactor, self._checkReadDeadline)  # type: ignore[arg-type]
+        reactor = owner.reactor
+        self._read_timeout = owner.config.read_timeout
+        self._head_deadline = Deadline(reactor, self._checkHeadDeadline)
+        self._read_deadline = Deadline(reactor, self._checkReadDeadline)
         #: Over TLS, until the handshake is done: fires with this protocol then, or fails with
         #: :class:`UpstreamTLSError` (the pool's ``connect`` waits for it, under the connect timeout).
         self.handshake: defer.Deferred[UpstreamProtocol] | None = None
@@ -224,8 +253,7 @@ class UpstreamProtocol(Protocol):
         self.transport.loseConnection()
 
     def connectionMade(self) -> None:
-        self.pool.connected += 1
-        self.pool.open += 1
+        self.owner.connectionOpened(self)
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
 
@@ -255,6 +283,7 @@ class UpstreamProtocol(Protocol):
         self._request_done = body.kind is Kind.NONE
         out = [b"%s %s HTTP/1.1" % (method, target), *map(b": ".join, headers)]
         if body.kind is Kind.LENGTH:
+            assert body.length is not None  # (a length framing has its length)
             out.append(b"Content-Length: %d" % (body.length,))
         elif self._chunked_upload:
             out.append(b"Transfer-Encoding: chunked")
@@ -350,7 +379,7 @@ class UpstreamProtocol(Protocol):
         elif state is HEAD:
             self._headReceived(data)
         elif state is TUNNEL:
-            self.tunnel.fromUpstream(data)  # type: ignore[union-attr]
+            self._toTunnel(data)
         elif state is IDLE:
             self._fail("upstream sent data while idle")
 
@@ -396,7 +425,7 @@ class UpstreamProtocol(Protocol):
             and framing.kind is not Kind.CLOSE
             and self._upgrade is None
         )
-        self._framing = framing
+        self._body_kind = framing.kind
         self._state = _MOVES[RESPONSE][self._state]
         assert self._receiver is not None
         self._receiver.responseHead(head, framing)
@@ -436,23 +465,24 @@ class UpstreamProtocol(Protocol):
         self._stopReadDeadline()
         receiver, self._receiver = self._receiver, None
         assert receiver is not None
-        self.tunnel = receiver.responseSwitching(head)
-        if self.tunnel is None:
+        tunnel = self.tunnel = receiver.responseSwitching(head)
+        if tunnel is None:
             self._state = _MOVES[FAIL][self._state]
             self.transport.abortConnection()
             return
-        self.pool.tunnelled.add(self)
+        self._toTunnel = tunnel.fromUpstream
+        self.owner.tunnelOpened(self)
         if rest:
-            self.tunnel.fromUpstream(rest)
-        if self.pool.closed:
-            self.tunnel.shutdown()
+            tunnel.fromUpstream(rest)
+        if self.owner.closed:
+            tunnel.shutdown()
 
     def _deliver(self, data: bytes) -> None:
         if self._receiver is not None:
             self._receiver.responseData(data)
 
     def _bodyReceived(self, data: bytes) -> None:
-        kind = self._framing.kind  # type: ignore[union-attr]
+        kind = self._body_kind
         if kind is Kind.LENGTH:
             if len(data) < self._remaining:
                 self._remaining -= len(data)
@@ -467,12 +497,12 @@ class UpstreamProtocol(Protocol):
         elif kind is Kind.CHUNKED:
             assert self._decoder is not None
             try:
-                rest = self._decoder.feed(data)
+                after = self._decoder.feed(data)  # what follows the last chunk, once it is in
             except FramingError as e:
                 self._fail(e.reason)
                 return
-            if rest is not None and self._state is BODY:
-                self._complete(rest)
+            if after is not None and self._state is BODY:
+                self._complete(after)
         else:
             self._deliver(data)
 
@@ -489,7 +519,7 @@ class UpstreamProtocol(Protocol):
             if self._paused:
                 self._paused = False
                 self.transport.resumeProducing()
-            self.pool.release(self)
+            self.owner.release(self)
         else:
             self._state = _MOVES[SPENT][self._state]
             self.transport.loseConnection()
@@ -511,23 +541,21 @@ class UpstreamProtocol(Protocol):
         self._state = _MOVES[LOST][state]
         if self.handshake is not None:
             handshake, self.handshake = self.handshake, None
-            problem = self._tlsProblem(reason) or (reason.getErrorMessage() if reason is not None else "closed")
-            handshake.errback(UpstreamTLSError(problem))
+            why = self._tlsProblem(reason) or (reason.getErrorMessage() if reason is not None else "closed")
+            handshake.errback(UpstreamTLSError(why))
         self._head_expired = None
         self._head_deadline.cancel()
         self._stopReadDeadline()
-        self.pool.open -= 1
-        self.pool.forget(self)
-        self.pool.tunnelled.discard(self)
+        self.owner.connectionClosed(self)
         if state is TUNNEL and self.tunnel is not None:
             self.tunnel.upstreamLost()
         receiver, self._receiver = self._receiver, None
         if receiver is None:
             return
-        if self.pool.closed:
+        if self.owner.closed:
             # The pool was closed (the proxy is stopping): this connection was dropped by us, not the upstream.
             receiver.upstreamAbandoned("the proxy is shutting down")
-        elif state is BODY and self._framing is not None and self._framing.kind is Kind.CLOSE:
+        elif state is BODY and self._body_kind is Kind.CLOSE:
             receiver.responseEnd()
         elif state is HEAD and not self._got_bytes and (problem := self._tlsProblem(reason)):
             receiver.upstreamFailed(f"TLS with upstream failed: {problem}", retryable=False)
