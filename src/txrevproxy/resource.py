@@ -8,6 +8,7 @@ connection pool is made once per root resource and shared by its children.
 
 from __future__ import annotations
 
+from typing import cast
 from urllib.parse import quote, urlsplit
 
 from twisted.logger import Logger
@@ -17,6 +18,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from txrevproxy._http.headers import host_header
 from txrevproxy._http.networks import AccessPolicy
 from txrevproxy._http.validate import origin_form
+from txrevproxy._net.reactor import IProxyReactor
 from txrevproxy._relay.exchange import ProxyConfig, Relay
 from txrevproxy._relay.interfaces import RelayedRequest
 from txrevproxy._server.request import StreamedRequest
@@ -50,10 +52,10 @@ def parse_upstream_url(url: str) -> tuple[UpstreamAddress, bytes]:
     return UpstreamAddress(parts.hostname, port or default_port, parts.scheme), path
 
 
-def _default_reactor() -> object:
+def _default_reactor() -> IProxyReactor:
     from twisted.internet import reactor
 
-    return reactor
+    return cast(IProxyReactor, reactor)  # the global reactor provides each interface IProxyReactor names
 
 
 class ReverseProxyResource(Resource):
@@ -77,7 +79,7 @@ class ReverseProxyResource(Resource):
         host: str,
         port: int,
         path: bytes,
-        reactor: object = None,
+        reactor: IProxyReactor | None = None,
         *,
         config: ProxyConfig | None = None,
         pool: UpstreamPool | None = None,
@@ -98,7 +100,7 @@ class ReverseProxyResource(Resource):
     def from_url(
         cls,
         url: str,
-        reactor: object = None,
+        reactor: IProxyReactor | None = None,
         *,
         config: ProxyConfig | None = None,
         access: AccessPolicy | None = None,
