@@ -16,7 +16,7 @@ from twisted.internet.protocol import ClientFactory, Factory
 from twisted.web.server import Site
 
 from txrevproxy import PassThroughProxyResource, ProxyConfig, ProxySite
-from txrevproxy._server.channel import ClientConfig
+from txrevproxy._server.config import ClientConfig
 from txrevproxy._testing.memory import HANG, ConnectionAttempt, MemoryNetwork, MemoryTransport, Peer
 
 #: Where the proxy listens, and where the default resource (and the tests' own) send requests.

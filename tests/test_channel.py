@@ -13,7 +13,8 @@ from tests._harness import Harness, head_and_body, header_lines
 from tests._requests import HOST, REFUSED
 from txrevproxy import PoolConfig, ProxyConfig
 from txrevproxy._http.head import HeadLimits
-from txrevproxy._server.channel import ClientConfig, ProxySite
+from txrevproxy._server.channel import ProxySite
+from txrevproxy._server.config import ClientConfig
 
 SMALL = ClientConfig(max_body=100)  # the cap REFUSED assumes
 

@@ -7,6 +7,7 @@ from txrevproxy import resource
 from txrevproxy._http import head
 from txrevproxy._relay import exchange
 from txrevproxy._server import channel
+from txrevproxy._server import config as server_config
 
 
 def test_exports_are_the_implementations():
@@ -14,7 +15,7 @@ def test_exports_are_the_implementations():
     assert txrevproxy.ReverseProxyResource is resource.ReverseProxyResource
     assert txrevproxy.ProxySite is channel.ProxySite
     assert txrevproxy.ProxyConfig is exchange.ProxyConfig
-    assert txrevproxy.ClientConfig is channel.ClientConfig
+    assert txrevproxy.ClientConfig is server_config.ClientConfig
     assert txrevproxy.HeadLimits is head.HeadLimits
     assert all(hasattr(txrevproxy, name) for name in txrevproxy.__all__)
 
@@ -26,7 +27,7 @@ def test_config_module_holds_every_config_record():
     from txrevproxy._upstream import pool
 
     assert config.PoolConfig is pool.PoolConfig and config.GateConfig is gate.GateConfig
-    assert config.ProxyConfig is exchange.ProxyConfig and config.ClientConfig is channel.ClientConfig
+    assert config.ProxyConfig is exchange.ProxyConfig and config.ClientConfig is server_config.ClientConfig
     for name in config.__all__:
         assert getattr(txrevproxy, name) is getattr(config, name)
 

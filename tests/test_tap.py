@@ -16,7 +16,7 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from txrevproxy import AccessPolicy, ProxySite
 from txrevproxy._daemon.service import ProxyService, SupervisorService
 from txrevproxy._http.head import HeadLimits
-from txrevproxy._server.channel import ClientConfig
+from txrevproxy._server.config import ClientConfig
 from txrevproxy.tap import Options, makeService
 
 

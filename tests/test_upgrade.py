@@ -17,7 +17,8 @@ from zope.interface import implementer, implementer_only
 from tests._harness import CapturedLog, Harness, head_and_body, header_lines
 from txrevproxy import ProxyConfig
 from txrevproxy._http.headers import upgrade_accepted, upgrade_offer
-from txrevproxy._server.channel import ClientConfig, ProxyChannel
+from txrevproxy._server.channel import ProxyChannel
+from txrevproxy._server.config import ClientConfig
 from txrevproxy._testing.memory import HIGH_WATER, SEGMENT, MemoryTransport
 from txrevproxy._upstream.pool import UpstreamAddress
 from txrevproxy._upstream.protocol import UpstreamProtocol

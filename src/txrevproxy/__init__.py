@@ -8,7 +8,8 @@ from txrevproxy._http.head import HeadLimits
 from txrevproxy._http.headers import TrustedNetworks
 from txrevproxy._http.networks import AccessPolicy
 from txrevproxy._relay.exchange import ProxyConfig
-from txrevproxy._server.channel import ClientConfig, ProxyChannel, ProxySite
+from txrevproxy._server.channel import ProxyChannel, ProxySite
+from txrevproxy._server.config import ClientConfig
 from txrevproxy._server.gate import GateConfig
 from txrevproxy._server.request import ProxyRequest
 from txrevproxy._tls.client import UpstreamTLS

@@ -23,15 +23,17 @@ from __future__ import annotations
 
 from typing import cast
 
-from attrs import field, frozen
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.interfaces import IAddress, IProtocol, IPushProducer, IReactorTime, ITCPTransport
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
+from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
 
 from txrevproxy._http.framing import ChunkedDecoder, Framing, FramingError, Kind
-from txrevproxy._http.head import HeadLimits, RequestHead, incomplete_head_problem, parse_request_head
+from txrevproxy._http.head import RequestHead, incomplete_head_problem, parse_request_head
 from txrevproxy._http.headers import upgrade_offer, values_of
 from txrevproxy._http.responses import error_response
 from txrevproxy._http.validate import Rejection, validate_request
@@ -39,6 +41,7 @@ from txrevproxy._net.addresses import AddressesOnce
 from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.sending import send
 from txrevproxy._net.states import IdentityEnum, Transitions
+from txrevproxy._net.transports import ITCPStreamTransport
 from txrevproxy._net.tunnel import Tunnel
 from txrevproxy._net.twisted_private import (
     network_producer,
@@ -46,10 +49,11 @@ from txrevproxy._net.twisted_private import (
     set_handling_request,
     set_waiting_for_transport,
 )
-from txrevproxy._server.accesslog import AccessLog
+from txrevproxy._server.accesslog import AccessLog, LoggedRequest
+from txrevproxy._server.config import ClientConfig
 from txrevproxy._server.gate import ConnectionGate, RefusedConnection
 from txrevproxy._server.h2 import MAX_STREAMS, NegotiatedChannel
-from txrevproxy._server.request import ProxyRequest
+from txrevproxy._server.request import ProxyRequest, StreamedRequest
 
 log = Logger(namespace="txrevproxy")
 
@@ -57,25 +61,6 @@ log = Logger(namespace="txrevproxy")
 IDLE_TIMEOUT = 60.0
 #: Bytes of pipelined requests held while the one before them is answered, before reading pauses.
 PIPELINE_BUFFER = 16384
-
-
-@frozen
-class ClientConfig:
-    """
-    Limits and deadlines for client connections (the keep-alive idle timeout is the ``Site``'s ``timeout``).
-
-    :ivar head: size limits of a request head.
-    :ivar max_body: largest request body accepted, in bytes; 0 for no limit.
-    :ivar head_timeout: seconds from the first byte of a request until its head is complete (else 408).
-    :ivar body_timeout: seconds the request body may make no progress (else 408, or an abort once answering).
-    :ivar send_timeout: seconds a client may read none of the response while it waits to be sent (else abort).
-    """
-
-    head: HeadLimits = field(factory=HeadLimits)
-    max_body: int = 1 << 30
-    head_timeout: float = 10.0
-    body_timeout: float = 30.0
-    send_timeout: float = 60.0
 
 
 class Phase(IdentityEnum):
@@ -183,6 +168,11 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
 
     config = ClientConfig()
     gate: ConnectionGate | None = None  # the site's connection gate, told when this connection ends
+    # Set by Twisted (makeConnection, Site.buildProtocol), typed here as what they are for this channel.
+    transport: ITCPStreamTransport
+    site: ProxySite
+    requestFactory: type[ProxyRequest]
+    requests: list[ProxyRequest]
 
     def __init__(self) -> None:
         super().__init__()
@@ -231,7 +221,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if self._idle_timeout:
             self._phase_deadline.set(self._idle_timeout)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._tunnel is not None:
             self._tunnel.clientLost()
         gate, self.gate = self.gate, None
@@ -245,7 +235,9 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         if self.phase is CLOSED:
             return
         if self.phase is TUNNEL:
-            self._tunnel.fromClient(data)  # type: ignore[union-attr]
+            tunnel = self._tunnel
+            assert tunnel is not None  # (set on entering the tunnel phase)
+            tunnel.fromClient(data)
             return
         if self.phase is BODY and not self._in and not self._busy:
             # The common case of a body arriving: no copy through the buffer.
@@ -464,7 +456,12 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         return gate
 
     def switchProtocols(
-        self, request: ProxyRequest, head: bytes, upstream: object, idle_timeout: float, upstream_send_timeout: float
+        self,
+        request: ProxyRequest,
+        head: bytes,
+        upstream: ITCPTransport,
+        idle_timeout: float,
+        upstream_send_timeout: float,
     ) -> Tunnel:
         """
         The upstream answered ``request`` with ``101``: send the client ``head`` and join this connection to the
@@ -598,8 +595,9 @@ class ProxySite(Site):
     :param timeout: seconds a connection may sit idle between requests (default :data:`IDLE_TIMEOUT`).
     """
 
-    protocol = ProxyChannel  # type: ignore[assignment]
-    requestFactory = ProxyRequest
+    protocol = ProxyChannel  # type: ignore[assignment]  # Site declares its own HTTPChannel wrapper type
+    # (ProxyRequest takes the (channel, queued) Twisted passes, not Request's *args, **kwargs.)
+    requestFactory = ProxyRequest  # type: ignore[assignment]
     noisy = False
 
     #: Decides which connections are served (access rules, connection cap); ``None`` serves every connection.
@@ -637,16 +635,17 @@ class ProxySite(Site):
         """
         return [b"h2", b"http/1.1"] if self.http2 else [b"http/1.1"]
 
-    def getResourceFor(self, request: object) -> object:
-        root = self.resource
+    def getResourceFor(self, request: StreamedRequest) -> IResource:
+        root: IResource = self.resource
         if root.isLeaf:
             # The daemon's pass-through resource: no traversal (and no postpath made; ProxyRequest makes it on demand).
-            request.site = self  # type: ignore[attr-defined]
-            request.sitepath = []  # type: ignore[attr-defined]
+            request.site = self
+            request.sitepath = []
             return root
-        return super().getResourceFor(request)
+        found: IResource = super().getResourceFor(request)
+        return found
 
-    def log(self, request: object) -> None:
+    def log(self, request: LoggedRequest) -> None:
         if self.access_log is not None:
             self.access_log.log(request)
 
@@ -655,14 +654,16 @@ class ProxySite(Site):
             self.access_log.flush()
         super().stopFactory()
 
-    def buildProtocol(self, addr: object) -> object:
+    # (Twisted's is typed as returning its HTTP/1.1 wrapper: this returns the channel, a refusal or the wrapper that
+    # lets ALPN choose HTTP/2.)
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]
         """
         A channel for the connection from ``addr``, or ``None`` (Twisted then closes the socket unread) when the
         gate refuses it.
         """
         if self.gate is not None and not self.gate.admit(addr):
             return RefusedConnection() if self.refuse_by_closing else None
-        channel = super().buildProtocol(addr)
+        channel = cast(ProxyChannel, super().buildProtocol(addr))  # Site.protocol is ProxyChannel
         channel.config = self.client
         if self.gate is not None:
             self.gate.opened()

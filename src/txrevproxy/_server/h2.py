@@ -38,12 +38,17 @@ what the proxy needs on top:
 
 from __future__ import annotations
 
+from typing import Protocol, cast
+
 from h2.errors import ErrorCodes
+from h2.events import RequestReceived, StreamEnded, StreamReset
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamState
 from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.components import proxyForInterface
+from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 
 from txrevproxy._http.framing import CHUNKED, Kind
@@ -54,6 +59,7 @@ from txrevproxy._net.addresses import AddressesOnce
 from txrevproxy._net.deadline import Deadline
 from txrevproxy._net.producers import CallbackProducer
 from txrevproxy._net.states import IdentityEnum, Transitions
+from txrevproxy._net.transports import ITCPStreamTransport
 from txrevproxy._net.twisted_private import (
     H2Connection,
     H2Stream,
@@ -64,6 +70,8 @@ from txrevproxy._net.twisted_private import (
     request_disconnected,
 )
 from txrevproxy._server.body import StreamingBody
+from txrevproxy._server.config import ClientConfig
+from txrevproxy._server.gate import ConnectionGate
 from txrevproxy._server.request import StreamedRequest, http_date
 
 log = Logger(namespace="txrevproxy")
@@ -116,6 +124,30 @@ _MOVES = Transitions[BodyState, BodyEvent](
 )
 
 
+class SiteSettings(Protocol):
+    """
+    What the HTTP/2 side needs of its site (:class:`~txrevproxy._server.channel.ProxySite`).
+    """
+
+    reactor: IReactorTime
+    client: ClientConfig
+    max_streams: int
+    timeOut: float | None
+
+
+class HTTP1Channel(Protocol):
+    """
+    What :class:`NegotiatedChannel` needs of the HTTP/1.1 channel it stands for
+    (:class:`~txrevproxy._server.channel.ProxyChannel`).
+    """
+
+    transport: ITCPStreamTransport
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def leaveForHTTP2(self) -> ConnectionGate | None: ...
+
+
 class H2ProxyRequest(StreamedRequest):
     """
     A request on an HTTP/2 stream: validated and rendered when its headers are complete, its body streamed to the
@@ -136,11 +168,15 @@ class H2ProxyRequest(StreamedRequest):
     _clock: IReactorTime  # from headersComplete on
     _stream: H2Stream  # the stream (Twisted's Request forgets it, as its channel, when the stream is lost)
 
+    def _settings(self) -> SiteSettings:
+        site: SiteSettings = cast(H2Stream, self.channel).site  # (a ProxySite: NegotiatedChannel gives it)
+        return site
+
     def gotLength(self, length: int | None) -> None:
         # Called by Twisted from each content-length while it builds the stream, before the stream can carry an
         # answer. Nothing of the body is stored: it streams through proxy_body.
         self.content = None
-        cap = self._max_body = self.channel.site.client.max_body  # type: ignore[attr-defined]
+        cap = self._max_body = self._settings().client.max_body
         if cap and length is not None and length > cap:
             self._too_large = f"request body of {length} bytes is over the limit of {cap}"
 
@@ -153,7 +189,7 @@ class H2ProxyRequest(StreamedRequest):
         """
         self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
         self._clock = clock
-        self._stream = self.channel
+        self._stream = cast(H2Stream, self.channel)  # Twisted's HTTP/2 makes each stream its request's channel
         if too_large is not None:
             self._refuse(too_large.status, too_large.reason)
             return
@@ -172,7 +208,7 @@ class H2ProxyRequest(StreamedRequest):
         if ended:
             self._body = _MOVES[END][self._body]
         else:
-            self._body_timeout = self.channel.site.client.body_timeout  # type: ignore[attr-defined]
+            self._body_timeout = self._settings().client.body_timeout
             self._body_deadline = Deadline(clock, self._checkBodyDeadline)
             self._body_deadline.set(self._body_timeout)
         reading = CallbackProducer(self._holdBody, self._releaseBody, _nothing)
@@ -258,7 +294,7 @@ class H2ProxyRequest(StreamedRequest):
             return  # answered already: the rest of the body is dropped
         if self.startedWriting:
             self._logRefusal(status, reason, "reset")
-            self.channel.abortConnection()
+            self._stream.abortConnection()
             return
         self.responseHeaders = Headers()  # any the upstream's response head had set
         self._refuse(status, reason)
@@ -269,7 +305,7 @@ class H2ProxyRequest(StreamedRequest):
         self.respondError(status)
 
     def abortClient(self) -> None:
-        self.channel.abortConnection()  # the request's channel is its stream: reset it
+        self._stream.abortConnection()  # the request's channel is its stream: reset it
 
     def _logRefusal(self, status: int, reason: str, what: str) -> None:
         peer = self.getClientAddress()
@@ -322,7 +358,11 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
 
     max_streams = MAX_STREAMS
     head_limits = HeadLimits()
-    gate: object = None
+    gate: ConnectionGate | None = None
+    # Set by Twisted (H2Connection.__init__, makeConnection) or by NegotiatedChannel, typed here.
+    transport: ITCPStreamTransport
+    streams: dict[int, H2Stream]
+    requestFactory: type[H2ProxyRequest]
 
     @property
     def max_header_list(self) -> int:
@@ -363,17 +403,17 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
             self._secure = super()._isSecure()
         return self._secure
 
-    def connectionLost(self, reason: object, _cancelTimeouts: bool = True) -> None:
+    def connectionLost(self, reason: Failure = connectionDone, _cancelTimeouts: bool = True) -> None:
         gate, self.gate = self.gate, None
         if gate is not None:
-            gate.closed()  # type: ignore[attr-defined]
+            gate.closed()
         super().connectionLost(reason, _cancelTimeouts)
 
-    def _requestReceived(self, event: object) -> None:
-        if len(self.streams) >= self.max_streams:  # type: ignore[attr-defined]
+    def _requestReceived(self, event: RequestReceived) -> None:
+        if len(self.streams) >= self.max_streams:
             # RFC 9113 section 5.1.2: a stream over the announced limit is a stream error; REFUSED_STREAM tells the
             # client that nothing of it was processed, so that it may retry. The connection and its streams go on.
-            self.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)  # type: ignore[attr-defined]
+            self.conn.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
             log.info(
                 "refused HTTP/2 stream from {peer}: over the limit of {limit} streams",
                 peer=getattr(self.getPeer(), "host", None),
@@ -381,13 +421,13 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
             )
             return
         super()._requestReceived(event)
-        stream = self.streams[event.stream_id]  # type: ignore[attr-defined]
-        ended = event.stream_ended is not None  # type: ignore[attr-defined]
-        rejection = head_rejection(event.headers, self.head_limits)  # type: ignore[attr-defined]
+        stream = self.streams[event.stream_id]
+        ended = event.stream_ended is not None
+        rejection = head_rejection(event.headers, self.head_limits)
         h2_stream_request(stream).headersComplete(stream.command, stream.path, ended, h2_reactor(self), rejection)
 
-    def _requestEnded(self, event: object) -> None:
-        if event.stream_id in self.streams:  # type: ignore[attr-defined]
+    def _requestEnded(self, event: StreamEnded) -> None:
+        if event.stream_id in self.streams:
             super()._requestEnded(event)
 
     def _requestDone(self, streamID: int) -> None:
@@ -402,48 +442,53 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
                 return  # too much unread output: the connection was aborted, and has forgotten the stream
         super()._requestDone(streamID)
 
-    def _requestAborted(self, event: object) -> None:
+    def _requestAborted(self, event: StreamReset) -> None:
         # A client may reset a stream whose response has been sent already (its reset crossing the proxy's, see
         # _requestDone): Twisted has forgotten it, and would fail the connection looking it up.
-        if event.stream_id in self.streams:  # type: ignore[attr-defined]
+        if event.stream_id in self.streams:
             super()._requestAborted(event)
 
 
-class NegotiatedChannel(proxyForInterface(IProtocol, "_channel")):  # type: ignore[misc]
+class NegotiatedChannel(proxyForInterface(IProtocol, "_channel")):  # type: ignore[misc]  # a base made at run time
     """
     The protocol of a TLS connection: the proxy's HTTP/1.1 channel, replaced by a :class:`ProxyH2Connection` at the
     first bytes if ALPN chose ``h2``.
     """
 
-    def __init__(self, channel: object, site: object) -> None:
+    _channel: HTTP1Channel | ProxyH2Connection
+
+    def __init__(self, channel: HTTP1Channel, site: SiteSettings) -> None:
         super().__init__(channel)
         self._site = site
         self._chosen = False
 
     @property
-    def transport(self) -> object:
+    def transport(self) -> ITCPStreamTransport:
         return self._channel.transport
 
     def dataReceived(self, data: bytes) -> None:
         if not self._chosen:
             self._chosen = True
-            if getattr(self._channel.transport, "negotiatedProtocol", None) == b"h2":
-                self._channel = self._http2(self._channel)
+            channel = self._channel
+            if isinstance(channel, ProxyH2Connection):
+                pass  # (chosen already)
+            elif getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
+                self._channel = self._http2(channel)
         self._channel.dataReceived(data)
 
-    def _http2(self, channel: object) -> ProxyH2Connection:
+    def _http2(self, channel: HTTP1Channel) -> ProxyH2Connection:
         site = self._site
-        transport = channel.transport  # type: ignore[attr-defined]
-        gate = channel.leaveForHTTP2()  # type: ignore[attr-defined]
-        connection = ProxyH2Connection(site.reactor)  # type: ignore[attr-defined]
+        transport = channel.transport
+        gate = channel.leaveForHTTP2()
+        connection = ProxyH2Connection(site.reactor)
         connection.gate = gate
-        connection.max_streams = site.max_streams  # type: ignore[attr-defined]
-        connection.head_limits = site.client.head  # type: ignore[attr-defined]
+        connection.max_streams = site.max_streams
+        connection.head_limits = site.client.head
         connection.requestFactory = H2ProxyRequest
-        connection.site = site
-        connection.factory = site
-        connection.timeOut = site.timeOut  # type: ignore[attr-defined]
-        connection.callLater = site.reactor.callLater  # type: ignore[attr-defined]
+        # Twisted declares both None at class level; they are the site for its streams.
+        connection.site = connection.factory = site  # type: ignore[assignment]
+        connection.timeOut = site.timeOut  # type: ignore[assignment]  # TimeoutMixin says int; seconds are float
+        connection.callLater = site.reactor.callLater  # type: ignore[method-assign,assignment]  # per instance
         connection.makeConnection(transport)
         transport.registerProducer(connection, True)
         return connection

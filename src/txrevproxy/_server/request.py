@@ -53,6 +53,7 @@ class StreamedRequest(Request):
 
     proxy_body: StreamingBody | None = None
     started: float | None = None  # when the head was complete (for the access log)
+    sitepath: list[bytes]  # (set by the site when it finds the resource)
     #: The protocols the client asks to switch to (its ``Upgrade``, for a bodiless HTTP/1.1 request with
     #: ``Connection: upgrade``), or ``None``; the channel has paused reading until the answer.
     upgrade: bytes | None = None

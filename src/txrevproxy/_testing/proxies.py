@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from txrevproxy._http.networks import AccessPolicy
 from txrevproxy._relay.exchange import ProxyConfig
-from txrevproxy._server.channel import ClientConfig
+from txrevproxy._server.config import ClientConfig
 from txrevproxy._testing.memory import MemoryNetwork, Peer
 from txrevproxy._testing.recording import RecordingOriginSite, RecordingProxySite, SeenRequest
 from txrevproxy.resource import PassThroughProxyResource
