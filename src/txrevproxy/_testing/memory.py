@@ -24,11 +24,21 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Protocol as TypingProtocol
+from typing import cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost, ConnectionRefusedError
-from twisted.internet.interfaces import IConnector, IConsumer, IProtocolFactory, IPushProducer, ITCPTransport
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.interfaces import (
+    IConnector,
+    IConsumer,
+    IProducer,
+    IProtocol,
+    IProtocolFactory,
+    IPushProducer,
+    ITCPTransport,
+)
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -45,6 +55,15 @@ ACCEPT, REFUSE, HANG = "accept", "refuse", "hang"
 PENDING, CONNECTED, REFUSED, CANCELLED = "pending", "connected", "refused", "cancelled"
 
 
+class _StoppableConnector(TypingProtocol):
+    stoppedConnecting: bool
+
+
+def _gave_up(connector: IConnector) -> bool:
+    # MemoryReactorClock's connectors record stopConnecting() in stoppedConnecting (IConnector does not say so).
+    return cast(_StoppableConnector, connector).stoppedConnecting
+
+
 @implementer(ITCPTransport, IConsumer, IPushProducer)
 class MemoryTransport:
     """
@@ -56,14 +75,15 @@ class MemoryTransport:
     disconnected = False
     connected = True
 
-    def __init__(self, protocol: object, host: IPv4Address, peer: IPv4Address) -> None:
+    def __init__(self, protocol: IProtocol, host: IPv4Address, peer: IPv4Address) -> None:
         self.protocol = protocol
         self.host = host
         self.peer = peer
         self.outgoing = bytearray()
         self.reading = True  # False while the protocol has paused us (its reads)
         self.aborted = False
-        self.producer: object = None
+        # A push producer, or a pull one (only ever paused when streaming, resumed and stopped either way).
+        self.producer: IPushProducer | None = None
         self.streaming = False
         self.producer_paused = False  # we paused self.producer for a full buffer
         self.writing = False  # what Twisted's startWriting/stopWriting track: there is a write (or close) to do
@@ -82,7 +102,7 @@ class MemoryTransport:
             and len(self.outgoing) > HIGH_WATER
         ):
             self.producer_paused = True
-            self.producer.pauseProducing()  # type: ignore[attr-defined]
+            self.producer.pauseProducing()
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
@@ -125,15 +145,17 @@ class MemoryTransport:
 
     # IConsumer
 
-    def registerProducer(self, producer: object, streaming: bool) -> None:
+    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
         if self.producer is not None:
             raise RuntimeError(f"cannot register producer {producer!r}: {self.producer!r} is registered")
         if self.disconnected:
-            producer.stopProducing()  # type: ignore[attr-defined]
+            producer.stopProducing()
             return
-        self.producer, self.streaming, self.producer_paused = producer, streaming, False
+        # (A pull producer is resumed and stopped, never paused: that happens only when streaming.)
+        pushed = self.producer = cast(IPushProducer, producer)
+        self.streaming, self.producer_paused = streaming, False
         if not streaming:
-            producer.resumeProducing()  # type: ignore[attr-defined]
+            pushed.resumeProducing()
 
     def unregisterProducer(self) -> None:
         self.producer = None
@@ -161,7 +183,7 @@ class MemoryTransport:
         producer = self.producer
         if producer is not None and (not self.streaming or self.producer_paused):
             self.producer_paused = False
-            producer.resumeProducing()  # type: ignore[attr-defined]
+            producer.resumeProducing()
             return False
         return self.disconnecting
 
@@ -170,8 +192,8 @@ class MemoryTransport:
         self.connected = False
         producer, self.producer = self.producer, None
         if producer is not None:
-            producer.stopProducing()  # type: ignore[attr-defined]
-        self.protocol.connectionLost(reason)  # type: ignore[attr-defined]
+            producer.stopProducing()
+        self.protocol.connectionLost(reason)
 
 
 class MemoryConnection:
@@ -227,7 +249,7 @@ def _deliver(sender: MemoryTransport, receiver: MemoryTransport) -> bool:
         return False
     data = bytes(sender.outgoing[:SEGMENT])
     del sender.outgoing[:SEGMENT]
-    receiver.protocol.dataReceived(data)  # type: ignore[attr-defined]
+    receiver.protocol.dataReceived(data)
     return True
 
 
@@ -241,7 +263,7 @@ class ConnectionAttempt:
 
     host: str
     port: int
-    factory: IProtocolFactory
+    factory: ClientFactory
     connector: IConnector
     source: IPv4Address | None
     outcome: str = PENDING
@@ -280,7 +302,7 @@ class MemoryNetwork:
 
     def __init__(self, reactor: MemoryReactorClock | None = None) -> None:
         self.reactor = reactor if reactor is not None else MemoryReactorClock()
-        self.listeners: dict[tuple[str, int], object] = {}
+        self.listeners: dict[tuple[str, int], IProtocolFactory] = {}
         self.connections: list[MemoryConnection] = []
         self.modes: dict[tuple[str, int], str] = {}
         #: Every connection attempt the network has seen (at its last flush or :meth:`attempts_to`), in order.
@@ -288,12 +310,12 @@ class MemoryNetwork:
         self._pending: list[ConnectionAttempt] = []
         self._ports = itertools.count(40000)
 
-    def listen(self, host: str, port: int, factory: object) -> IPv4Address:
+    def listen(self, host: str, port: int, factory: IProtocolFactory) -> IPv4Address:
         """
         Serve ``factory``'s protocols at ``host:port``.
         """
         self.listeners[(host, port)] = factory
-        factory.doStart()  # type: ignore[attr-defined]
+        factory.doStart()
         return IPv4Address("TCP", host, port)
 
     def set_mode(self, host: str, port: int, mode: str) -> None:
@@ -331,10 +353,10 @@ class MemoryNetwork:
         self._check_pending(attempt)
         attempt.outcome = REFUSED
         reason = Failure(ConnectionRefusedError(f"{attempt.host}:{attempt.port}"))
-        attempt.factory.clientConnectionFailed(attempt.connector, reason)  # type: ignore[attr-defined]
+        attempt.factory.clientConnectionFailed(attempt.connector, reason)
 
     def _check_pending(self, attempt: ConnectionAttempt) -> None:
-        if attempt.outcome == PENDING and attempt.connector.stoppedConnecting:  # type: ignore[attr-defined]
+        if attempt.outcome == PENDING and _gave_up(attempt.connector):
             attempt.outcome = CANCELLED
         if attempt.outcome != PENDING:
             raise ValueError(f"the connection attempt to {attempt.host}:{attempt.port} is {attempt.outcome}")
@@ -384,7 +406,7 @@ class MemoryNetwork:
         for attempt in pending:
             if attempt.outcome != PENDING:  # (completed by the test)
                 continue
-            if attempt.connector.stoppedConnecting:  # type: ignore[attr-defined]
+            if _gave_up(attempt.connector):
                 attempt.outcome = CANCELLED
                 continue
             mode = self.modes.get((attempt.host, attempt.port), ACCEPT)
@@ -396,7 +418,7 @@ class MemoryNetwork:
             if mode == REFUSE or server_factory is None:
                 self.refuse(attempt)
             else:
-                self._connect(attempt, server_factory)  # type: ignore[arg-type]
+                self._connect(attempt, server_factory)
         return moved
 
     def _connect(self, attempt: ConnectionAttempt, server_factory: IProtocolFactory) -> MemoryConnection | None:
@@ -406,14 +428,15 @@ class MemoryNetwork:
         if server is None:  # the server refused the connection (closed it unread)
             attempt.outcome = REFUSED
             reason = Failure(ConnectionRefusedError("closed at accept"))
-            attempt.factory.clientConnectionFailed(attempt.connector, reason)  # type: ignore[attr-defined]
+            attempt.factory.clientConnectionFailed(attempt.connector, reason)
             return None
         client = attempt.factory.buildProtocol(server_address)
+        assert client is not None, f"{attempt.factory!r} built no client protocol"
         server_end = MemoryTransport(server, server_address, client_address)
         client_end = MemoryTransport(client, client_address, server_address)
         connection = MemoryConnection(client_end, server_end)
         attempt.outcome, attempt.connection = CONNECTED, connection
         self.connections.append(connection)
         server.makeConnection(server_end)
-        client.makeConnection(client_end)  # type: ignore[union-attr]
+        client.makeConnection(client_end)
         return connection
