@@ -33,7 +33,7 @@ def _factory(key: str) -> Iterator[Callable[..., RunningProxy]]:
     started: list[RunningProxy] = []
 
     def start(target: object, **settings: Any) -> RunningProxy:
-        proxy = start_proxy(**{key: target}, **settings)
+        proxy = start_proxy(**{key: target, **settings})
         started.append(proxy)
         return proxy
 

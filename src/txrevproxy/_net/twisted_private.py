@@ -190,7 +190,7 @@ def request_encoder(request: Request) -> Any:
 
 def set_request_encoder(request: Request, encoder: object) -> None:
     """Encode the request's response with ``encoder`` (``_encoder``), as ``Request.process`` does."""
-    request._encoder = encoder  # type: ignore[assignment]
+    request._encoder = encoder  # type: ignore[assignment]  # Twisted declares it None
 
 
 def handle_star(request: Request) -> None:
@@ -296,5 +296,5 @@ def adopt_listening_port(cls: type[_P], reactor: object, fd: int, factory: objec
     A port of ``cls`` (a ``tcp.Port`` or ``unix.Port`` subclass) on the listening socket ``fd`` (duplicated), made
     as ``reactor.adoptStreamPort`` makes one (``Port._fromListeningDescriptor``), not yet listening.
     """
-    port: _P = cls._fromListeningDescriptor(reactor, fd, factory)  # type: ignore[attr-defined]
+    port: _P = cls._fromListeningDescriptor(reactor, fd, factory)  # type: ignore[attr-defined]  # private classmethod
     return port

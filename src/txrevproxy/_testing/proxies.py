@@ -8,23 +8,30 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
+from typing import Any, cast
 
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.interfaces import IListeningPort, IPushProducer
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Cooperator, deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.iweb import IAgentEndpointFactory, IResponse
+from twisted.web.resource import IResource
+from twisted.web.server import Site
 from zope.interface import implementer
 
 from txrevproxy._http.networks import AccessPolicy
+from txrevproxy._net.reactor import IProxyReactor
 from txrevproxy._relay.exchange import ProxyConfig
 from txrevproxy._server.config import ClientConfig
 from txrevproxy._testing.memory import MemoryNetwork, Peer
 from txrevproxy._testing.recording import RecordingOriginSite, RecordingProxySite, SeenRequest
+from txrevproxy._upstream.pool import UpstreamPool
 from txrevproxy.resource import PassThroughProxyResource
 
 __all__ = [
@@ -38,7 +45,7 @@ __all__ = [
 
 def _proxy_site(
     upstream: str,
-    reactor: object,
+    reactor: IProxyReactor,
     config: ProxyConfig | None,
     client: ClientConfig | None,
     access: AccessPolicy | None,
@@ -74,7 +81,13 @@ class _ProxyRecords:
         """
         The connections the proxy opened to its upstream.
         """
-        return self.site.resource.pool.connected  # type: ignore[attr-defined, no-any-return]
+        return _pool(self.site).connected
+
+
+def _pool(site: RecordingProxySite) -> UpstreamPool:
+    resource = site.resource
+    assert isinstance(resource, PassThroughProxyResource)  # (the resource _proxy_site made)
+    return resource.pool
 
 
 # -- in memory -----------------------------------------------------------------------------------------------
@@ -112,7 +125,7 @@ class _BodyCollector(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.parts.append(data)
 
-    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if reason.check(ResponseDone):
             self.done.callback(b"".join(self.parts))
         else:
@@ -158,7 +171,7 @@ class MemoryClient:
         Stop reading, like a slow client: what the proxy sends waits in the network (and backpressure follows).
         """
         assert self.protocol is not None and self.protocol.transport is not None, "not connected"
-        self.protocol.transport.pauseProducing()
+        cast(IPushProducer, self.protocol.transport).pauseProducing()
         self.proxy.flush()
 
     def resume(self) -> None:
@@ -166,7 +179,7 @@ class MemoryClient:
         Read again.
         """
         assert self.protocol is not None and self.protocol.transport is not None, "not connected"
-        self.protocol.transport.resumeProducing()
+        cast(IPushProducer, self.protocol.transport).resumeProducing()
         self.proxy.flush()
 
     def close(self) -> None:
@@ -207,7 +220,7 @@ class MemoryProxy(_ProxyRecords):
 
     def __init__(
         self,
-        origin: object = None,
+        origin: IResource | None = None,
         *,
         config: ProxyConfig | None = None,
         client: ClientConfig | None = None,
@@ -221,7 +234,8 @@ class MemoryProxy(_ProxyRecords):
             self.origin_site = RecordingOriginSite(origin, reactor=self.clock)
             self.network.listen(self.ORIGIN_HOST, self.ORIGIN_PORT, self.origin_site)
         upstream = f"http://{self.ORIGIN_HOST}:{self.ORIGIN_PORT}"
-        self.site = _proxy_site(upstream, self.clock, config, client, access)
+        # A MemoryReactorClock provides each interface of IProxyReactor the proxy uses (without declaring it).
+        self.site = _proxy_site(upstream, cast(IProxyReactor, self.clock), config, client, access)
         self.network.listen(self.HOST, self.PORT, self.site)
         self.agent = Agent.usingEndpointFactory(
             self.clock, _ToProxy(self), pool=HTTPConnectionPool(self.clock, persistent=False)
@@ -272,18 +286,21 @@ class MemoryProxy(_ProxyRecords):
             # Body steps scheduled on the clock, at the current instant: they run in flush().
             cooperator = Cooperator(scheduler=lambda step: self.clock.callLater(0, step))
             producer = FileBodyProducer(BytesIO(body), cooperator=cooperator)
-        d = self.agent.request(method, (self.url + path).encode("ascii"), raw, producer)
-        d.addCallback(self._whole)
+        requested: Deferred[IResponse] = self.agent.request(method, (self.url + path).encode("ascii"), raw, producer)
+        d = requested.addCallback(self._whole)
         self.flush()
         return d
 
     @staticmethod
-    def _whole(response: object) -> Deferred[MemoryResponse]:
+    def _whole(response: IResponse) -> Deferred[MemoryResponse]:
         collector = _BodyCollector()
-        response.deliverBody(collector)  # type: ignore[attr-defined]
-        return collector.done.addCallback(
-            lambda body: MemoryResponse(response.code, response.phrase, response.headers, body)  # type: ignore[attr-defined]
-        )
+        response.deliverBody(collector)
+
+        def whole(body: bytes) -> MemoryResponse:
+            return MemoryResponse(response.code, response.phrase, response.headers, body)
+
+        result: Deferred[MemoryResponse] = collector.done.addCallback(whole)
+        return result
 
     def connect(self) -> MemoryClient:
         """
@@ -308,11 +325,13 @@ class LiveProxy(_ProxyRecords):
     :ivar origin_url: the fake origin's URL when there is one (else ``None``).
     """
 
-    def __init__(self, reactor: object, site: RecordingProxySite, origin_site: RecordingOriginSite | None) -> None:
+    def __init__(
+        self, reactor: IProxyReactor, site: RecordingProxySite, origin_site: RecordingOriginSite | None
+    ) -> None:
         self.reactor = reactor
         self.site = site
         self.origin_site = origin_site
-        self.ports: list[object] = []
+        self.ports: list[IListeningPort] = []
         self.url = ""
         self.port = 0
         self.origin_url: str | None = None
@@ -325,30 +344,44 @@ class LiveProxy(_ProxyRecords):
         if self.stopped:
             return succeed(None)
         self.stopped = True
-        pool = self.site.resource.pool  # type: ignore[attr-defined]
+        pool = _pool(self.site)
         pool.close()
-        stopping = gatherResults([maybeDeferred(port.stopListening) for port in self.ports])  # type: ignore[attr-defined]
+        stopping = gatherResults([maybeDeferred(port.stopListening) for port in self.ports])
         sites = [site for site in (self.site, self.origin_site) if site is not None]
         for site in sites:
             site.abort_all()
-        stopping.addCallback(lambda _: self._closed(sites, pool, 0))
-        return stopping
+        return stopping.addCallback(lambda _: self._closed(sites, pool, 0))
 
-    def _closed(self, sites: list[RecordingOriginSite | RecordingProxySite], pool: object, waited: int) -> object:
+    def _closed(
+        self, sites: list[RecordingOriginSite | RecordingProxySite], pool: UpstreamPool, waited: int
+    ) -> Deferred[None] | None:
         # An abort completes on the reactor's next turns; upstream connections close when their relays notice.
-        busy = any(site.open_channels() for site in sites) or pool.open > 0  # type: ignore[attr-defined]
+        busy = any(site.open_channels() for site in sites) or pool.open > 0
         if not busy or waited >= 500:
             return None
         for site in sites:
             site.abort_all()
-        return deferLater(self.reactor, 0.01, self._closed, sites, pool, waited + 1)  # type: ignore[arg-type]
+        return deferLater(self.reactor, 0.01, self._closed, sites, pool, waited + 1).addCallback(lambda _: None)
+
+
+def _listen_locally(reactor: IProxyReactor, site: Site) -> IListeningPort:
+    # (Twisted annotates listenTCP's factory as a generic ServerFactory that its own Site does not match.)
+    factory: Any = site
+    port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    return port
+
+
+def _port_number(port: IListeningPort) -> int:
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    return address.port
 
 
 def listen_proxy(
-    reactor: object,
+    reactor: IProxyReactor,
     *,
     upstream: str | None = None,
-    origin: object = None,
+    origin: IResource | None = None,
     config: ProxyConfig | None = None,
     client: ClientConfig | None = None,
     access: AccessPolicy | None = None,
@@ -361,11 +394,11 @@ def listen_proxy(
     if (upstream is None) == (origin is None):
         raise TypeError("listen_proxy needs exactly one of upstream= (a URL) and origin= (a resource)")
     origin_site = None
-    ports: list[object] = []
+    ports: list[IListeningPort] = []
     if origin is not None:
         origin_site = RecordingOriginSite(origin, reactor=reactor)
-        ports.append(reactor.listenTCP(0, origin_site, interface="127.0.0.1"))  # type: ignore[attr-defined]
-        upstream = f"http://127.0.0.1:{ports[0].getHost().port}"  # type: ignore[attr-defined]
+        ports.append(_listen_locally(reactor, origin_site))
+        upstream = f"http://127.0.0.1:{_port_number(ports[0])}"
     assert upstream is not None
     site = _proxy_site(upstream, reactor, config, client, access)
     proxy = LiveProxy(reactor, site, origin_site)
@@ -373,11 +406,11 @@ def listen_proxy(
     if origin_site is not None:
         proxy.origin_url = upstream
     try:
-        ports.append(reactor.listenTCP(0, site, interface="127.0.0.1"))  # type: ignore[attr-defined]
+        ports.append(_listen_locally(reactor, site))
     except BaseException:
         for port in ports:
-            port.stopListening()  # type: ignore[attr-defined]
+            port.stopListening()
         raise
-    proxy.port = ports[-1].getHost().port  # type: ignore[attr-defined]
+    proxy.port = _port_number(ports[-1])
     proxy.url = f"http://127.0.0.1:{proxy.port}"
     return proxy

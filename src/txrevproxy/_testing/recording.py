@@ -6,9 +6,14 @@ test can look at them and so that stopping closes every one.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any, cast
+from weakref import WeakKeyDictionary
 
-from twisted.web.server import Site
+from twisted.internet.interfaces import IAddress, IProtocol, ITCPTransport
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
 
+from txrevproxy._server.accesslog import LoggedRequest
 from txrevproxy._server.channel import ProxySite
 from txrevproxy._server.request import StreamedRequest
 from txrevproxy._server.web import header_list
@@ -49,28 +54,29 @@ class SeenRequest:
         return [value for key, value in self.headers if key.lower() == name]
 
 
-def _headers_of(request: object) -> list[tuple[bytes, bytes]]:
+def _headers_of(request: Request) -> list[tuple[bytes, bytes]]:
     # The proxy's own requests keep the list they received (reading requestHeaders would regroup it).
-    return request.headerList() if isinstance(request, StreamedRequest) else header_list(request)  # type: ignore[arg-type]
+    return request.headerList() if isinstance(request, StreamedRequest) else header_list(request)
 
 
-def _seen(request: object, body: bytes | None) -> SeenRequest:
-    peer = request.getClientAddress()  # type: ignore[attr-defined]
+def _seen(request: Request, body: bytes | None) -> SeenRequest:
+    peer = request.getClientAddress()
     return SeenRequest(
-        method=request.method.decode("latin-1"),  # type: ignore[attr-defined]
-        target=request.uri.decode("latin-1"),  # type: ignore[attr-defined]
+        method=request.method.decode("latin-1"),
+        target=request.uri.decode("latin-1"),
         headers=tuple((name.decode("latin-1"), value.decode("latin-1")) for name, value in _headers_of(request)),
         client=f"{getattr(peer, 'host', peer)}:{getattr(peer, 'port', '')}",
         body=body,
     )
 
 
-def transport_of(channel: object) -> object:
+def transport_of(channel: object) -> ITCPTransport | None:
     """
     The transport of a served connection (``Site`` wraps its ``HTTPChannel`` in a protocol that picks HTTP/1.1 or
     HTTP/2); ``None`` before it is connected.
     """
-    return getattr(getattr(channel, "_channel", channel), "transport", None)
+    transport: ITCPTransport | None = getattr(getattr(channel, "_channel", channel), "transport", None)
+    return transport
 
 
 def _closed(channel: object) -> bool:
@@ -78,7 +84,7 @@ def _closed(channel: object) -> bool:
     return transport is not None and bool(getattr(transport, "disconnected", False))
 
 
-class _Recording:
+class _Recording(Site):
     """
     Mixed into a ``Site``: records each request that reaches its resource and the status answered, and keeps the
     connections it serves.
@@ -86,30 +92,32 @@ class _Recording:
 
     def start_recording(self) -> None:
         self.seen: list[SeenRequest] = []
-        self.channels: list[object] = []
+        self.channels: list[IProtocol] = []
+        self._seen_at: WeakKeyDictionary[object, int] = WeakKeyDictionary()
 
-    def request_body(self, request: object) -> bytes | None:
+    def request_body(self, request: Request) -> bytes | None:
         return None
 
-    def buildProtocol(self, addr: object) -> object:
-        channel = super().buildProtocol(addr)  # type: ignore[misc]
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]  # as ProxySite's
+        channel: IProtocol | None = super().buildProtocol(addr)
         if channel is not None:
             self.channels = self.open_channels()
             self.channels.append(channel)
         return channel
 
-    def getResourceFor(self, request: object) -> object:
-        request._seen_index = len(self.seen)  # type: ignore[attr-defined]
+    def getResourceFor(self, request: Request) -> IResource:
+        self._seen_at[request] = len(self.seen)
         self.seen.append(_seen(request, self.request_body(request)))
-        return super().getResourceFor(request)  # type: ignore[misc]
+        found: IResource = super().getResourceFor(request)
+        return found
 
-    def log(self, request: object) -> None:
-        index = getattr(request, "_seen_index", None)
+    def log(self, request: LoggedRequest) -> None:
+        index = self._seen_at.pop(request, None)
         if index is not None:
-            self.seen[index] = replace(self.seen[index], status=request.code)  # type: ignore[attr-defined]
-        super().log(request)  # type: ignore[misc]
+            self.seen[index] = replace(self.seen[index], status=request.code)
+        super().log(cast(Request, request))  # (typed as ProxySite's: the requests of this very site)
 
-    def open_channels(self) -> list[object]:
+    def open_channels(self) -> list[IProtocol]:
         """
         The connections served that are not closed yet (including those not yet connected).
         """
@@ -122,7 +130,7 @@ class _Recording:
         for channel in self.open_channels():
             transport = transport_of(channel)
             if transport is not None:
-                transport.abortConnection()  # type: ignore[attr-defined]
+                transport.abortConnection()
 
 
 class RecordingProxySite(_Recording, ProxySite):
@@ -130,8 +138,8 @@ class RecordingProxySite(_Recording, ProxySite):
     A :class:`~txrevproxy.ProxySite` that records what it serves.
     """
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, resource: IResource, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
         self.start_recording()
 
 
@@ -142,16 +150,16 @@ class RecordingOriginSite(_Recording, Site):
 
     noisy = False
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, resource: IResource, **kwargs: Any) -> None:
+        super().__init__(resource, **kwargs)
         self.start_recording()
 
-    def request_body(self, request: object) -> bytes | None:
-        content = request.content  # type: ignore[attr-defined]
+    def request_body(self, request: Request) -> bytes | None:
+        content = request.content
         if content is None:
             return b""
         position = content.tell()
         content.seek(0)
-        body = content.read()
+        body: bytes = content.read()
         content.seek(position)
-        return body  # type: ignore[no-any-return]
+        return body

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet.threads import blockingCallFromThread
+from twisted.web.resource import IResource
 
 from txrevproxy._testing.proxies import LiveProxy, listen_proxy
 
@@ -34,7 +35,7 @@ def new_reactor() -> Any:
     try:
         from twisted.internet.epollreactor import EPollReactor as Reactor
     except ImportError:  # not Linux
-        from twisted.internet.selectreactor import SelectReactor as Reactor  # type: ignore[assignment]
+        from twisted.internet.selectreactor import SelectReactor as Reactor
     return Reactor()
 
 
@@ -74,7 +75,8 @@ class RunningProxy:
         """
         ``function(*args, **kwargs)`` run in the proxy's reactor thread; its result (a ``Deferred``'s waited for).
         """
-        return blockingCallFromThread(self.reactor, function, *args, **kwargs)  # type: ignore[no-any-return]
+        result: T = blockingCallFromThread(self.reactor, function, *args, **kwargs)
+        return result
 
     @property
     def requests(self) -> list[SeenRequest]:
@@ -127,7 +129,7 @@ def _end(reactor: Any, thread: threading.Thread) -> None:
 def start_proxy(
     *,
     upstream: str | None = None,
-    origin: object = None,
+    origin: IResource | Callable[[Any], IResource] | None = None,
     **settings: Any,
 ) -> RunningProxy:
     """
