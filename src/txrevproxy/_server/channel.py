@@ -21,8 +21,6 @@ discarding the rest of its body, so the next request is parsed from the right pl
 
 from __future__ import annotations
 
-from typing import cast
-
 from twisted.internet.interfaces import IAddress, IProtocol, IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
@@ -173,6 +171,12 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
     site: ProxySite
     requestFactory: type[ProxyRequest]
     requests: list[ProxyRequest]
+    # Set in connectionMade: what a request reaches its connection through (a ClientConnection), as attributes (a
+    # request reads them several times).
+    #: The clock of this connection's deadlines and ``Date`` headers (the site's reactor).
+    clock: IReactorTime
+    #: The connection's transport: TCP, or TLS over it.
+    tcp: ITCPTransport
 
     def __init__(self) -> None:
         super().__init__()
@@ -192,17 +196,6 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
 
     # -- connection ----------------------------------------------------------------------------------------
 
-    @property
-    def clock(self) -> IReactorTime:
-        """The clock of this connection's deadlines (the site's reactor), from ``connectionMade`` on."""
-        clock: IReactorTime = self._clock
-        return clock
-
-    @property
-    def tcp(self) -> ITCPTransport:
-        """The connection's transport: TCP, or TLS over it (which provides ``ITCPTransport`` too)."""
-        return cast(ITCPTransport, self.transport)
-
     _secure: bool | None = None
 
     def isSecure(self) -> bool:
@@ -215,9 +208,10 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self._idle_timeout = self.timeOut
         super().connectionMade()
         self.setTimeout(None)  # the phase deadlines below replace TimeoutMixin's idle timer (and clear timeOut)
-        self._clock = self.site.reactor
+        self.clock = self.site.reactor
+        self.tcp = self.transport
         # The deadline of the current phase (idle, head, body), set on entering it, moved by the body's progress.
-        self._phase_deadline = Deadline(self._clock, self._phaseTimedOut)
+        self._phase_deadline = Deadline(self.clock, self._phaseTimedOut)
         if self._idle_timeout:
             self._phase_deadline.set(self._idle_timeout)
 
@@ -482,7 +476,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         # is no producer): this channel no longer hears of the client's buffer.
         network_producer(self).unregisterProducer()
         send_timeouts = (self.config.send_timeout, upstream_send_timeout)
-        tunnel = self._tunnel = Tunnel(self.transport, upstream, self._clock, idle_timeout, name, send_timeouts)
+        tunnel = self._tunnel = Tunnel(self.transport, upstream, self.clock, idle_timeout, name, send_timeouts)
         pending, self._in = bytes(self._in), bytearray()
         self._read_pauses.clear()
         self.transport.resumeProducing()
@@ -516,7 +510,7 @@ class ProxyChannel(AddressesOnce, HTTPChannel):
         self._pauseReading(SEND)
         deadline = self._send_deadline
         if deadline is None:
-            deadline = self._send_deadline = Deadline(self._clock, self._sendTimedOut)
+            deadline = self._send_deadline = Deadline(self.clock, self._sendTimedOut)
         if not deadline.active:
             deadline.set(self.config.send_timeout)
 
@@ -596,8 +590,8 @@ class ProxySite(Site):
     """
 
     protocol = ProxyChannel  # type: ignore[assignment]  # Site declares its own HTTPChannel wrapper type
-    # (ProxyRequest takes the (channel, queued) Twisted passes, not Request's *args, **kwargs.)
-    requestFactory = ProxyRequest  # type: ignore[assignment]
+    # (Declared, since ProxyRequest takes the (channel, queued) Twisted passes, not Request's *args, **kwargs.)
+    requestFactory: type[ProxyRequest] = ProxyRequest
     noisy = False
 
     #: Decides which connections are served (access rules, connection cap); ``None`` serves every connection.
@@ -656,14 +650,14 @@ class ProxySite(Site):
 
     # (Twisted's is typed as returning its HTTP/1.1 wrapper: this returns the channel, a refusal or the wrapper that
     # lets ALPN choose HTTP/2.)
-    def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]  # see above
         """
         A channel for the connection from ``addr``, or ``None`` (Twisted then closes the socket unread) when the
         gate refuses it.
         """
         if self.gate is not None and not self.gate.admit(addr):
             return RefusedConnection() if self.refuse_by_closing else None
-        channel = cast(ProxyChannel, super().buildProtocol(addr))  # Site.protocol is ProxyChannel
+        channel: ProxyChannel = super().buildProtocol(addr)  # (Site's, untyped: a ProxyChannel, our protocol)
         channel.config = self.client
         if self.gate is not None:
             self.gate.opened()
