@@ -14,8 +14,10 @@ import pytest
 from hyperframe.frame import DataFrame, RstStreamFrame
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
+from zope.interface.verify import verifyObject
 
 from tests._harness import CapturedLog, Harness, Upstream
 from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
@@ -158,6 +160,16 @@ def test_alpn_offer_and_protocol_choice() -> None:
     assert plain.acceptableProtocols() == [b"http/1.1"] and both.acceptableProtocols() == [b"h2", b"http/1.1"]
     assert isinstance(plain.buildProtocol(None), ProxyChannel)
     assert isinstance(both.buildProtocol(None), NegotiatedChannel)
+
+
+def test_negotiating_protocol_passes_the_connection_on_before_any_byte() -> None:
+    """The negotiating protocol is an IProtocol; a connection lost before its first byte is the HTTP/1.1 channel's."""
+    pair = H2Pair()
+    verifyObject(IProtocol, pair.protocol)
+    assert isinstance(pair.protocol._channel, ProxyChannel) and pair.protocol.transport is pair.transport
+    assert pair.gate.open == 1
+    pair.protocol.connectionLost(Failure(ConnectionDone()))
+    assert pair.gate.open == 0 and pair.protocol._channel.phase.value == "closed"
 
 
 def test_http1_when_alpn_chose_it() -> None:

@@ -44,12 +44,12 @@ from h2.errors import ErrorCodes
 from h2.events import RequestReceived, StreamEnded, StreamReset
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamState
-from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.internet.interfaces import IProtocol, IReactorTime, ITransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
-from twisted.python.components import proxyForInterface
 from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
+from zope.interface import implementer
 
 from txrevproxy._http.framing import CHUNKED, Kind
 from txrevproxy._http.head import HeadLimits
@@ -135,15 +135,28 @@ class SiteSettings(Protocol):
     timeOut: float | None
 
 
-class HTTP1Channel(Protocol):
+class Served(Protocol):
     """
-    What :class:`NegotiatedChannel` needs of the HTTP/1.1 channel it stands for
-    (:class:`~txrevproxy._server.channel.ProxyChannel`).
+    What serves a TLS connection behind :class:`NegotiatedChannel`: the proxy's HTTP/1.1 channel, or the
+    :class:`ProxyH2Connection` that replaces it.
     """
 
     transport: ITCPStreamTransport
 
+    def makeConnection(self, transport: ITransport) -> None: ...
+
+    def connectionMade(self) -> None: ...
+
     def dataReceived(self, data: bytes) -> None: ...
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None: ...
+
+
+class HTTP1Channel(Served, Protocol):
+    """
+    What :class:`NegotiatedChannel` needs of the HTTP/1.1 channel it stands for
+    (:class:`~txrevproxy._server.channel.ProxyChannel`): also to hand its connection over to HTTP/2.
+    """
 
     def leaveForHTTP2(self) -> ConnectionGate | None: ...
 
@@ -449,32 +462,38 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
             super()._requestAborted(event)
 
 
-class NegotiatedChannel(proxyForInterface(IProtocol, "_channel")):  # type: ignore[misc]  # a base made at run time
+@implementer(IProtocol)
+class NegotiatedChannel:
     """
     The protocol of a TLS connection: the proxy's HTTP/1.1 channel, replaced by a :class:`ProxyH2Connection` at the
-    first bytes if ALPN chose ``h2``.
+    first bytes if ALPN chose ``h2``; it passes the connection's events on to whichever serves it.
     """
 
-    _channel: HTTP1Channel | ProxyH2Connection
-
     def __init__(self, channel: HTTP1Channel, site: SiteSettings) -> None:
-        super().__init__(channel)
+        self._channel: Served = channel
         self._site = site
-        self._chosen = False
+        self._http1: HTTP1Channel | None = channel  # until the first bytes, when ALPN's choice is known
 
     @property
     def transport(self) -> ITCPStreamTransport:
         return self._channel.transport
 
+    def makeConnection(self, transport: ITransport) -> None:
+        self._channel.makeConnection(transport)
+
+    def connectionMade(self) -> None:
+        self._channel.connectionMade()
+
     def dataReceived(self, data: bytes) -> None:
-        if not self._chosen:
-            self._chosen = True
-            channel = self._channel
-            if isinstance(channel, ProxyH2Connection):
-                pass  # (chosen already)
-            elif getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
+        channel = self._http1
+        if channel is not None:
+            self._http1 = None
+            if getattr(channel.transport, "negotiatedProtocol", None) == b"h2":
                 self._channel = self._http2(channel)
         self._channel.dataReceived(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._channel.connectionLost(reason)
 
     def _http2(self, channel: HTTP1Channel) -> ProxyH2Connection:
         site = self._site
