@@ -227,6 +227,21 @@ def test_gate_released() -> None:
     assert pair.gate.open == 0
 
 
+def test_idle_connection_times_out_on_the_sites_clock() -> None:
+    """An idle HTTP/2 connection gets GOAWAY after the site's timeout on its reactor, and is aborted 15 s later."""
+    pair = H2Pair()
+    pair.send()
+    assert pair.site.timeOut == 60.0
+    pair.h.advance(59.5)
+    pair.pump()
+    assert not pair.terminated() and not pair.transport.disconnecting
+    pair.h.advance(0.5)
+    pair.pump()
+    assert pair.terminated() and pair.transport.disconnecting and not pair.transport.disconnected
+    pair.h.advance(15)
+    assert pair.transport.disconnected  # (the abort after the timeout: the same clock)
+
+
 def test_invalid_host_is_400() -> None:
     """A complete stream is checked like an HTTP/1.1 request: an invalid Host from :authority gets 400."""
     pair = H2Pair()

@@ -38,13 +38,14 @@ what the proxy needs on top:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from h2.errors import ErrorCodes
 from h2.events import RequestReceived, StreamEnded, StreamReset
 from h2.settings import SettingCodes, Settings
 from h2.stream import StreamState
-from twisted.internet.interfaces import IProtocol, IReactorTime, ITransport
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime, ITransport
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -377,6 +378,11 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
     streams: dict[int, H2Stream]
     requestFactory: type[H2ProxyRequest]
 
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        # TimeoutMixin's timers (the idle timeout, the abort after it) on the connection's reactor, the site's (as
+        # HTTPFactory gives an HTTP/1.1 channel its reactor's callLater), instead of the global reactor.
+        return h2_reactor(self).callLater(period, func)
+
     @property
     def max_header_list(self) -> int:
         """The MAX_HEADER_LIST_SIZE announced: the size of header section an HTTP/1.1 request may have."""
@@ -504,10 +510,11 @@ class NegotiatedChannel:
         connection.max_streams = site.max_streams
         connection.head_limits = site.client.head
         connection.requestFactory = H2ProxyRequest
-        # Twisted declares both None at class level; they are the site for its streams.
-        connection.site = connection.factory = site  # type: ignore[assignment]
-        connection.timeOut = site.timeOut  # type: ignore[assignment]  # TimeoutMixin says int; seconds are float
-        connection.callLater = site.reactor.callLater  # type: ignore[method-assign,assignment]  # per instance
+        # The site of its streams, and the factory whose log their requests go to.
+        connection.site = connection.factory = site  # type: ignore[assignment]  # H2Connection declares both None
+        # The site's idle timeout, in float seconds (TimeoutMixin annotates timeOut as an int): stored by setTimeout,
+        # which also starts the timer (connectionMade starts it over).
+        connection.setTimeout(site.timeOut)
         connection.makeConnection(transport)
         transport.registerProducer(connection, True)
         return connection
