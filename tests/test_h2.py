@@ -24,6 +24,7 @@ from txrevproxy import ClientConfig, HeadLimits, ProxyChannel, ProxySite
 from txrevproxy._http.framing import ChunkedDecoder
 from txrevproxy._http.responses import error_body
 from txrevproxy._http.validate import Rejection
+from txrevproxy._server.accesslog import AccessLog
 from txrevproxy._server.gate import ConnectionGate, GateConfig
 from txrevproxy._server.h2 import HPACK_CEILING, NegotiatedChannel, ProxyH2Connection, head_rejection
 
@@ -240,6 +241,20 @@ def test_idle_connection_times_out_on_the_sites_clock() -> None:
     assert pair.terminated() and pair.transport.disconnecting and not pair.transport.disconnected
     pair.h.advance(15)
     assert pair.transport.disconnected  # (the abort after the timeout: the same clock)
+
+
+def test_connect_without_path_is_400_and_logged() -> None:
+    """An HTTP/2 CONNECT (no :path, as RFC 9113 has it) gets 400 on its stream, and its access-log line is written."""
+    pair = H2Pair()
+    lines: list[bytes] = []
+    pair.site.access_log = AccessLog(lines.append, pair.h.reactor)
+    pair.send()
+    stream = pair.client.get_next_available_stream_id()
+    pair.client.send_headers(stream, [(b":method", b"CONNECT"), (b":authority", b"example.com:443")], end_stream=True)
+    pair.send()
+    assert pair.status(stream) == 400 and pair.h.attempts == 0
+    pair.site.access_log.flush()
+    assert [line.split(b'"')[1] for line in lines] == [b"CONNECT  HTTP/2"]
 
 
 def test_invalid_host_is_400() -> None:

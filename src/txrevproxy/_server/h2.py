@@ -39,7 +39,7 @@ what the proxy needs on top:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import Protocol
 
 from h2.errors import ErrorCodes
 from h2.events import RequestReceived, StreamEnded, StreamReset
@@ -175,40 +175,45 @@ class H2ProxyRequest(StreamedRequest):
     """
 
     _body = STREAMING
-    _too_large: str | None = None  # a declared length over the limit: refused once the stream is set up
+    _length: int | None = None  # the declared length: held to the limit once the stream is set up
     _max_body = 0
     _body_timeout = 0.0
     _body_deadline: Deadline | None = None  # moved by progress, set again when the proxy lets the body go
     _clock: IReactorTime  # from headersComplete on
-    _stream: H2Stream  # the stream (Twisted's Request forgets it, as its channel, when the stream is lost)
-
-    def _settings(self) -> SiteSettings:
-        site: SiteSettings = cast(H2Stream, self.channel).site  # (a ProxySite: NegotiatedChannel gives it)
-        return site
+    # From headersComplete on: the stream, this request's channel (which Twisted's Request types as an HTTPChannel,
+    # and forgets when the stream is lost).
+    _stream: H2Stream
 
     def gotLength(self, length: int | None) -> None:
-        # Called by Twisted from each content-length while it builds the stream, before the stream can carry an
-        # answer. Nothing of the body is stored: it streams through proxy_body.
+        # Called by Twisted from each content-length while it builds the stream (the h2 library has checked that
+        # they agree), before the stream can carry an answer. Nothing of the body is stored: it streams through
+        # proxy_body.
         self.content = None
-        cap = self._max_body = self._settings().client.max_body
-        if cap and length is not None and length > cap:
-            self._too_large = f"request body of {length} bytes is over the limit of {cap}"
+        self._length = length
 
     def headersComplete(
-        self, command: bytes, path: bytes, ended: bool, clock: IReactorTime, too_large: Rejection | None = None
+        self, stream: H2Stream, ended: bool, clock: IReactorTime, too_large: Rejection | None = None
     ) -> None:
         """
-        The stream's headers are in (``ended``: with END_STREAM): refuse the request (``too_large``: its header
-        list is over the head limits), or start relaying it, its body deadline timed by ``clock``.
+        The headers of ``stream`` (this request's) are in (``ended``: with END_STREAM): refuse the request
+        (``too_large``: its header list is over the head limits; or a declared length over ``max_body``), or start
+        relaying it, its body deadline timed by ``clock``.
         """
+        command = stream.command
+        assert command is not None  # (the h2 library refuses a request without :method)
+        path = stream.path or b""  # (a CONNECT has no :path: refused below, as a request with an empty target)
         self.method, self.uri, self.clientproto = command, path, b"HTTP/2"
         self._clock = clock
-        self._stream = cast(H2Stream, self.channel)  # Twisted's HTTP/2 makes each stream its request's channel
+        self._stream = stream
+        site: SiteSettings = stream.site  # (a ProxySite: NegotiatedChannel gives it; H2Stream is unannotated)
+        client = site.client
+        cap = self._max_body = client.max_body
         if too_large is not None:
             self._refuse(too_large.status, too_large.reason)
             return
-        if self._too_large is not None:
-            self._refuse(413, self._too_large)
+        length = self._length
+        if cap and length is not None and length > cap:
+            self._refuse(413, f"request body of {length} bytes is over the limit of {cap}")
             return
         headers = [(name, value) for name, values in self.requestHeaders.getAllRawHeaders() for value in values]
         framing, rejection = validate_request(command, path, b"HTTP/1.1", headers)
@@ -222,7 +227,7 @@ class H2ProxyRequest(StreamedRequest):
         if ended:
             self._body = _MOVES[END][self._body]
         else:
-            self._body_timeout = self._settings().client.body_timeout
+            self._body_timeout = client.body_timeout
             self._body_deadline = Deadline(clock, self._checkBodyDeadline)
             self._body_deadline.set(self._body_timeout)
         reading = CallbackProducer(self._holdBody, self._releaseBody, _nothing)
@@ -441,9 +446,10 @@ class ProxyH2Connection(AddressesOnce, H2Connection):
             return
         super()._requestReceived(event)
         stream = self.streams[event.stream_id]
+        request: H2ProxyRequest = h2_stream_request(stream)
         ended = event.stream_ended is not None
         rejection = head_rejection(event.headers, self.head_limits)
-        h2_stream_request(stream).headersComplete(stream.command, stream.path, ended, h2_reactor(self), rejection)
+        request.headersComplete(stream, ended, h2_reactor(self), rejection)
 
     def _requestEnded(self, event: StreamEnded) -> None:
         if event.stream_id in self.streams:
