@@ -13,7 +13,7 @@ from typing import Any, cast
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IListeningPort, IPushProducer
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Cooperator, deferLater
 from twisted.internet.testing import MemoryReactorClock
@@ -171,7 +171,7 @@ class MemoryClient:
         Stop reading, like a slow client: what the proxy sends waits in the network (and backpressure follows).
         """
         assert self.protocol is not None and self.protocol.transport is not None, "not connected"
-        cast(IPushProducer, self.protocol.transport).pauseProducing()
+        self.protocol.transport.pauseProducing()
         self.proxy.flush()
 
     def resume(self) -> None:
@@ -179,7 +179,7 @@ class MemoryClient:
         Read again.
         """
         assert self.protocol is not None and self.protocol.transport is not None, "not connected"
-        cast(IPushProducer, self.protocol.transport).resumeProducing()
+        self.protocol.transport.resumeProducing()
         self.proxy.flush()
 
     def close(self) -> None:
