@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
@@ -39,8 +39,23 @@ __all__ = [
     "MemoryClient",
     "MemoryProxy",
     "MemoryResponse",
+    "ProxySettings",
     "listen_proxy",
 ]
+
+
+class ProxySettings(TypedDict, total=False):
+    """
+    A test proxy's settings besides its upstream: :func:`listen_proxy`'s keyword arguments, which ``start_proxy``
+    and the pytest fixtures pass on.
+    """
+
+    #: The relay's settings (timeouts, pool, forwarding headers).
+    config: ProxyConfig | None
+    #: The client-side limits and deadlines.
+    client: ClientConfig | None
+    #: The access policy of the proxy resource.
+    access: AccessPolicy | None
 
 
 def _proxy_site(
