@@ -8,13 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, TypedDict, cast
+from typing import TypedDict, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.internet.task import Cooperator, deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
@@ -96,13 +96,7 @@ class _ProxyRecords:
         """
         The connections the proxy opened to its upstream.
         """
-        return _pool(self.site).connected
-
-
-def _pool(site: RecordingProxySite) -> UpstreamPool:
-    resource = site.resource
-    assert isinstance(resource, PassThroughProxyResource)  # (the resource _proxy_site made)
-    return resource.pool
+        return self.site.resource.pool.connected
 
 
 # -- in memory -----------------------------------------------------------------------------------------------
@@ -359,7 +353,7 @@ class LiveProxy(_ProxyRecords):
         if self.stopped:
             return succeed(None)
         self.stopped = True
-        pool = _pool(self.site)
+        pool = self.site.resource.pool
         pool.close()
         stopping = gatherResults([maybeDeferred(port.stopListening) for port in self.ports])
         sites = [site for site in (self.site, self.origin_site) if site is not None]
@@ -380,10 +374,9 @@ class LiveProxy(_ProxyRecords):
 
 
 def _listen_locally(reactor: IProxyReactor, site: Site) -> IListeningPort:
-    # (Twisted annotates listenTCP's factory as a generic ServerFactory that its own Site does not match.)
-    factory: Any = site
-    port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    return port
+    # (listenTCP's factory is typed a ServerFactory of Twisted's default protocol type, which a Site, a ServerFactory
+    # of its own HTTP channel wrapper, is not: the type is invariant in it)
+    return reactor.listenTCP(0, cast(ServerFactory, site), interface="127.0.0.1")
 
 
 def _port_number(port: IListeningPort) -> int:
