@@ -18,7 +18,7 @@ from twisted.internet.protocol import Factory, Protocol, ServerFactory, connecti
 from twisted.internet.task import Cooperator, deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.client import URI, Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from twisted.web.resource import IResource
@@ -202,7 +202,7 @@ class _ToProxy:
     def __init__(self, proxy: MemoryProxy) -> None:
         self.proxy = proxy
 
-    def endpointForURI(self, uri: object) -> TCP4ClientEndpoint:
+    def endpointForURI(self, uri: URI) -> TCP4ClientEndpoint:
         return TCP4ClientEndpoint(self.proxy.clock, self.proxy.HOST, self.proxy.PORT)
 
 

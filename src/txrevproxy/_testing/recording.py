@@ -72,7 +72,7 @@ def _seen(request: Request, body: bytes | None) -> SeenRequest:
     )
 
 
-def transport_of(channel: object) -> ITCPTransport | None:
+def transport_of(channel: IProtocol) -> ITCPTransport | None:
     """
     The transport of a served connection (``Site`` wraps its ``HTTPChannel`` in a protocol that picks HTTP/1.1 or
     HTTP/2); ``None`` before it is connected.
@@ -81,7 +81,7 @@ def transport_of(channel: object) -> ITCPTransport | None:
     return transport
 
 
-def _closed(channel: object) -> bool:
+def _closed(channel: IProtocol) -> bool:
     transport = transport_of(channel)
     return transport is not None and bool(getattr(transport, "disconnected", False))
 
@@ -95,7 +95,7 @@ class _Recording(Site):
     def start_recording(self) -> None:
         self.seen: list[SeenRequest] = []
         self.channels: list[IProtocol] = []
-        self._seen_at: WeakKeyDictionary[object, int] = WeakKeyDictionary()
+        self._seen_at: WeakKeyDictionary[LoggedRequest, int] = WeakKeyDictionary()
 
     def request_body(self, request: Request) -> bytes | None:
         return None
