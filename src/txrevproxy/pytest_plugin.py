@@ -18,22 +18,42 @@ Both return a :class:`txrevproxy.testing.RunningProxy`: ``.url``, ``.requests``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ParamSpec
 
 import pytest
 
 if TYPE_CHECKING:
-    from txrevproxy.testing import RunningProxy
+    from twisted.web.resource import IResource
+    from typing_extensions import Unpack
+
+    from txrevproxy._net.reactor import IProxyReactor
+    from txrevproxy.testing import ProxySettings, RunningProxy
+
+P = ParamSpec("P")
+
+# (txrevproxy.testing is imported in the functions: the plugin loads in every pytest run, most of which never start a
+# proxy.)
 
 
-def _factory(key: str) -> Iterator[Callable[..., RunningProxy]]:
-    # Imported here: the plugin loads in every pytest run, most of which never start a proxy.
+def _to_url(target: str, **settings: Unpack[ProxySettings]) -> RunningProxy:
     from txrevproxy.testing import start_proxy
 
+    return start_proxy(upstream=target, **settings)
+
+
+def _to_resource(
+    target: IResource | Callable[[IProxyReactor], IResource], **settings: Unpack[ProxySettings]
+) -> RunningProxy:
+    from txrevproxy.testing import start_proxy
+
+    return start_proxy(origin=target, **settings)
+
+
+def _factory(start_one: Callable[P, RunningProxy]) -> Iterator[Callable[P, RunningProxy]]:
     started: list[RunningProxy] = []
 
-    def start(target: object, **settings: Any) -> RunningProxy:
-        proxy = start_proxy(**{key: target, **settings})
+    def start(*args: P.args, **kwargs: P.kwargs) -> RunningProxy:
+        proxy = start_one(*args, **kwargs)
         started.append(proxy)
         return proxy
 
@@ -53,7 +73,7 @@ def txrevproxy_to_url() -> Iterator[Callable[..., RunningProxy]]:
     """
     ``txrevproxy_to_url(url, **settings)``: a running proxy in front of ``url``, stopped when the test ends.
     """
-    yield from _factory("upstream")
+    yield from _factory(_to_url)
 
 
 @pytest.fixture
@@ -62,4 +82,4 @@ def txrevproxy_to_resource() -> Iterator[Callable[..., RunningProxy]]:
     ``txrevproxy_to_resource(resource, **settings)``: a running proxy in front of a fake origin serving
     ``resource``, stopped when the test ends.
     """
-    yield from _factory("origin")
+    yield from _factory(_to_resource)

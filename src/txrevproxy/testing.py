@@ -14,7 +14,7 @@ txrevproxy in other people's tests.
     ``txrevproxy_to_resource``) are built on it.
 
 Each of them records the requests the proxy saw (:class:`SeenRequest`), those the fake origin saw, and the upstream
-connections the proxy opened.
+connections the proxy opened. :class:`ProxySettings` types their settings (``config``, ``client``, ``access``).
 """
 
 from txrevproxy._testing.proxies import (
@@ -22,6 +22,7 @@ from txrevproxy._testing.proxies import (
     MemoryClient,
     MemoryProxy,
     MemoryResponse,
+    ProxySettings,
     listen_proxy,
 )
 from txrevproxy._testing.recording import SeenRequest
@@ -32,6 +33,7 @@ __all__ = [
     "MemoryClient",
     "MemoryProxy",
     "MemoryResponse",
+    "ProxySettings",
     "RunningProxy",
     "SeenRequest",
     "listen_proxy",

@@ -276,6 +276,8 @@ class Peer(Protocol):
     (:attr:`reason`); the test writes, pauses and closes through its ``transport``.
     """
 
+    transport: MemoryTransport | None  # (set by makeConnection: connected by the in-memory network)
+
     def __init__(self) -> None:
         self.received = bytearray()
         self.reason: Failure | None = None

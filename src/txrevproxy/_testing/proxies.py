@@ -8,17 +8,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Any, cast
+from typing import TypedDict, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.interfaces import IListeningPort, IPushProducer
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory, Protocol, ServerFactory, connectionDone
 from twisted.internet.task import Cooperator, deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.client import URI, Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory, IResponse
 from twisted.web.resource import IResource
@@ -39,8 +39,23 @@ __all__ = [
     "MemoryClient",
     "MemoryProxy",
     "MemoryResponse",
+    "ProxySettings",
     "listen_proxy",
 ]
+
+
+class ProxySettings(TypedDict, total=False):
+    """
+    A test proxy's settings besides its upstream: :func:`listen_proxy`'s keyword arguments, which ``start_proxy``
+    and the pytest fixtures pass on.
+    """
+
+    #: The relay's settings (timeouts, pool, forwarding headers).
+    config: ProxyConfig | None
+    #: The client-side limits and deadlines.
+    client: ClientConfig | None
+    #: The access policy of the proxy resource.
+    access: AccessPolicy | None
 
 
 def _proxy_site(
@@ -81,13 +96,7 @@ class _ProxyRecords:
         """
         The connections the proxy opened to its upstream.
         """
-        return _pool(self.site).connected
-
-
-def _pool(site: RecordingProxySite) -> UpstreamPool:
-    resource = site.resource
-    assert isinstance(resource, PassThroughProxyResource)  # (the resource _proxy_site made)
-    return resource.pool
+        return self.site.resource.pool.connected
 
 
 # -- in memory -----------------------------------------------------------------------------------------------
@@ -171,7 +180,7 @@ class MemoryClient:
         Stop reading, like a slow client: what the proxy sends waits in the network (and backpressure follows).
         """
         assert self.protocol is not None and self.protocol.transport is not None, "not connected"
-        cast(IPushProducer, self.protocol.transport).pauseProducing()
+        self.protocol.transport.pauseProducing()
         self.proxy.flush()
 
     def resume(self) -> None:
@@ -179,7 +188,7 @@ class MemoryClient:
         Read again.
         """
         assert self.protocol is not None and self.protocol.transport is not None, "not connected"
-        cast(IPushProducer, self.protocol.transport).resumeProducing()
+        self.protocol.transport.resumeProducing()
         self.proxy.flush()
 
     def close(self) -> None:
@@ -193,7 +202,7 @@ class _ToProxy:
     def __init__(self, proxy: MemoryProxy) -> None:
         self.proxy = proxy
 
-    def endpointForURI(self, uri: object) -> TCP4ClientEndpoint:
+    def endpointForURI(self, uri: URI) -> TCP4ClientEndpoint:
         return TCP4ClientEndpoint(self.proxy.clock, self.proxy.HOST, self.proxy.PORT)
 
 
@@ -344,7 +353,7 @@ class LiveProxy(_ProxyRecords):
         if self.stopped:
             return succeed(None)
         self.stopped = True
-        pool = _pool(self.site)
+        pool = self.site.resource.pool
         pool.close()
         stopping = gatherResults([maybeDeferred(port.stopListening) for port in self.ports])
         sites = [site for site in (self.site, self.origin_site) if site is not None]
@@ -365,10 +374,9 @@ class LiveProxy(_ProxyRecords):
 
 
 def _listen_locally(reactor: IProxyReactor, site: Site) -> IListeningPort:
-    # (Twisted annotates listenTCP's factory as a generic ServerFactory that its own Site does not match.)
-    factory: Any = site
-    port: IListeningPort = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    return port
+    # (listenTCP's factory is typed a ServerFactory of Twisted's default protocol type, which a Site, a ServerFactory
+    # of its own HTTP channel wrapper, is not: the type is invariant in it)
+    return reactor.listenTCP(0, cast(ServerFactory, site), interface="127.0.0.1")
 
 
 def _port_number(port: IListeningPort) -> int:

@@ -6,17 +6,19 @@ test can look at them and so that stopping closes every one.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import cast
 from weakref import WeakKeyDictionary
 
-from twisted.internet.interfaces import IAddress, IProtocol, ITCPTransport
+from twisted.internet.interfaces import IAddress, IProtocol, IReactorTime, ITCPTransport
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from txrevproxy._server.accesslog import LoggedRequest
 from txrevproxy._server.channel import ProxySite
+from txrevproxy._server.config import ClientConfig
 from txrevproxy._server.request import StreamedRequest
 from txrevproxy._server.web import header_list
+from txrevproxy.resource import ReverseProxyResource
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def _seen(request: Request, body: bytes | None) -> SeenRequest:
     )
 
 
-def transport_of(channel: object) -> ITCPTransport | None:
+def transport_of(channel: IProtocol) -> ITCPTransport | None:
     """
     The transport of a served connection (``Site`` wraps its ``HTTPChannel`` in a protocol that picks HTTP/1.1 or
     HTTP/2); ``None`` before it is connected.
@@ -79,7 +81,7 @@ def transport_of(channel: object) -> ITCPTransport | None:
     return transport
 
 
-def _closed(channel: object) -> bool:
+def _closed(channel: IProtocol) -> bool:
     transport = transport_of(channel)
     return transport is not None and bool(getattr(transport, "disconnected", False))
 
@@ -93,7 +95,7 @@ class _Recording(Site):
     def start_recording(self) -> None:
         self.seen: list[SeenRequest] = []
         self.channels: list[IProtocol] = []
-        self._seen_at: WeakKeyDictionary[object, int] = WeakKeyDictionary()
+        self._seen_at: WeakKeyDictionary[LoggedRequest, int] = WeakKeyDictionary()
 
     def request_body(self, request: Request) -> bytes | None:
         return None
@@ -135,11 +137,15 @@ class _Recording(Site):
 
 class RecordingProxySite(_Recording, ProxySite):
     """
-    A :class:`~txrevproxy.ProxySite` that records what it serves.
+    A :class:`~txrevproxy.ProxySite` serving a proxy resource, that records what it serves.
     """
 
-    def __init__(self, resource: IResource, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
+    resource: ReverseProxyResource
+
+    def __init__(
+        self, resource: ReverseProxyResource, *, reactor: IReactorTime, client: ClientConfig | None = None
+    ) -> None:
+        super().__init__(resource, reactor=reactor, client=client)
         self.start_recording()
 
 
@@ -150,8 +156,8 @@ class RecordingOriginSite(_Recording, Site):
 
     noisy = False
 
-    def __init__(self, resource: IResource, **kwargs: Any) -> None:
-        super().__init__(resource, **kwargs)
+    def __init__(self, resource: IResource, *, reactor: IReactorTime) -> None:
+        super().__init__(resource, reactor=reactor)
         self.start_recording()
 
     def request_body(self, request: Request) -> bytes | None:

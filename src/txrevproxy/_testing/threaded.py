@@ -12,23 +12,36 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast, overload
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import blockingCallFromThread
 from twisted.web.resource import IResource
 
-from txrevproxy._testing.proxies import LiveProxy, listen_proxy
+from txrevproxy._net.reactor import IProxyReactor
+from txrevproxy._testing.proxies import LiveProxy, ProxySettings, listen_proxy
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from txrevproxy._testing.recording import SeenRequest
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: Seconds to wait for the reactor thread to end after the proxy has stopped.
 STOP_TIMEOUT = 10.0
 
 
-def new_reactor() -> Any:
+class IThreadedReactor(IProxyReactor, IReactorFromThreads):
+    """
+    The reactor of a :class:`RunningProxy`: the proxy's, reached from other threads. For type checking only, as
+    :class:`~txrevproxy._net.reactor.IProxyReactor` is.
+    """
+
+
+def new_reactor() -> IThreadedReactor:
     """
     A new reactor, not installed as the global one: epoll where there is epoll, else select.
     """
@@ -36,10 +49,11 @@ def new_reactor() -> Any:
         from twisted.internet.epollreactor import EPollReactor as Reactor
     except ImportError:  # not Linux
         from twisted.internet.selectreactor import SelectReactor as Reactor
-    return Reactor()
+    # (either provides each interface of IThreadedReactor: Twisted declares them one by one, some by classImplements)
+    return cast(IThreadedReactor, Reactor())
 
 
-def _close(reactor: Any) -> None:
+def _close(reactor: IThreadedReactor) -> None:
     # A stopped reactor still holds its waker's pipe and its poller: give them back.
     from txrevproxy._net.twisted_private import reactor_poller
 
@@ -62,7 +76,7 @@ class RunningProxy:
     :ivar reactor: the proxy's reactor (running in another thread: reach it through :meth:`call`).
     """
 
-    def __init__(self, reactor: Any, thread: threading.Thread, live: LiveProxy) -> None:
+    def __init__(self, reactor: IThreadedReactor, thread: threading.Thread, live: LiveProxy) -> None:
         self.reactor = reactor
         self._thread = thread
         self._live = live
@@ -71,12 +85,17 @@ class RunningProxy:
         self.origin_url = live.origin_url
         self.stopped = False
 
-    def call(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
+    @overload
+    def call(self, function: Callable[P, Deferred[T]], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    @overload
+    def call(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    def call(self, function: Callable[P, Deferred[T]] | Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """
         ``function(*args, **kwargs)`` run in the proxy's reactor thread; its result (a ``Deferred``'s waited for).
         """
-        result: T = blockingCallFromThread(self.reactor, function, *args, **kwargs)
-        return result
+        return blockingCallFromThread(self.reactor, function, *args, **kwargs)
 
     @property
     def requests(self) -> list[SeenRequest]:
@@ -118,7 +137,7 @@ class RunningProxy:
         self.stop()
 
 
-def _end(reactor: Any, thread: threading.Thread) -> None:
+def _end(reactor: IThreadedReactor, thread: threading.Thread) -> None:
     reactor.callFromThread(reactor.stop)
     thread.join(STOP_TIMEOUT)
     if thread.is_alive():
@@ -129,8 +148,8 @@ def _end(reactor: Any, thread: threading.Thread) -> None:
 def start_proxy(
     *,
     upstream: str | None = None,
-    origin: IResource | Callable[[Any], IResource] | None = None,
-    **settings: Any,
+    origin: IResource | Callable[[IProxyReactor], IResource] | None = None,
+    **settings: Unpack[ProxySettings],
 ) -> RunningProxy:
     """
     A proxy listening on 127.0.0.1 (a free port) before this returns, in front of the ``upstream`` URL or of
