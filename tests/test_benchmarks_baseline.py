@@ -307,12 +307,27 @@ def test_a_run_with_a_baseline_renders_its_table_and_keeps_the_others_shape():
     assert "against the baseline" not in _report.render_markdown(plain)
 
 
-@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.name)
+def _committed(with_baseline: bool) -> list[Path]:
+    return [
+        path
+        for path in sorted(RESULTS.glob("*.json"))
+        if bool(json.loads(path.read_text())["settings"].get("baseline")) == with_baseline
+    ]
+
+
+@pytest.mark.parametrize("path", _committed(False), ids=lambda p: p.name)
 def test_old_results_without_a_baseline_still_render(path: Path):
-    """Each committed result JSON (none has a baseline in its settings) renders, with no baseline table."""
+    """Each committed result JSON made without --baseline renders, with no baseline table."""
     data = json.loads(path.read_text())
-    assert "baseline" not in data["settings"]
     assert _report._baseline_rows(data) == []
     text = _report.render_markdown(data)
     assert "### Load" in text
     assert "against the baseline" not in text
+
+
+@pytest.mark.parametrize("path", _committed(True), ids=lambda p: p.name)
+def test_results_with_a_baseline_render_its_table(path: Path):
+    """Each committed result JSON made with --baseline renders its baseline table."""
+    data = json.loads(path.read_text())
+    assert _report._baseline_rows(data) != []
+    assert "against the baseline" in _report.render_markdown(data)
