@@ -34,15 +34,6 @@ from txrevproxy._testing.recording import RecordingOriginSite, RecordingProxySit
 from txrevproxy._upstream.pool import UpstreamPool
 from txrevproxy.resource import PassThroughProxyResource
 
-__all__ = [
-    "LiveProxy",
-    "MemoryClient",
-    "MemoryProxy",
-    "MemoryResponse",
-    "ProxySettings",
-    "listen_proxy",
-]
-
 
 class ProxySettings(TypedDict, total=False):
     """
